@@ -1,0 +1,31 @@
+# Two entry points on a fresh machine: `make demo` (the main job on built-in sample data) and
+# `make test`. Both create or reuse the virtualenv in $(VENV).
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+CLI   := $(VENV)/bin/alexnet-dali
+# On a machine without a GPU install the CPU build of torch first; an unpinned `torch` pulls
+# several GB of CUDA wheels. Override e.g. TORCH_SPEC="torch --index-url <your index>".
+TORCH_SPEC ?= torch==2.13.0
+DEMO  ?= demo
+
+.PHONY: venv demo test clean-demo
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[viz,dev]'
+	touch $@
+
+demo: venv
+	$(CLI) sample-data $(DEMO)/raw --classes 4 --train-per-class 64 --val-per-class 16 --with-odd-files
+	$(CLI) preprocess $(DEMO)/raw $(DEMO)/shards
+	$(CLI) pca-stats $(DEMO)/shards
+
+test: venv
+	$(PY) -m pytest -q
+
+clean-demo:
+	rm -rf $(DEMO)

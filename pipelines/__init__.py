@@ -1,0 +1,1 @@
+"""DALI graphs only: shards -> augmented batches (train, eval, ten-crop)."""

@@ -1,0 +1,1 @@
+"""Offline tools (CPU, NumPy/Pillow): source images -> shards; shards -> pca.json."""
