@@ -1,0 +1,88 @@
+"""Top-k error and ten-crop averaging (the paper's section 6 test protocol).
+
+Top-k is rank based, so it is the same computed from logits or from probabilities. A sample is
+correct at k when its label is among the k highest scores (`torch.topk`; exact ties are broken
+by `topk`'s order). With fewer than k classes, k is clamped to the class count (every sample is
+then correct at k), so a 4-class demo reports a top-5 error of 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+TOPK = (1, 5)
+
+
+def tencrop_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Ten-crop logits N×V×C (any float dtype) → mean of the V softmaxes, N×C float32."""
+    if logits.dim() != 3:
+        raise ValueError(f"tencrop_probabilities: expected N×views×classes logits, got "
+                         f"shape {tuple(logits.shape)}")
+    return torch.softmax(logits.float(), dim=-1).mean(dim=1)
+
+
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = TOPK,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Scores N×C (logits or probabilities), labels int N → correct counts int64 (len(ks),).
+
+    `valid` (bool N) drops padding samples so that each sample is counted once across ranks.
+    """
+    if scores.dim() != 2 or labels.shape != scores.shape[:1]:
+        raise ValueError(f"topk_correct: expected scores N×C and labels N, got "
+                         f"{tuple(scores.shape)} and {tuple(labels.shape)}")
+    if valid is not None:
+        scores, labels = scores[valid], labels[valid]
+    kmax = min(max(ks), scores.shape[1])
+    top = scores.topk(kmax, dim=1).indices  # N×kmax, best first
+    hits = top.eq(labels.to(top.device).view(-1, 1))  # N×kmax, at most one True per row
+    return torch.stack([hits[:, : min(k, kmax)].any(dim=1).sum() for k in ks]).to(torch.int64)
+
+
+def topk_errors(scores: torch.Tensor, labels: torch.Tensor,
+                ks: Sequence[int] = TOPK) -> dict[str, float]:
+    """Scores N×C, labels N → {"top1_err": …, "top5_err": …} as fractions in [0, 1]."""
+    correct = topk_correct(scores, labels, ks)
+    return errors_from_counts(correct, labels.numel(), ks)
+
+
+def errors_from_counts(correct: torch.Tensor, total: int,
+                       ks: Sequence[int] = TOPK) -> dict[str, float]:
+    """Correct counts (len(ks),) over `total` samples → {"top{k}_err": fraction} per k."""
+    if total <= 0:
+        raise ValueError("errors_from_counts: no samples were evaluated")
+    return {f"top{k}_err": 1.0 - float(c) / total for k, c in zip(ks, correct.tolist())}
+
+
+class TopKMeter:
+    """Accumulates top-k correct counts over batches; `counts()` is what ranks all-reduce."""
+
+    def __init__(self, ks: Sequence[int] = TOPK) -> None:
+        self.ks = tuple(ks)
+        self.correct = torch.zeros(len(self.ks), dtype=torch.int64)
+        self.total = 0
+
+    def update(self, scores: torch.Tensor, labels: torch.Tensor,
+               valid: torch.Tensor | None = None) -> None:
+        """Add a batch: scores N×C (or N×V×C ten-crop logits, averaged as softmaxes)."""
+        if scores.dim() == 3:
+            scores = tencrop_probabilities(scores)
+        self.correct += topk_correct(scores, labels, self.ks, valid).cpu()
+        self.total += int(valid.sum()) if valid is not None else labels.numel()
+
+    def counts(self) -> torch.Tensor:
+        """[correct@k…, total] as int64, for `torch.distributed.all_reduce`."""
+        return torch.cat([self.correct, torch.tensor([self.total])])
+
+    def result(self, counts: torch.Tensor | None = None) -> dict[str, float]:
+        """Errors and accuracies from own (or all-reduced) counts: top1_err, top1_acc, …."""
+        counts = self.counts() if counts is None else counts.cpu()
+        total = int(counts[-1])
+        errors = errors_from_counts(counts[:-1], total, self.ks)
+        out: dict[str, float] = {}
+        for k in self.ks:
+            out[f"top{k}_err"] = errors[f"top{k}_err"]
+            out[f"top{k}_acc"] = 1.0 - errors[f"top{k}_err"]
+        out["samples"] = total
+        return out

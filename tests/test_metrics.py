@@ -1,0 +1,72 @@
+"""Top-k error and ten-crop averaging on hand-checkable cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet_dali.metrics import (TopKMeter, tencrop_probabilities, topk_correct,
+                                  topk_errors)
+
+# Four samples, six classes; the label's rank is written next to each row.
+LOGITS = torch.tensor([
+    [0.1, 0.9, 0.3, 0.2, 0.05, 0.0],  # label 1: rank 1 -> top-1 and top-5 correct
+    [5.0, 4.0, 3.0, 2.0, 1.0, 0.0],   # label 4: rank 5 -> top-5 correct only
+    [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],   # label 0: rank 6 -> both wrong
+    [1.0, 3.0, 2.0, 0.0, 0.5, 0.2],   # label 2: rank 2 -> top-5 correct only
+])
+LABELS = torch.tensor([1, 4, 0, 2])
+
+
+def test_topk_errors_hand_checked() -> None:
+    assert topk_correct(LOGITS, LABELS).tolist() == [1, 3]
+    assert topk_errors(LOGITS, LABELS) == {"top1_err": 0.75, "top5_err": 0.25}
+
+
+def test_probabilities_give_the_same_errors_as_logits() -> None:
+    assert topk_errors(torch.softmax(LOGITS, 1), LABELS) == topk_errors(LOGITS, LABELS)
+
+
+def test_valid_mask_drops_padding() -> None:
+    valid = torch.tensor([True, True, False, False])
+    assert topk_correct(LOGITS, LABELS, valid=valid).tolist() == [1, 2]
+
+
+def test_k_is_clamped_to_the_class_count() -> None:
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    assert topk_errors(logits, torch.tensor([0])) == {"top1_err": 1.0, "top5_err": 0.0}
+
+
+def test_tencrop_averages_softmax_not_logits() -> None:
+    # One confident view for class 1 and nine mild views for class 0: averaging logits picks
+    # class 1 (mean logits 0.9 vs 3.0), averaging softmaxes picks class 0 (0.658 vs 0.342).
+    views = torch.tensor([[0.0, 30.0]] + [[1.0, 0.0]] * 9).unsqueeze(0)  # 1×10×2
+    probs = tencrop_probabilities(views)
+    p0 = 9 * np.exp(1) / (np.exp(1) + 1) / 10
+    np.testing.assert_allclose(probs.numpy(), [[p0, 1 - p0]], rtol=1e-6)
+    assert probs.argmax(1).item() == 0 and views.mean(1).argmax(1).item() == 1
+
+
+def test_tencrop_matches_numpy_softmax_mean() -> None:
+    logits = torch.randn(3, 10, 7, generator=torch.Generator().manual_seed(0))
+    x = logits.double().numpy()
+    e = np.exp(x - x.max(-1, keepdims=True))
+    expected = (e / e.sum(-1, keepdims=True)).mean(1)
+    np.testing.assert_allclose(tencrop_probabilities(logits).numpy(), expected, rtol=1e-5)
+
+
+def test_meter_accumulates_batches_and_tencrop_logits() -> None:
+    meter = TopKMeter()
+    meter.update(LOGITS[:2], LABELS[:2])
+    meter.update(LOGITS[2:].unsqueeze(1).repeat(1, 10, 1), LABELS[2:])  # ten identical views
+    assert meter.counts().tolist() == [1, 3, 4]
+    result = meter.result()
+    assert result["top1_err"] == 0.75 and result["top5_acc"] == 0.75 and result["samples"] == 4
+
+
+def test_bad_shapes_are_rejected() -> None:
+    with pytest.raises(ValueError, match="N×C"):
+        topk_correct(LOGITS, LABELS[:2])
+    with pytest.raises(ValueError, match="views"):
+        tencrop_probabilities(LOGITS)
