@@ -88,6 +88,9 @@ class TrainConfig:
     log_every: int = 10  # steps between metric lines
     max_steps_per_epoch: int = 0  # 0: the whole epoch (smoke tests use a few steps)
     deterministic: bool = False
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0: only at epoch ends
+    threads: int = 0  # torch intra-op threads per rank; 0: torch's default
+    tensorboard: bool = True  # RUN/tensorboard event files when tensorboard is installed
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

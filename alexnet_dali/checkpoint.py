@@ -1,0 +1,141 @@
+"""Training checkpoints: atomic writes, keep-last-K, RNG capture, and resume compatibility checks.
+
+A checkpoint is `RUN/checkpoints/ckpt-EEEE-SSSSSSS.pt` (E: epoch, S: global step), a dict of
+tensors, plain numbers, strings and lists only, so `torch.load(weights_only=True)` reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CKPT_RE = re.compile(r"^ckpt-(\d{4,})-(\d{7,})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit this run."""
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    """Where a run keeps its checkpoints."""
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's checkpoints, oldest first (by global step, then epoch)."""
+    directory = checkpoint_dir(run_dir)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        match = CKPT_RE.match(path.name)
+        if match:
+            found.append((int(match.group(2)), int(match.group(1)), path))
+    return [path for _, _, path in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint of a run, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
+    """Write `state` atomically (temp file, fsync, rename, fsync dir); keep the newest `keep`."""
+    directory = checkpoint_dir(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"ckpt-{state['epoch']:04d}-{state['global_step']:07d}.pt"
+    tmp = directory / f".{path.name}.tmp-{os.getpid()}"
+    with tmp.open("wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    for old in list_checkpoints(run_dir)[: -max(keep, 1)]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with `weights_only=True`; a clear error if it is missing or broken."""
+    path = Path(path)
+    if path.is_dir():  # a run dir or its checkpoints dir: take the newest
+        newest = latest_checkpoint(path) or latest_checkpoint(path.parent)
+        if newest is None:
+            raise CheckpointError(f"{path}: no ckpt-*.pt checkpoints found; train first")
+        path = newest
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; pass a ckpt-*.pt file or a run dir")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file named
+        raise CheckpointError(f"{path}: not a readable checkpoint ({e}); use another one") from e
+    missing = {"model", "config", "epoch", "global_step"} - set(state)
+    if missing:
+        raise CheckpointError(f"{path}: not an alexnet-dali checkpoint (no {sorted(missing)})")
+    state["path"] = str(path)
+    return state
+
+
+def capture_rng() -> dict[str, Any]:
+    """torch/numpy/python RNG states as tensors and lists (weights_only-loadable)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_gauss": [int(np_state[3]), float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of `capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    has_gauss, gauss = state["numpy_gauss"]
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_compatible(
+    ckpt: dict[str, Any], *, world_size: int, batch_size: int, manifest_sha256: str | None,
+    allow_mismatch: bool,
+) -> list[str]:
+    """Problems resuming `ckpt` with this world size / batch / dataset; raises unless allowed."""
+    problems = []
+    if ckpt.get("world_size") != world_size:
+        problems.append(f"world size {ckpt.get('world_size')} -> {world_size}")
+    if ckpt["config"].get("batch_size") != batch_size:
+        problems.append(f"global batch size {ckpt['config'].get('batch_size')} -> {batch_size}")
+    if ckpt.get("manifest_sha256") != manifest_sha256:
+        problems.append(
+            f"dataset manifest sha256 {str(ckpt.get('manifest_sha256'))[:12]} -> "
+            f"{str(manifest_sha256)[:12]}"
+        )
+    if problems and not allow_mismatch:
+        raise CheckpointError(
+            f"{ckpt.get('path', 'checkpoint')}: cannot resume exactly, the run changed: "
+            + "; ".join(problems)
+            + ". Restore the original settings, or pass --allow-mismatch to resume anyway "
+            "(the data position restarts at the current epoch's beginning)."
+        )
+    return problems

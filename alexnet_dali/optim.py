@@ -1,0 +1,106 @@
+"""SGD with the paper's or PyTorch's momentum rule, and the learning-rate schedule (paper section 5).
+
+The paper's update is  v <- m*v - wd*lr*w - lr*g ;  w <- w + v.  PyTorch's SGD keeps
+v <- m*v + g + wd*w ;  w <- w - lr*v.  While lr is constant the two produce identical weights
+(the paper's v is -lr times PyTorch's); just after an lr drop the paper's velocity still carries
+steps scaled by the old lr, whereas PyTorch's rescales the whole velocity by the new lr at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+
+from alexnet_dali.config import ConfigError, OptimConfig
+
+
+class PaperSGD(torch.optim.Optimizer):
+    """The paper's rule: v <- momentum*v - wd*lr*w - lr*grad ; w <- w + v (fp32 state)."""
+
+    def __init__(self, params: Iterable, lr: float, momentum: float, weight_decay: float):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102 - torch.optim.Optimizer API
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(p)
+                v = state["velocity"]
+                v.mul_(m).add_(p, alpha=-wd * lr).add_(p.grad, alpha=-lr)
+                p.add_(v)
+        return loss
+
+
+def build_optimizer(params: Iterable, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD with momentum and weight decay, by `cfg.update` ("pytorch" or "paper")."""
+    if cfg.update == "paper":
+        return PaperSGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.update == "pytorch":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    raise ConfigError(f"optim.update must be 'pytorch' or 'paper', not {cfg.update!r}")
+
+
+class LRSchedule:
+    """Per-epoch lr: linear warmup, then constant, step drops, or /10 on a val-error plateau."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig):
+        if cfg.schedule not in ("plateau", "step", "constant"):
+            raise ConfigError(f"optim.schedule must be plateau, step or constant: {cfg.schedule!r}")
+        self.optimizer, self.cfg = optimizer, cfg
+        self.drops = 0
+        self.best = float("inf")
+        self.bad_epochs = 0
+        self.apply(0)
+
+    @property
+    def lr(self) -> float:
+        """The lr in use now."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def apply(self, epoch: int) -> None:
+        """Set the lr for (0-based) `epoch` from the warmup and the drops so far."""
+        cfg = self.cfg
+        if cfg.schedule == "step":
+            self.drops = sum(epoch >= e for e in cfg.step_epochs)
+        lr = cfg.lr * 0.1**self.drops
+        if cfg.warmup_epochs and epoch < cfg.warmup_epochs:
+            lr = cfg.lr * (epoch + 1) / cfg.warmup_epochs
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def end_epoch(self, epoch: int, val_error: float | None) -> bool:
+        """Record epoch `epoch`'s val error and set the next epoch's lr; True if the lr dropped."""
+        before = self.drops
+        if self.cfg.schedule == "plateau" and val_error is not None:
+            if val_error < self.best:
+                self.best, self.bad_epochs = val_error, 0
+            else:
+                self.bad_epochs += 1
+                if self.bad_epochs >= self.cfg.plateau_patience and self.drops < self.cfg.max_drops:
+                    self.drops += 1
+                    self.bad_epochs = 0
+        self.apply(epoch + 1)
+        return self.drops > before
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain floats/ints (loadable with weights_only=True)."""
+        return {"drops": self.drops, "best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any], epoch: int) -> None:
+        """Restore the counters and set the lr of `epoch`."""
+        self.drops = int(state["drops"])
+        self.best = float(state["best"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.apply(epoch)

@@ -1,0 +1,53 @@
+"""Run logging: `RUN/metrics.jsonl` (one JSON object a line) and TensorBoard scalars when installed.
+
+Line shapes (the figures read them):
+  {"kind": "train", "epoch": 1, "step": 40, "loss": 2.1, "lr": 0.01, "images_per_s": 850.0}
+  {"kind": "val", "epoch": 1, "step": 40, "loss": 1.9, "top1_err": 0.61, "top5_err": 0.2}
+`epoch` is 1-based; `step` is the global optimiser step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class RunLog:
+    """Appends metric lines to RUN/metrics.jsonl and mirrors numbers to TensorBoard."""
+
+    def __init__(self, run_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True):
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.writer = None
+        self.note = ""
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self.note = (
+                    "note: tensorboard is not installed, so no TensorBoard logs "
+                    "(pip install tensorboard); metrics.jsonl is written anyway"
+                )
+            else:
+                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record (rank 0 only; a no-op elsewhere)."""
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            kind, step = record["kind"], record["step"]
+            for key, value in record.items():
+                if key not in ("kind", "epoch", "step") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        """Flush TensorBoard files."""
+        if self.writer is not None:
+            self.writer.close()

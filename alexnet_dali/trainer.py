@@ -1,0 +1,348 @@
+"""The training loop: one or many ranks (torchrun + DDP), validation each epoch, exact resume.
+
+Data comes from `alexnet_dali.loader` (DALI) or, with data "synthetic", from `synthetic.py`.
+The global batch is split evenly across ranks. Checkpoints hold everything needed to continue
+mid-epoch bit for bit (model, optimiser, schedule, RNG states, each rank's loader position).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from alexnet_dali import checkpoint as ckpt_io
+from alexnet_dali import distributed
+from alexnet_dali.config import ConfigError, TrainConfig, from_dict, to_dict
+from alexnet_dali.distributed import DistInfo
+from alexnet_dali.evaluation import autocast, evaluate
+from alexnet_dali.optim import LRSchedule, build_optimizer
+from alexnet_dali.runlog import RunLog
+
+SYNTHETIC = "synthetic"
+
+
+class StopRequest:
+    """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and exits cleanly."""
+
+    def __init__(self) -> None:
+        self.signal_name = ""
+        self._old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    def agreed(self, device: torch.device) -> bool:
+        """True on every rank if any rank was signalled (so all stop at the same step)."""
+        flag = torch.tensor([1.0 if self.signal_name else 0.0], device=device)
+        return bool(distributed.all_reduce(flag, op="max").item() > 0)
+
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def manifest_sha256(data: str) -> str | None:
+    """sha256 of DATA/manifest.json's bytes (DESIGN.md), None for synthetic data."""
+    if data == SYNTHETIC:
+        return None
+    path = Path(data) / "manifest.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no manifest.json; run `alexnet-dali preprocess RAW {data}` first")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def resolve_for_data(cfg: TrainConfig) -> TrainConfig:
+    """Take num_classes from the dataset's manifest (the model must match the data)."""
+    if cfg.data == SYNTHETIC:
+        return cfg
+    manifest = json.loads((Path(cfg.data) / "manifest.json").read_text())
+    classes = len(manifest["classes"])
+    if classes != cfg.model.num_classes:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
+    return cfg
+
+
+def precision_of(cfg: TrainConfig, device: torch.device) -> str:
+    """auto -> bf16 on CUDA, fp32 elsewhere."""
+    if cfg.precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return cfg.precision
+
+
+def channels_last_of(cfg: TrainConfig, device: torch.device) -> bool:
+    """None -> channels_last on CUDA only."""
+    return device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+
+
+def build_network(cfg: TrainConfig, info: DistInfo) -> tuple[torch.nn.Module, torch.device]:
+    """The model on its device(s) and the device its input goes to."""
+    from alexnet_dali.model import build_model
+
+    if cfg.model_parallel:
+        try:
+            from alexnet_dali.model_parallel import ModelParallelAlexNet
+        except ImportError:
+            from alexnet_dali.model import ModelParallelAlexNet  # type: ignore[attr-defined]
+        if info.device.type == "cuda":
+            count = torch.cuda.device_count()
+            second = torch.device(f"cuda:{(info.local_rank * 2 + 1) % count}") if count > 1 else "cpu"
+            devices = (info.device, torch.device(second))
+        else:
+            devices = (torch.device("cpu"), torch.device("cpu"))
+        return ModelParallelAlexNet(cfg.model, devices=devices), devices[0]
+    model = build_model(cfg.model).to(info.device)
+    if channels_last_of(cfg, info.device):
+        model = model.to(memory_format=torch.channels_last)
+    return model, info.device
+
+
+def per_rank_batch(cfg: TrainConfig, world_size: int) -> int:
+    """The global batch divided across ranks; an error if it does not divide evenly."""
+    if cfg.batch_size % world_size:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} does not divide across {world_size} ranks; "
+            f"pick a multiple of {world_size}"
+        )
+    return cfg.batch_size // world_size
+
+
+def build_loaders(cfg: TrainConfig, info: DistInfo, input_device: torch.device,
+                  loader_ckpt: str | None) -> tuple[Any, Any]:
+    """(train loader, val loader) for this rank, DALI-fed or synthetic."""
+    batch = per_rank_batch(cfg, info.world_size)
+    layout = "NHWC" if channels_last_of(cfg, input_device) else "NCHW"
+    if cfg.data == SYNTHETIC:
+        from alexnet_dali.synthetic import SyntheticEvalLoader, SyntheticTrainLoader
+
+        train = SyntheticTrainLoader(
+            batch_size=batch, steps_per_epoch=cfg.max_steps_per_epoch or 8,
+            num_classes=cfg.model.num_classes, rank=info.rank, world_size=info.world_size,
+            device=input_device, seed=cfg.seed, channels_last=layout == "NHWC",
+            checkpoint=loader_ckpt)
+        val = SyntheticEvalLoader(samples=2 * cfg.batch_size, batch_size=batch,
+                                  num_classes=cfg.model.num_classes, rank=info.rank,
+                                  world_size=info.world_size, device=input_device)
+        return train, val
+    from alexnet_dali.loader import build_eval_loader, build_train_loader
+
+    loader_cfg = dataclasses.replace(cfg.loader, batch_size=batch, layout=layout)
+    common = dict(loader=loader_cfg, augment=cfg.augment, rank=info.rank,
+                  world_size=info.world_size, device=input_device)
+    train = build_train_loader(cfg.data, seed=cfg.seed, checkpoint=loader_ckpt, **common)
+    val = build_eval_loader(cfg.data, split="val", tencrop=False, **common)
+    return train, val
+
+
+@dataclasses.dataclass
+class Position:
+    """Where the run stands: 0-based epoch, optimiser steps done in it, steps done in all."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+def _seed_everything(cfg: TrainConfig, rank: int) -> None:
+    import random
+
+    import numpy as np
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    random.seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+
+
+def _state(run: "Run") -> dict[str, Any]:
+    """The checkpoint dict (gathers every rank's loader position and RNG state)."""
+    loader_ckpts = distributed.gather_objects(run.train_loader.checkpoint())
+    rngs = distributed.gather_objects(ckpt_io.capture_rng())
+    return {
+        "format": "alexnet-dali-checkpoint", "format_version": 1,
+        "model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.schedule.state_dict(), "scaler": {},
+        "epoch": run.pos.epoch, "step_in_epoch": run.pos.step_in_epoch,
+        "global_step": run.pos.global_step, "rng": rngs, "loader_checkpoints": loader_ckpts,
+        "config": to_dict(run.cfg), "manifest_sha256": run.manifest_sha256,
+        "world_size": run.info.world_size, "best_top1_err": run.best_top1_err,
+    }
+
+
+class Run:
+    """Everything one training process holds; `train()` drives it."""
+
+    def __init__(self, cfg: TrainConfig, info: DistInfo, resume: dict[str, Any] | None,
+                 allow_mismatch: bool):
+        self.cfg, self.info = cfg, info
+        self.manifest_sha256 = manifest_sha256(cfg.data)
+        self.precision = precision_of(cfg, info.device)
+        _seed_everything(cfg, info.rank)
+        self.net, self.input_device = build_network(cfg, info)
+        torch.manual_seed(cfg.seed * 1000 + info.rank + 1)  # own dropout masks per rank
+        self.model = self.net
+        if info.world_size > 1:
+            ids = [info.device] if info.device.type == "cuda" and not cfg.model_parallel else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        self.optimizer = build_optimizer(self.net.parameters(), cfg.optim)
+        self.schedule = LRSchedule(self.optimizer, cfg.optim)
+        self.pos, self.best_top1_err = Position(), float("inf")
+        loader_ckpt = self._restore(resume, allow_mismatch) if resume else None
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        self.train_loader, self.val_loader = build_loaders(cfg, info, self.input_device,
+                                                           loader_ckpt)
+        self.log = RunLog(cfg.run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
+
+    def _restore(self, state: dict[str, Any], allow_mismatch: bool) -> str | None:
+        """Load a checkpoint's states; returns this rank's loader checkpoint (None if refused)."""
+        problems = ckpt_io.check_compatible(
+            state, world_size=self.info.world_size, batch_size=self.cfg.batch_size,
+            manifest_sha256=self.manifest_sha256, allow_mismatch=allow_mismatch)
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
+        self.schedule.load_state_dict(state["scheduler"], self.pos.epoch)
+        self.best_top1_err = float(state.get("best_top1_err", float("inf")))
+        if problems:  # data position cannot carry over: restart the epoch's data
+            self.pos.step_in_epoch = 0
+            return None
+        ckpt_io.restore_rng(state["rng"][self.info.rank])
+        return state["loader_checkpoints"][self.info.rank]
+
+    def save(self) -> Path | None:
+        """Checkpoint now (collective: every rank must call it); rank 0 writes."""
+        state = _state(self)
+        if not self.info.is_main:
+            return None
+        return ckpt_io.save_checkpoint(self.cfg.run_dir, state, self.cfg.keep_checkpoints)
+
+
+def _steps_this_epoch(run: Run) -> int:
+    steps = run.train_loader.steps_per_epoch
+    limit = run.cfg.max_steps_per_epoch
+    return min(steps, limit) if limit else steps
+
+
+def _train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One SGD step on a batch; returns the (detached) loss."""
+    images = images.to(run.input_device, non_blocking=True)
+    with autocast(run.input_device, run.precision):
+        logits = run.model(images)
+    loss = F.cross_entropy(logits.float(), labels.to(logits.device, non_blocking=True))
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    return loss.detach()
+
+
+def _run_epoch(run: Run, stop: StopRequest) -> bool:
+    """Train the rest of the current epoch; False if a stop signal ended it early."""
+    cfg, info, pos = run.cfg, run.info, run.pos
+    total = _steps_this_epoch(run)
+    if pos.step_in_epoch >= total:  # stopped right after the epoch's last step
+        return True
+    bar = tqdm(total=total, initial=pos.step_in_epoch, desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
+               disable=not info.is_main, dynamic_ncols=True, leave=False)
+    window_start, window_images = time.perf_counter(), 0
+    for images, labels in run.train_loader:
+        loss = _train_step(run, images, labels)
+        pos.step_in_epoch += 1
+        pos.global_step += 1
+        window_images += images.shape[0] * info.world_size
+        bar.update(1)
+        if pos.step_in_epoch % cfg.log_every == 0 or pos.step_in_epoch == total:
+            rate = window_images / max(time.perf_counter() - window_start, 1e-9)
+            loss_v = distributed.all_reduce(loss.float().clone()).item() / info.world_size
+            bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{run.schedule.lr:.2g}", img_s=f"{rate:.1f}")
+            run.log.write({"kind": "train", "epoch": pos.epoch + 1, "step": pos.global_step,
+                           "loss": loss_v, "lr": run.schedule.lr, "images_per_s": rate})
+            window_start, window_images = time.perf_counter(), 0
+        if stop.agreed(info.device):
+            bar.close()
+            return False
+        if pos.step_in_epoch >= total:  # only when max_steps_per_epoch truncates the epoch
+            break
+        if cfg.checkpoint_every and pos.step_in_epoch % cfg.checkpoint_every == 0:
+            run.save()
+    bar.close()
+    return True
+
+
+def _end_epoch(run: Run) -> dict[str, float]:
+    """Validate, log, step the schedule, move to the next epoch and checkpoint."""
+    pos = run.pos
+    result = evaluate(run.model, run.val_loader, device=run.info.device, precision=run.precision,
+                      input_device=run.input_device)
+    run.log.write({"kind": "val", "epoch": pos.epoch + 1, "step": pos.global_step,
+                   "loss": result["loss"], "top1_err": result["top1_err"],
+                   "top5_err": result["top5_err"]})
+    run.best_top1_err = min(run.best_top1_err, result["top1_err"])
+    dropped = run.schedule.end_epoch(pos.epoch, result["top1_err"])
+    if run.info.is_main:
+        tqdm.write(f"epoch {pos.epoch + 1}: val loss {result['loss']:.4f} top-1 err "
+                   f"{result['top1_err']:.4f} top-5 err {result['top5_err']:.4f}"
+                   + (f"; lr -> {run.schedule.lr:.3g}" if dropped else ""))
+    pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+    run.save()
+    return result
+
+
+def save_resolved_config(cfg: TrainConfig) -> Path:
+    """Write RUN/config.json (the resolved config, loadable again with --config)."""
+    path = Path(cfg.run_dir) / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    return path
+
+
+def train(cfg: TrainConfig, *, resume: str | Path | None = None,
+          allow_mismatch: bool = False) -> dict[str, Any]:
+    """Train per `cfg` (resuming from a checkpoint file/run dir if given); returns a summary."""
+    info = distributed.setup(cfg.device)
+    stop = StopRequest()
+    try:
+        state = ckpt_io.load_checkpoint(resume) if resume else None
+        cfg = resolve_for_data(cfg)
+        run = Run(cfg, info, state, allow_mismatch)
+        if info.is_main:
+            save_resolved_config(cfg)
+            if run.log.note:
+                tqdm.write(run.log.note)
+        last: dict[str, float] = {}
+        completed = True
+        while run.pos.epoch < cfg.epochs:
+            if not _run_epoch(run, stop):
+                path = run.save()
+                if info.is_main:
+                    tqdm.write(f"{stop.signal_name}: saved {path} at epoch {run.pos.epoch + 1} "
+                               f"step {run.pos.step_in_epoch}; continue with --resume")
+                completed = False
+                break
+            last = _end_epoch(run)
+        run.log.close()
+        return {"completed": completed, "epoch": run.pos.epoch, "global_step": run.pos.global_step,
+                "val": last, "signal": stop.signal_name}
+    finally:
+        stop.restore()
+        distributed.cleanup()
+
+
+def config_from_checkpoint(state: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig a checkpoint was trained with."""
+    return from_dict(TrainConfig, state["config"], where=f"{state.get('path', 'checkpoint')}:config")
