@@ -1,0 +1,266 @@
+"""DALI → PyTorch glue: the only module the trainer imports that touches DALI.
+
+Training (`build_train_loader`): every rank yields the same `steps_per_epoch` =
+floor(samples / (world_size · batch_size)) batches — the remainder is *dropped* from the epoch
+(not from the data: the reader streams on, so those samples open the next epoch). Evaluation
+(`build_eval_loader`): every rank yields the same number of batches, ceil(largest rank share /
+batch size); the `valid` mask is False for padding, so each sample counts exactly once across
+ranks. Rank r reads DALI shard r of world_size (global rank, never the local one).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from nvidia.dali.plugin.pytorch.torch_utils import to_torch_tensor
+
+from alexnet_dali.config import AugmentConfig, LoaderConfig
+from alexnet_dali.pipelines.eval import eval_pipeline
+from alexnet_dali.pipelines.readers import READER_NAME
+from alexnet_dali.pipelines.spec import (
+    PipelineSpec,
+    load_colour_stats,
+    load_shard_set,
+)
+from alexnet_dali.pipelines.train import train_pipeline
+
+CHECKPOINT_FORMAT = "alexnet-dali-loader-1"
+
+
+class CorruptSampleError(RuntimeError):
+    """A shard holds a sample DALI cannot decode (DALI cannot skip it)."""
+
+
+def pipeline_spec(
+    data_dir: str | Path, split: str, *, loader: LoaderConfig, augment: AugmentConfig,
+    rank: int, world_size: int, device: torch.device, return_draws: bool = False,
+) -> PipelineSpec:
+    """The PipelineSpec of one rank: shard_id = global rank, num_shards = world size."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+    shards = load_shard_set(data_dir, split)
+    if shards.samples < world_size:
+        raise ValueError(f"{data_dir}: split {split!r} has {shards.samples} samples, "
+                         f"fewer than the {world_size} ranks")
+    return PipelineSpec(
+        shards=shards,
+        stats=load_colour_stats(data_dir, need_mean_image=augment.mean == "image"),
+        augment=augment, shard_id=rank, num_shards=world_size,
+        device=pipeline_device(loader, device), hw_decoder_load=loader.hw_decoder_load,
+        dtype="float16" if loader.dtype == "float16" else "float32",
+        layout="HWC" if loader.layout == "NHWC" else "CHW",
+        shuffle_buffer=loader.shuffle_buffer, return_draws=return_draws,
+    )
+
+
+def pipeline_device(loader: LoaderConfig, device: torch.device) -> str:
+    """Where the graph runs: "gpu" (mixed decode) for a CUDA device unless loader.device="cpu"."""
+    if loader.device == "gpu" and device.type != "cuda":
+        raise ValueError(f"loader.device = 'gpu' needs a CUDA torch device, got {device}; "
+                         "set loader.device = 'cpu' or 'auto'")
+    if loader.device == "cpu":
+        return "cpu"
+    return "gpu" if device.type == "cuda" else "cpu"
+
+
+def _pipeline_args(spec: PipelineSpec, loader: LoaderConfig, device: torch.device,
+                   seed: int) -> dict:
+    device_id = None
+    if spec.device == "gpu":
+        device_id = device.index if device.index is not None else torch.cuda.current_device()
+    return dict(batch_size=loader.batch_size, num_threads=loader.num_threads,
+                device_id=device_id, seed=seed, prefetch_queue_depth=loader.prefetch)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A distinct, reproducible 31-bit DALI seed per (run seed, rank)."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def shard_sizes(samples: int, world_size: int) -> list[int]:
+    """Samples per rank as DALI's readers split them: [floor(r·N/W), floor((r+1)·N/W))."""
+    return [(r + 1) * samples // world_size - r * samples // world_size
+            for r in range(world_size)]
+
+
+def to_torch(outputs, loader: LoaderConfig, device: torch.device) -> list[torch.Tensor]:
+    """DALI TensorLists → torch tensors on `device`; images cast/permuted per `loader`."""
+    tensors = [to_torch_tensor(o.as_tensor(), copy=True).to(device, non_blocking=True)
+               for o in outputs]
+    images = tensors[0]
+    if loader.dtype == "bfloat16":  # DALI has no bfloat16 output: cast after the copy
+        images = images.to(torch.bfloat16)
+    if loader.layout == "NHWC":  # logically NCHW, channels_last in memory
+        images = images.movedim(-1, -3)
+    return [images, *tensors[1:]]
+
+
+def find_corrupt_jpeg(tars: tuple[str, ...]) -> tuple[str, str, str] | None:
+    """(shard, key, reason) of the first JPEG that Pillow cannot decode, or None."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    for tar_path in tqdm(tars, desc="looking for the undecodable JPEG", unit="shard"):
+        with tarfile.open(tar_path) as tar:
+            for member in tar:
+                if not member.name.endswith(".jpg"):
+                    continue
+                data = tar.extractfile(member).read()
+                try:
+                    with Image.open(io.BytesIO(data)) as im:
+                        im.load()
+                except Exception as e:  # noqa: BLE001 - any decode failure is the answer
+                    return tar_path, member.name[: -len(".jpg")], repr(e)
+    return None
+
+
+def run_pipeline(pipe, spec: PipelineSpec):
+    """pipe.run(), turning a decoder failure into an error naming the shard and sample key."""
+    try:
+        return pipe.run()
+    except RuntimeError as e:
+        if "decoders.image" not in str(e):
+            raise
+        found = find_corrupt_jpeg(spec.shards.tars)
+        where = (f"{found[0]}: sample {found[1]!r} is not a decodable JPEG ({found[2]})"
+                 if found else f"a JPEG in {spec.shards.tars} could not be decoded")
+        raise CorruptSampleError(
+            f"{where}; DALI stops on it (it cannot skip a sample). Re-run `alexnet-dali "
+            f"preprocess`, which rejects undecodable images, or rebuild that shard."
+        ) from e
+
+
+class TrainLoader:
+    """One rank's training batches: (images N×3×H×W float, labels N int64) on `device`."""
+
+    def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig, device: torch.device,
+                 steps_per_epoch: int, step: int = 0) -> None:
+        self._pipe, self._spec, self._loader, self._device = pipe, spec, loader, device
+        self.steps_per_epoch = steps_per_epoch
+        self.step_in_epoch = step  # batches yielded in the current epoch
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The rest of the current epoch (a full one if the last epoch was finished)."""
+        if self.step_in_epoch >= self.steps_per_epoch:
+            self.step_in_epoch = 0
+        while self.step_in_epoch < self.steps_per_epoch:
+            images, labels = to_torch(run_pipeline(self._pipe, self._spec)[:2], self._loader,
+                                      self._device)
+            self.step_in_epoch += 1
+            yield images, labels
+
+    def run_with_draws(self) -> list[torch.Tensor]:
+        """One batch with all pipeline outputs (test mode: the draws too); counts as a step."""
+        self.step_in_epoch += 1
+        return to_torch(run_pipeline(self._pipe, self._spec), self._loader, self._device)
+
+    def checkpoint(self) -> str:
+        """The DALI pipeline checkpoint after the last yielded batch, plus the epoch position."""
+        blob = self._pipe.checkpoint()
+        return json.dumps({
+            "format": CHECKPOINT_FORMAT, "dali": base64.b64encode(blob).decode("ascii"),
+            "step_in_epoch": self.step_in_epoch, "steps_per_epoch": self.steps_per_epoch,
+            "shard_id": self._spec.shard_id, "num_shards": self._spec.num_shards,
+        })
+
+
+def _parse_checkpoint(checkpoint: bytes | str, spec: PipelineSpec, steps: int) -> tuple[bytes, int]:
+    text = checkpoint.decode() if isinstance(checkpoint, bytes) else checkpoint
+    try:
+        state = json.loads(text)
+        assert state["format"] == CHECKPOINT_FORMAT
+    except (ValueError, KeyError, AssertionError):
+        raise ValueError("loader checkpoint: not a TrainLoader.checkpoint() string") from None
+    expected = (spec.shard_id, spec.num_shards, steps)
+    found = (state["shard_id"], state["num_shards"], state["steps_per_epoch"])
+    if found != expected:
+        raise ValueError(f"loader checkpoint is for (rank, world size, steps/epoch) {found}, "
+                         f"this run has {expected}; resume with the same data, ranks and batch")
+    return base64.b64decode(state["dali"]), int(state["step_in_epoch"])
+
+
+def build_train_loader(
+    data_dir: str | Path, *, loader: LoaderConfig, augment: AugmentConfig, rank: int,
+    world_size: int, device: torch.device, seed: int, checkpoint: bytes | str | None = None,
+    return_draws: bool = False,
+) -> TrainLoader:
+    """The training loader of one rank; `checkpoint` (from TrainLoader.checkpoint) resumes."""
+    spec = pipeline_spec(data_dir, "train", loader=loader, augment=augment, rank=rank,
+                         world_size=world_size, device=device, return_draws=return_draws)
+    steps = spec.shards.samples // (world_size * loader.batch_size)
+    if steps == 0:
+        raise ValueError(f"{data_dir}: {spec.shards.samples} training samples are fewer than one "
+                         f"global batch ({world_size} ranks × {loader.batch_size}); lower it")
+    blob, step = (None, 0) if checkpoint is None else _parse_checkpoint(checkpoint, spec, steps)
+    pipe = train_pipeline(spec, checkpoint=blob,
+                          **_pipeline_args(spec, loader, device, rank_seed(seed, rank)))
+    pipe.build()
+    _check_epoch_size(pipe, spec)
+    return TrainLoader(pipe, spec, loader, device, steps, step)
+
+
+def _check_epoch_size(pipe, spec: PipelineSpec) -> None:
+    found = pipe.reader_meta(READER_NAME)["epoch_size"]
+    if found != spec.shards.samples:
+        raise ValueError(f"{spec.shards.tars[0]}...: manifest.json lists {spec.shards.samples} "
+                         f"{spec.shards.split} samples but the shards hold {found}; re-run "
+                         "`alexnet-dali preprocess`")
+
+
+class EvalLoader:
+    """One rank's evaluation batches: (images, labels int64 N, valid bool N) on `device`."""
+
+    def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig, device: torch.device) -> None:
+        self._pipe, self._spec, self._loader, self._device = pipe, spec, loader, device
+        sizes = shard_sizes(spec.shards.samples, spec.num_shards)
+        batch = loader.batch_size
+        self.rank_samples = sizes[spec.shard_id]
+        self._own_steps = -(-self.rank_samples // batch)
+        self.steps = -(-max(sizes) // batch)  # equal on every rank
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        """One pass over this rank's share; ranks with a shorter share end on masked batches."""
+        batch = self._loader.batch_size
+        images = labels = None
+        for step in range(self.steps):
+            if step < self._own_steps:
+                images, labels = to_torch(run_pipeline(self._pipe, self._spec)[:2],
+                                          self._loader, self._device)
+                index = torch.arange(step * batch, (step + 1) * batch, device=self._device)
+                valid = index < self.rank_samples
+            else:  # a whole batch of padding: reuse the last one, all masked out
+                valid = torch.zeros(batch, dtype=torch.bool, device=self._device)
+            yield images, labels, valid
+
+    def run_with_draws(self) -> list[torch.Tensor]:
+        """One batch with all pipeline outputs (test mode: the decoded images too)."""
+        return to_torch(run_pipeline(self._pipe, self._spec), self._loader, self._device)
+
+
+def build_eval_loader(
+    data_dir: str | Path, *, split: str = "val", loader: LoaderConfig, augment: AugmentConfig,
+    rank: int, world_size: int, device: torch.device, tencrop: bool = False,
+    return_draws: bool = False,
+) -> EvalLoader:
+    """The evaluation loader of one rank: center crop, or ten views (N×10×3×H×W) with tencrop."""
+    spec = pipeline_spec(data_dir, split, loader=loader, augment=augment, rank=rank,
+                         world_size=world_size, device=device, return_draws=return_draws)
+    spec = replace(spec, shuffle_buffer=1)
+    pipe = eval_pipeline(spec, tencrop=tencrop, **_pipeline_args(spec, loader, device, 0))
+    pipe.build()
+    _check_epoch_size(pipe, spec)
+    return EvalLoader(pipe, spec, loader, device)

@@ -1,0 +1,64 @@
+"""The evaluation graphs: the center 224 crop, or ten views per image for softmax averaging.
+
+Ten-crop view order (the axis of size 10, `TENCROP_VIEWS`): views 0-4 are the crops at the
+top-left, top-right, bottom-left, bottom-right corners and the center; views 5-9 are the same five
+crops, each mirrored horizontally in place (cuda-convnet2's order). torchvision's TenCrop holds the
+same ten views but builds 5-9 from the flipped image, so its view 5 (flipped top-left) is our view
+6 (mirrored top-right crop); averaging the softmax over views does not depend on the order.
+"""
+
+from __future__ import annotations
+
+from nvidia.dali import fn, pipeline_def
+
+from alexnet_dali.pipelines.augment import normalize, random_crop, subtract_mean_image
+from alexnet_dali.pipelines.readers import decode, read_shards
+from alexnet_dali.pipelines.spec import PipelineSpec
+from alexnet_dali.pipelines.train import mean_and_std
+
+# (name, anchor x as a fraction of the span, anchor y fraction, mirrored)
+TENCROP_VIEWS: tuple[tuple[str, int, int, bool], ...] = tuple(
+    (("mirrored " if m else "") + name, fx, fy, m)
+    for m in (False, True)
+    for name, fx, fy in (
+        ("top-left", 0, 0), ("top-right", 1, 0), ("bottom-left", 0, 1),
+        ("bottom-right", 1, 1), ("center", -1, -1),  # -1: span // 2
+    )
+)
+
+
+def view_anchor(view: int, span: int) -> tuple[int, int]:
+    """Integer (x, y) anchor of ten-crop view `view` in an image with `span` = size - crop."""
+    _, fx, fy, _ = TENCROP_VIEWS[view]
+    return tuple(span // 2 if f < 0 else f * span for f in (fx, fy))  # type: ignore[return-value]
+
+
+@pipeline_def
+def eval_pipeline(spec: PipelineSpec, tencrop: bool = False):
+    """Outputs images N×3×crop×crop (N×10×3×crop×crop with `tencrop`) and int64 labels N.
+
+    With `spec.return_draws` also the decoded image (HWC uint8).
+    """
+    aug = spec.augment
+    jpegs, labels = read_shards(spec, training=False)
+    decoded = decode(jpegs, spec.device, spec.hw_decoder_load)
+    images = decoded
+    if aug.mean == "image":
+        images = subtract_mean_image(decoded, spec.stats.mean_image, spec.device)
+    mean, std = mean_and_std(spec)
+    span = spec.shards.image_size - aug.crop
+    common = dict(crop=aug.crop, span=span, mean=mean, std=std, dtype=spec.dtype,
+                  layout=spec.layout)
+    if not tencrop:
+        out = normalize(images, anchor=random_crop(spec.shards.image_size, aug.crop, False),
+                        **common)
+    else:
+        views = []
+        for view, (_, _, _, mirrored) in enumerate(TENCROP_VIEWS):
+            x, y = view_anchor(view, span)
+            anchor = (fn.constant(idata=x, shape=[]), fn.constant(idata=y, shape=[]))
+            views.append(normalize(images, anchor=anchor, mirror=int(mirrored), **common))
+        out = fn.stack(*views, axis=0)
+    if spec.return_draws:
+        return out, labels, decoded
+    return out, labels

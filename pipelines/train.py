@@ -1,0 +1,51 @@
+"""The training graph: read → decode → random crop, flip, PCA colour noise, normalise → batch."""
+
+from __future__ import annotations
+
+from nvidia.dali import fn, pipeline_def
+
+from alexnet_dali.pipelines.augment import (
+    flip,
+    normalize,
+    pca_lighting,
+    random_crop,
+    subtract_mean_image,
+)
+from alexnet_dali.pipelines.readers import decode, read_shards
+from alexnet_dali.pipelines.spec import PipelineSpec, pca_matrix
+
+
+def mean_and_std(spec: PipelineSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean to subtract (0 with the mean image or mean="none") and divisor."""
+    aug, stats = spec.augment, spec.stats
+    mean = stats.mean if aug.mean == "channel" else (0.0, 0.0, 0.0)
+    std = stats.std if aug.std_normalize else (1.0, 1.0, 1.0)
+    return mean, std
+
+
+@pipeline_def(enable_checkpointing=True)
+def train_pipeline(spec: PipelineSpec):
+    """Outputs images N×3×crop×crop (spec.layout, spec.dtype) and int64 labels N.
+
+    With `spec.return_draws` also: anchor x, anchor y (int32), mirror bit (int32), α (float32 ×3)
+    and the decoded image (HWC uint8), so a NumPy reference can replay the augmentation.
+    """
+    aug = spec.augment
+    jpegs, labels = read_shards(spec, training=True)
+    images = decode(jpegs, spec.device, spec.hw_decoder_load)
+    if aug.mean == "image":
+        decoded, images = images, subtract_mean_image(images, spec.stats.mean_image, spec.device)
+    else:
+        decoded = images
+    anchor = random_crop(spec.shards.image_size, aug.crop, random=aug.random_crop)
+    mirror = flip(0.5 if aug.flip else 0.0)
+    alpha, shift = pca_lighting(pca_matrix(spec.stats), aug.pca_std) if aug.pca_noise else (
+        fn.constant(fdata=[0.0, 0.0, 0.0], shape=[3]), None)
+    mean, std = mean_and_std(spec)
+    out = normalize(
+        images, crop=aug.crop, anchor=anchor, span=spec.shards.image_size - aug.crop,
+        mirror=mirror, mean=mean, shift=shift, std=std, dtype=spec.dtype, layout=spec.layout,
+    )
+    if spec.return_draws:
+        return out, labels, anchor[0], anchor[1], mirror, alpha, decoded
+    return out, labels
