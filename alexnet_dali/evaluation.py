@@ -75,3 +75,55 @@ def write_json(result: dict[str, Any], path: str | Path) -> None:
     """Write the eval result as pretty JSON."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def evaluate_checkpoint(
+    data: str, checkpoint: str, *, tencrop: bool = False, json_path: str | None = None,
+    split: str = "val", batch_size: int = 64, device: str = "auto", workers: int | None = None,
+) -> dict[str, Any]:
+    """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report."""
+    from alexnet_dali.checkpoint import load_checkpoint
+    from alexnet_dali.model import build_model
+    from alexnet_dali.trainer import config_from_checkpoint, precision_of
+
+    info = distributed.setup(device)
+    try:
+        state = load_checkpoint(checkpoint)
+        cfg = config_from_checkpoint(state)
+        model = build_model(cfg.model)
+        model.load_state_dict(state["model"])
+        model.to(info.device)
+        precision = precision_of(cfg, info.device)
+        loader = _eval_loader(data, cfg, info, split, batch_size, workers, tencrop)
+        result = evaluate(model, loader, device=info.device, precision=precision, tencrop=tencrop)
+        result.update(views=10 if tencrop else 1, split=split, data=str(data),
+                      checkpoint=state["path"], epoch=state["epoch"],
+                      global_step=state["global_step"], world_size=info.world_size)
+        if info.is_main:
+            print(format_table(result))
+            if json_path:
+                write_json(result, json_path)
+        return result
+    finally:
+        distributed.cleanup()
+
+
+def _eval_loader(data: str, cfg: Any, info: Any, split: str, batch_size: int,
+                 workers: int | None, tencrop: bool) -> Iterable:
+    """The DALI eval loader for this rank (or the synthetic one for data `synthetic`)."""
+    import dataclasses
+
+    if data == "synthetic":
+        from alexnet_dali.synthetic import SyntheticEvalLoader
+
+        return SyntheticEvalLoader(samples=2 * cfg.batch_size, batch_size=batch_size,
+                                   num_classes=cfg.model.num_classes, rank=info.rank,
+                                   world_size=info.world_size, device=info.device,
+                                   tencrop=tencrop)
+    from alexnet_dali.loader import build_eval_loader
+
+    loader_cfg = dataclasses.replace(cfg.loader, batch_size=batch_size, layout="NCHW",
+                                     num_threads=workers or cfg.loader.num_threads)
+    return build_eval_loader(data, split=split, loader=loader_cfg, augment=cfg.augment,
+                             rank=info.rank, world_size=info.world_size, device=info.device,
+                             tencrop=tencrop)

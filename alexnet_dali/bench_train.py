@@ -1,0 +1,101 @@
+"""`bench train`: training images/s with synthetic input vs fed by the DALI pipeline, in one run.
+
+Both sources drive the same model, optimiser and step function; synthetic input is one batch
+already on the device (pure compute), so DALI/synthetic < 1 means the pipeline starves the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Iterable, Iterator
+
+import torch
+from tqdm import tqdm
+
+from alexnet_dali.config import TrainConfig
+from alexnet_dali.distributed import DistInfo, pick_device
+
+
+def _cycle(loader: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    while True:
+        yield from loader
+
+
+def _time_source(run: Any, batches: Iterable, steps: int, warmup: int, label: str) -> float:
+    """Images/s over `steps` timed training steps after `warmup` untimed ones."""
+    from alexnet_dali.trainer import _train_step
+
+    it = iter(batches)
+    for _ in range(warmup):
+        images, labels = next(it)
+        _train_step(run, images, labels)
+    if run.input_device.type == "cuda":
+        torch.cuda.synchronize(run.input_device)
+    images_done = 0
+    start = time.perf_counter()
+    for _ in tqdm(range(steps), desc=label, leave=False):
+        images, labels = next(it)
+        loss = _train_step(run, images, labels)
+        images_done += images.shape[0]
+    loss.item()  # wait for the device
+    if run.input_device.type == "cuda":
+        torch.cuda.synchronize(run.input_device)
+    return images_done / (time.perf_counter() - start)
+
+
+@dataclasses.dataclass
+class _BenchRun:
+    """The parts of trainer.Run that `_train_step` uses."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    input_device: torch.device
+    precision: str
+
+
+def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, device: str,
+              precision: str, workers: int | None, threads: int, compile: bool) -> dict[str, Any]:
+    """Measure and print synthetic and (with DATA) DALI-fed training images/s and their ratio."""
+    from alexnet_dali.optim import build_optimizer
+    from alexnet_dali.synthetic import SyntheticTrainLoader
+    from alexnet_dali.trainer import build_loaders, build_network, resolve_for_data
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = TrainConfig(data=data or "synthetic", batch_size=batch_size, device=device,
+                      precision=precision, compile=compile)
+    if workers:
+        cfg = dataclasses.replace(cfg, loader=dataclasses.replace(cfg.loader, num_threads=workers))
+    cfg = resolve_for_data(cfg)
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=pick_device(device))
+    from alexnet_dali.trainer import channels_last_of, precision_of
+
+    net, input_device = build_network(cfg, info)
+    model = torch.compile(net) if compile else net
+    run = _BenchRun(model, build_optimizer(net.parameters(), cfg.optim), input_device,
+                    precision_of(cfg, info.device))
+    synthetic = SyntheticTrainLoader(
+        batch_size=batch_size, steps_per_epoch=10**9, num_classes=cfg.model.num_classes,
+        device=input_device, fixed=True, channels_last=channels_last_of(cfg, input_device))
+    result: dict[str, Any] = {
+        "device": str(info.device), "precision": run.precision, "batch_size": batch_size,
+        "steps": steps, "threads": torch.get_num_threads(),
+        "synthetic_images_per_s": _time_source(run, synthetic, steps, warmup, "synthetic"),
+    }
+    if data:
+        train_loader, _ = build_loaders(cfg, info, input_device, None)
+        result["dali_images_per_s"] = _time_source(run, _cycle(train_loader), steps, warmup, "dali")
+        result["ratio"] = result["dali_images_per_s"] / result["synthetic_images_per_s"]
+    _print(result)
+    return result
+
+
+def _print(result: dict[str, Any]) -> None:
+    print(f"device {result['device']}  precision {result['precision']}  batch "
+          f"{result['batch_size']}  steps {result['steps']}  torch threads {result['threads']}")
+    print(f"{'input':<12}{'images/s':>12}")
+    print(f"{'synthetic':<12}{result['synthetic_images_per_s']:>12.2f}")
+    if "dali_images_per_s" in result:
+        print(f"{'DALI':<12}{result['dali_images_per_s']:>12.2f}")
+        print(f"ratio DALI/synthetic: {result['ratio']:.3f}")
