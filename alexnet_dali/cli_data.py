@@ -1,6 +1,143 @@
-"""CLI commands of the data stage (filled in by that stage)."""
+"""CLI commands of the data stage: sample-data, preprocess, merge-manifest, pca-stats, bench."""
 
 from __future__ import annotations
 
-COMMANDS: list = []
+import click
+
+
+def _fail_on_data_error(func):
+    """Turn DataError (bad input a user must fix) into a clean click error."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from alexnet_dali.tools.scan import DataError
+
+        try:
+            return func(*args, **kwargs)
+        except DataError as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def _parse_part(value: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected i/n, e.g. 2/8") from None
+    if not 1 <= i <= n:
+        raise click.BadParameter(f"{value!r}: parts count from 1 to n (1/{n} ... {n}/{n})")
+    return i, n
+
+
+@click.command("sample-data")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--classes", default=4, show_default=True, help="Number of classes.")
+@click.option("--train-per-class", default=64, show_default=True, help="Train images per class.")
+@click.option("--val-per-class", default=16, show_default=True, help="Val images per class.")
+@click.option("--min-side", default=150, show_default=True, help="Smallest image side (px).")
+@click.option("--max-side", default=1000, show_default=True, help="Largest image side (px).")
+@click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
+@click.option("--with-odd-files", is_flag=True,
+              help="Add CMYK, grayscale, PNG/GIF/16-bit as .JPEG, RGBA, truncated, empty, text.")
+def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side, seed,
+                with_odd_files) -> None:
+    """Generate a small seeded ImageNet-style dataset (OUT/{train,val}/<class>/*.JPEG).
+
+    \b
+    Example:
+      alexnet-dali sample-data demo/raw --classes 4 --train-per-class 64 --with-odd-files
+    """
+    from tqdm import tqdm
+
+    from alexnet_dali.tools.sample_data import SampleDataConfig, write_sample_data
+
+    config = SampleDataConfig(classes, train_per_class, val_per_class, min_side, max_side, seed,
+                              with_odd_files)
+    with tqdm(total=classes * (train_per_class + val_per_class), unit="img",
+              desc="sample-data") as bar:
+        counts = write_sample_data(out, config, progress=bar.update)
+    click.echo(f"wrote {out}: " + ", ".join(f"{k} {v} files" for k, v in counts.items()))
+
+
+@click.command("preprocess")
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--size", default=256, show_default=True, help="Output side (shorter side -> size, "
+              "central square).")
+@click.option("--quality", default=90, show_default=True, help="JPEG quality of the output.")
+@click.option("--draft/--no-draft", default=True, show_default=True,
+              help="Decode big JPEGs at reduced DCT scale while >= 2x the size remains.")
+@click.option("--max-pixels", default=None, type=int,
+              help="Reject images with more pixels (decompression bombs) [default: 178956970].")
+@click.option("--seed", default=0, show_default=True, help="Shuffle seed (recorded).")
+@click.option("--shard-size", default=1000, show_default=True, help="Samples per shard.")
+@click.option("--workers", default=0, show_default=True, help="Processes; 0 = all cores.")
+@click.option("--split", default=None, help="SRC is one ImageFolder (or flat folder): this split.")
+@click.option("--val-labels", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="File name -> class lines for a flat val folder (ILSVRC-2012 style).")
+@click.option("--part", default="1/1", show_default=True, help="Build share i of n of the shards.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_fail_on_data_error
+def preprocess(src, out, size, quality, draft, max_pixels, seed, shard_size, workers, split,
+               val_labels, part, quiet) -> None:
+    """Convert images to shuffled 256x256 JPEG tar shards + DALI indexes + manifest.json.
+
+    \b
+    Examples:
+      alexnet-dali preprocess demo/raw demo/shards
+      alexnet-dali preprocess /data/ILSVRC/train /data/shards --split train --part 3/8
+      alexnet-dali preprocess /data/ILSVRC/val /data/shards --split val --val-labels val.txt
+    Re-running resumes: finished shards are kept. With --part, the last part to finish (or
+    `alexnet-dali merge-manifest OUT`) writes the manifest.
+    """
+    from alexnet_dali.tools.images import DEFAULT_MAX_PIXELS, ImageSettings
+    from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess as run, summary
+
+    image = ImageSettings(size, quality, draft, max_pixels or DEFAULT_MAX_PIXELS)
+    config = PreprocessConfig(image, seed, shard_size, workers, _parse_part(part))
+    manifest = run(src, out, config, split=split, val_labels=val_labels, progress=not quiet)
+    click.echo(summary(out, manifest))
+
+
+@click.command("merge-manifest")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@_fail_on_data_error
+def merge_manifest(out) -> None:
+    """Write OUT/manifest.json from the shards that `preprocess --part i/n` runs built.
+
+    \b
+    Example:
+      alexnet-dali merge-manifest /data/shards
+    """
+    from alexnet_dali.tools.manifest import write_manifest
+    from alexnet_dali.tools.preprocess import summary
+
+    click.echo(summary(out, write_manifest(out)))
+
+
+@click.command("pca-stats")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--workers", default=0, show_default=True, help="Processes; 0 = all cores.")
+@click.option("--max-images", type=int, default=None, help="Use only this many train images.")
+@click.option("--mean-image", is_flag=True, help="Also save the 256x256x3 mean image (.npy).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_fail_on_data_error
+def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
+    """Per-channel mean/std, RGB covariance and its eigenvectors of the train shards -> pca.json.
+
+    \b
+    Example:
+      alexnet-dali pca-stats demo/shards --mean-image
+    """
+    from alexnet_dali.tools.pca import pca_stats as run, summary
+    from alexnet_dali.tools.preprocess import resolve_workers
+
+    result = run(out, resolve_workers(workers), max_images, mean_image, progress=not quiet)
+    click.echo(f"wrote {out}/pca.json")
+    click.echo(summary(result))
+
+
+COMMANDS: list = [sample_data, preprocess, merge_manifest, pca_stats]
 BENCH_COMMANDS: list = []

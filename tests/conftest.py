@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny generated ImageFolder dataset and its shards (manifest.json, pca.json).
+
+`raw_dataset`: ROOT/{train,val}/<class>/*.JPEG, 4 classes, 24 train + 8 val images per class,
+sides 96-320 px, no odd files. `shard_dataset`: that data preprocessed (16 samples per shard:
+6 train shards, 2 val shards) plus pca.json and mean_image.npy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alexnet_dali.tools.images import ImageSettings
+from alexnet_dali.tools.pca import pca_stats
+from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess
+from alexnet_dali.tools.sample_data import SampleDataConfig, write_sample_data
+
+RAW_CONFIG = SampleDataConfig(classes=4, train_per_class=24, val_per_class=8, min_side=96,
+                              max_side=320, seed=0)
+SHARD_CONFIG = PreprocessConfig(image=ImageSettings(), seed=0, shard_size=16, workers=1)
+
+
+@pytest.fixture(scope="session")
+def raw_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ImageFolder root with train/ and val/ (4 classes; 96 train, 32 val images)."""
+    root = tmp_path_factory.mktemp("raw")
+    write_sample_data(root, RAW_CONFIG)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shard_dataset(raw_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shard folder: manifest.json, pca.json, mean_image.npy, train/ and val/ shards + indexes."""
+    out = tmp_path_factory.mktemp("shards")
+    preprocess(raw_dataset, out, SHARD_CONFIG, progress=False)
+    pca_stats(out, workers=1, mean_image=True, progress=False)
+    return out

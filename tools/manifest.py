@@ -1,0 +1,126 @@
+"""Bookkeeping files of a preprocess run and the step that merges them into `OUT/manifest.json`.
+
+Per split, `OUT/<split>/_plan.json` records the scan (classes, found, shard count, scan-time
+rejects, settings) and each finished shard leaves `<split>-NNNNNN.json` (samples, sha256, its
+rejects), written last and atomically: it is the mark that the shard is complete. The manifest is
+built only from these files, so `--part i/n` runs on many hosts merge into one manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from alexnet_dali.tools.scan import DataError
+
+PLAN_NAME = "_plan.json"
+MANIFEST_NAME = "manifest.json"
+FORMAT = "alexnet-dali-shards"
+FORMAT_VERSION = 1
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary name, fsync, rename: readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file, naming it in the error."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e}); delete it and re-run preprocess") from None
+
+
+def shard_stem(split: str, index: int) -> str:
+    """Shard file stem (`train-000012`)."""
+    return f"{split}-{index:06d}"
+
+
+def sidecar_path(out: Path, split: str, index: int) -> Path:
+    """Path of the completion record of a shard."""
+    return out / split / f"{shard_stem(split, index)}.json"
+
+
+def shard_done(out: Path, split: str, index: int) -> bool:
+    """True when the shard's record exists and its tar and index are in place."""
+    record = sidecar_path(out, split, index)
+    if not record.exists():
+        return False
+    info = read_json(record)
+    return info["tar"] is None or ((out / info["tar"]).exists() and (out / info["index"]).exists())
+
+
+def _split_entry(out: Path, split: str, plan: dict) -> tuple[dict, list[list[str]]]:
+    """Manifest entry and all rejects (rel, reason, detail) of one split."""
+    missing = [i for i in range(plan["shards"]) if not shard_done(out, split, i)]
+    if missing:
+        raise DataError(
+            f"{out / split}: {len(missing)} of {plan['shards']} shards are not finished "
+            f"(first: {shard_stem(split, missing[0])}); run the remaining preprocess parts first"
+        )
+    shards, rejects = [], list(plan["rejects"])
+    for i in range(plan["shards"]):
+        info = read_json(sidecar_path(out, split, i))
+        rejects.extend(info["rejects"])
+        if info["tar"] is not None:
+            shards.append({k: info[k] for k in ("tar", "index", "samples", "sha256")})
+    written = sum(s["samples"] for s in shards)
+    entry = {"shards": shards, "samples": written, "found": plan["found"], "written": written,
+             "rejected": len(rejects), "rejects_file": f"{split}/rejects.tsv",
+             "reject_reasons": dict(sorted(Counter(r[1] for r in rejects).items()))}
+    if written + len(rejects) != plan["found"]:
+        raise DataError(f"{out / split}: found {plan['found']} != written {written} + rejected "
+                        f"{len(rejects)}; delete the split folder and re-run preprocess")
+    return entry, sorted(rejects)
+
+
+def write_rejects(path: Path, rejects: list[list[str]]) -> None:
+    """`rejects.tsv`: header, then `path<TAB>reason<TAB>detail` per rejected file."""
+    clean = [[f.replace("\t", " ").replace("\n", " ") for f in row] for row in rejects]
+    text = "path\treason\tdetail\n" + "".join("\t".join(row) + "\n" for row in clean)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_manifest(out: str | Path) -> dict:
+    """Merge every split's plan and shard records into `OUT/manifest.json`; returns it."""
+    out = Path(out)
+    plans = {p.parent.name: read_json(p) for p in sorted(out.glob(f"*/{PLAN_NAME}"))}
+    if not plans:
+        raise DataError(f"{out}: no preprocess output found (no */{PLAN_NAME}); run preprocess")
+    first = next(iter(plans.values()))
+    splits = {}
+    for split, plan in plans.items():
+        if plan["classes"] != first["classes"]:
+            raise DataError(f"{out / split}: its classes differ from the other splits; "
+                            "preprocess every split with the same train class list")
+        splits[split], rejects = _split_entry(out, split, plan)
+        write_rejects(out / split / "rejects.tsv", rejects)
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "classes": [{"id": i, "name": name} for i, name in enumerate(first["classes"])],
+        "splits": splits,
+        "totals": {k: sum(s[k] for s in splits.values()) for k in ("found", "written", "rejected")},
+        "settings": first["settings"],
+    }
+    write_json_atomic(out / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def load_manifest(out: str | Path) -> dict:
+    """Read `OUT/manifest.json` with an error that says to run preprocess."""
+    path = Path(out) / MANIFEST_NAME
+    if not path.exists():
+        raise DataError(f"{path}: not found; run `alexnet-dali preprocess SRC {out}` first")
+    return read_json(path)

@@ -1,0 +1,182 @@
+"""Pixel statistics of the train shards -> `OUT/pca.json` (and optionally the mean image).
+
+Each worker streams its shards and accumulates exact integers: pixel count, per-channel sum of
+uint8 values and the 3x3 sum of products (int64 is exact up to ~1.4e14 pixels), plus the
+per-position sum for the mean image. Integer partial sums merge exactly, so any worker count
+gives the same result. Statistics are computed from the exact sums once, in float64:
+covariance = (N * sum(x x^T) - sum(x) sum(x)^T) / N^2 (population covariance).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from alexnet_dali.tools import manifest as mf
+from alexnet_dali.tools.scan import DataError
+from alexnet_dali.tools.shards import iter_shard, manifest_sha256
+
+PCA_NAME = "pca.json"
+MEAN_IMAGE_NAME = "mean_image.npy"
+
+
+@dataclass(frozen=True)
+class PixelSums:
+    """Exact, mergeable sums: images, pixels, sum x (3,), sum x x^T (3, 3), per-position sum."""
+
+    images: int
+    pixels: int
+    sum: np.ndarray  # int64 (3,)
+    outer: np.ndarray  # int64 (3, 3)
+    image_sum: np.ndarray | None  # int64 (H, W, 3) or None
+
+    @staticmethod
+    def zero(shape: tuple[int, int] | None) -> "PixelSums":
+        """Empty sums; `shape` (H, W) enables the per-position sum for the mean image."""
+        image_sum = None if shape is None else np.zeros((*shape, 3), np.int64)
+        return PixelSums(0, 0, np.zeros(3, np.int64), np.zeros((3, 3), np.int64), image_sum)
+
+    def add_image(self, rgb: np.ndarray) -> "PixelSums":
+        """Add one HWC uint8 RGB image."""
+        x = rgb.reshape(-1, 3).astype(np.float64)
+        # float64 products of uint8 values sum exactly while below 2**53 (one image: ~4e9)
+        outer = np.rint(x.T @ x).astype(np.int64)
+        image_sum = None if self.image_sum is None else self.image_sum + rgb
+        return PixelSums(self.images + 1, self.pixels + len(x),
+                         self.sum + rgb.reshape(-1, 3).sum(0, dtype=np.int64),
+                         self.outer + outer, image_sum)
+
+    def merge(self, other: "PixelSums") -> "PixelSums":
+        """Exact sum of two partial results."""
+        if (self.image_sum is None) != (other.image_sum is None):
+            raise ValueError("cannot merge sums with and without the mean image")
+        image_sum = None if self.image_sum is None else self.image_sum + other.image_sum
+        return PixelSums(self.images + other.images, self.pixels + other.pixels,
+                         self.sum + other.sum, self.outer + other.outer, image_sum)
+
+
+def decode_rgb(jpeg: bytes) -> np.ndarray:
+    """JPEG bytes -> HWC uint8 RGB (Pillow)."""
+    with Image.open(io.BytesIO(jpeg)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def shard_sums(task: tuple[str, int, bool]) -> PixelSums:
+    """Worker: sums over the first `limit` samples of one shard (task = path, limit, mean_image)."""
+    path, limit, mean_image = task
+    sums = None
+    for n, (key, members) in enumerate(iter_shard(path)):
+        if n >= limit:
+            break
+        if "jpg" not in members:
+            raise DataError(f"{path}: sample {key} has no .jpg member; re-run preprocess")
+        rgb = decode_rgb(members["jpg"])
+        if sums is None:
+            sums = PixelSums.zero(rgb.shape[:2] if mean_image else None)
+        sums = sums.add_image(rgb)
+    return sums if sums is not None else PixelSums.zero(None)
+
+
+def shard_tasks(out: Path, manifest: dict, max_images: int | None,
+                mean_image: bool) -> list[tuple[str, int, bool]]:
+    """(tar path, samples to use, mean image?) per train shard; `max_images` takes a prefix."""
+    if "train" not in manifest["splits"]:
+        raise DataError(f"{out / mf.MANIFEST_NAME}: has no train split; preprocess train first")
+    tasks, left = [], max_images if max_images is not None else float("inf")
+    for shard in manifest["splits"]["train"]["shards"]:
+        take = int(min(shard["samples"], left))
+        if take <= 0:
+            break
+        tasks.append((str(out / shard["tar"]), take, mean_image))
+        left -= take
+    return tasks
+
+
+def merge_all(parts: list[PixelSums]) -> PixelSums:
+    """Merge partial sums (empty ones without a mean image are neutral)."""
+    total = None
+    for part in parts:
+        if part.images == 0:
+            continue
+        total = part if total is None else total.merge(part)
+    if total is None:
+        raise DataError("no train images to compute statistics from")
+    return total
+
+
+def accumulate(tasks: list[tuple[str, int, bool]], workers: int,
+               progress: bool = True) -> PixelSums:
+    """Sums over all tasks, one shard per worker task, with a progress bar in images."""
+    bar = tqdm(total=sum(t[1] for t in tasks), unit="img", desc="pca-stats",
+               disable=not progress, dynamic_ncols=True)
+    parts = []
+    with bar:
+        if workers <= 1:
+            for task in tasks:
+                parts.append(shard_sums(task))
+                bar.update(task[1])
+        else:
+            with get_context("fork").Pool(workers) as pool:
+                for task, part in zip(tasks, pool.imap(shard_sums, tasks)):
+                    parts.append(part)
+                    bar.update(task[1])
+    return merge_all(parts)
+
+
+def pin_signs(vectors: np.ndarray) -> np.ndarray:
+    """Flip each column so that its largest-magnitude component is positive."""
+    idx = np.argmax(np.abs(vectors), axis=0)
+    signs = np.sign(vectors[idx, np.arange(vectors.shape[1])])
+    return vectors * np.where(signs == 0, 1.0, signs)
+
+
+def statistics(sums: PixelSums) -> dict:
+    """mean, std, covariance, eigenvalues (descending), eigenvectors (columns), float64."""
+    n = sums.pixels
+    s = [int(v) for v in sums.sum]
+    # exact integer numerator, one float division: no cancellation error
+    cov = np.array([[(n * int(sums.outer[i, j]) - s[i] * s[j]) / (n * n) for j in range(3)]
+                    for i in range(3)], dtype=np.float64)
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1]
+    return {"mean": [v / n for v in s], "std": np.sqrt(np.diag(cov)).tolist(),
+            "covariance": cov.tolist(), "eigenvalues": values[order].tolist(),
+            "eigenvectors": pin_signs(vectors[:, order]).tolist()}
+
+
+def pca_stats(out: str | Path, workers: int = 1, max_images: int | None = None,
+              mean_image: bool = False, progress: bool = True) -> dict:
+    """Stream the train shards of OUT and write `OUT/pca.json` (+ mean image); returns it."""
+    out = Path(out)
+    manifest = mf.load_manifest(out)
+    sums = accumulate(shard_tasks(out, manifest, max_images, mean_image), workers, progress)
+    result = statistics(sums)
+    result.update(images=sums.images, pixels=sums.pixels,
+                  manifest_sha256=manifest_sha256(out / mf.MANIFEST_NAME),
+                  max_images=max_images, mean_image=None)
+    if mean_image:
+        mean = (sums.image_sum / sums.images).astype(np.float32)  # HWC, 0-255 scale
+        np.save(out / MEAN_IMAGE_NAME, mean)
+        result["mean_image"] = MEAN_IMAGE_NAME
+    mf.write_json_atomic(out / PCA_NAME, result)
+    return result
+
+
+def summary(result: dict) -> str:
+    """A few readable lines about pca.json."""
+    fmt = lambda values: "[" + ", ".join(f"{v:8.3f}" for v in values) + "]"  # noqa: E731
+    lines = [f"images {result['images']}, pixels {result['pixels']}",
+             f"mean (RGB, 0-255)   {fmt(result['mean'])}",
+             f"std                 {fmt(result['std'])}",
+             f"eigenvalues         {fmt(result['eigenvalues'])}",
+             "eigenvectors (columns):"]
+    lines += [f"                    {fmt(row)}" for row in result["eigenvectors"]]
+    if result.get("mean_image"):
+        lines.append(f"mean image          {result['mean_image']} (float32 HWC)")
+    return "\n".join(lines)

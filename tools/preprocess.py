@@ -1,0 +1,270 @@
+"""Source images -> shuffled WebDataset shards of 256x256 JPEGs, resumable and splittable.
+
+Samples go to shards by a seeded permutation of the sorted file list, and shards are assembled in
+the main process in that order, so the output is byte-identical whatever the worker count.
+Workers return encoded JPEG bytes per source image; at most a bounded number of batches is in
+flight, so memory does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from alexnet_dali import __version__
+from alexnet_dali.tools import images, scan
+from alexnet_dali.tools import manifest as mf
+from alexnet_dali.tools.scan import DataError, Source, SplitScan
+from alexnet_dali.tools.shards import ShardWriter, encode_label, sha256_file
+
+BATCH = 8  # source images per worker task
+KEY_DIGITS = 9
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Settings of a preprocess run (everything that changes the output bytes, plus workers)."""
+
+    image: images.ImageSettings = images.ImageSettings()
+    seed: int = 0
+    shard_size: int = 1000
+    workers: int = 0  # 0: all cores
+    part: tuple[int, int] = (1, 1)  # (i, n), 1-based: build shards k with k % n == i - 1
+
+    def settings(self) -> dict:
+        """The manifest's `settings` (workers and part do not change the output)."""
+        return {"size": self.image.size, "quality": self.image.quality,
+                "filter": images.FILTER_NAME, "draft": self.image.draft,
+                "draft_factor": images.DRAFT_FACTOR, "max_pixels": self.image.max_pixels,
+                "seed": self.seed, "shard_size": self.shard_size, "version": __version__}
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard to build: index and its sources with their keys, in write order."""
+
+    index: int
+    items: tuple[tuple[str, Source], ...]
+
+
+def shuffled(scan: SplitScan, split: str, seed: int) -> list[tuple[str, Source]]:
+    """(key, source) in shard order: a permutation seeded by (seed, split) of the sorted list."""
+    rng = np.random.default_rng([seed, zlib.crc32(split.encode())])
+    order = rng.permutation(len(scan.sources))
+    return [(f"{pos:0{KEY_DIGITS}d}", scan.sources[i]) for pos, i in enumerate(order)]
+
+
+def plan_jobs(scan: SplitScan, split: str, config: PreprocessConfig) -> list[ShardJob]:
+    """All shards of a split (every part), each with its slice of the shuffled sources."""
+    items = shuffled(scan, split, config.seed)
+    count = math.ceil(len(items) / config.shard_size)
+    size = config.shard_size
+    return [ShardJob(k, tuple(items[k * size:(k + 1) * size])) for k in range(count)]
+
+
+def write_plan(out: Path, split: str, scan: SplitScan, classes: list[str], shards: int,
+               config: PreprocessConfig) -> None:
+    """Record the split's scan; refuse to mix with output made from other inputs or settings."""
+    plan = {"split": split, "classes": classes, "found": scan.found, "sources": len(scan.sources),
+            "shards": shards, "settings": config.settings(),
+            "rejects": [[r.rel, r.reason, r.detail] for r in scan.rejects]}
+    path = out / split / mf.PLAN_NAME
+    if path.exists():
+        old = mf.read_json(path)
+        if {k: old.get(k) for k in plan} != plan:
+            raise DataError(
+                f"{path}: {out / split} holds shards made from other inputs or settings; "
+                "use a new output folder or delete this split folder"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mf.write_json_atomic(path, plan)
+
+
+def _init_worker(settings: images.ImageSettings) -> None:
+    global _SETTINGS
+    _SETTINGS = settings
+    images.allow_pixels(settings.max_pixels)
+
+
+_SETTINGS = images.ImageSettings()
+
+
+def convert_batch(paths: list[str]) -> list[bytes | tuple[str, str]]:
+    """Worker task: source paths -> JPEG bytes, or (reason, detail) for a reject."""
+    out: list[bytes | tuple[str, str]] = []
+    for path in paths:
+        try:
+            out.append(images.convert_file(path, _SETTINGS))
+        except images.RejectedImage as e:
+            out.append((e.reason, e.detail))
+    return out
+
+
+def _batches(jobs: list[ShardJob]) -> Iterator[list[str]]:
+    paths = [src.path for job in jobs for _, src in job.items]
+    for start in range(0, len(paths), BATCH):
+        yield paths[start:start + BATCH]
+
+
+def converted(jobs: list[ShardJob], config: PreprocessConfig,
+              workers: int) -> Iterator[bytes | tuple[str, str]]:
+    """Results for every source of `jobs`, in order; at most 4 batches per worker in flight."""
+    if workers <= 1:
+        _init_worker(config.image)
+        for batch in _batches(jobs):
+            yield from convert_batch(batch)
+        return
+    with get_context("fork").Pool(workers, _init_worker, (config.image,)) as pool:
+        pending: deque = deque()
+        for batch in _batches(jobs):
+            pending.append(pool.apply_async(convert_batch, (batch,)))
+            if len(pending) >= 4 * workers:
+                yield from pending.popleft().get()
+        while pending:
+            yield from pending.popleft().get()
+
+
+def write_shard(out: Path, split: str, job: ShardJob,
+                results: Iterator[bytes | tuple[str, str]]) -> tuple[int, int]:
+    """Consume one shard's results, write tar + index + record; returns (written, rejected)."""
+    stem = mf.shard_stem(split, job.index)
+    writer = ShardWriter(out / split / f"{stem}.tar")
+    rejects = []
+    try:
+        for (key, src), result in zip(job.items, results):
+            if isinstance(result, tuple):
+                rejects.append([src.rel, *result])
+            else:
+                writer.add(key, {"jpg": result, "cls": encode_label(src.label)})
+        if writer.samples:
+            writer.commit()
+        else:
+            writer.abort()
+    except BaseException:
+        writer.abort()
+        raise
+    has_tar = writer.samples > 0
+    record = {"shard": job.index, "samples": writer.samples, "rejects": rejects,
+              "tar": f"{split}/{stem}.tar" if has_tar else None,
+              "index": f"{split}/{stem}.idx" if has_tar else None,
+              "sha256": sha256_file(writer.tar_path) if has_tar else None}
+    mf.write_json_atomic(mf.sidecar_path(out, split, job.index), record)
+    return writer.samples, len(rejects)
+
+
+def resolve_workers(workers: int) -> int:
+    """0 -> the cores this process may use."""
+    if workers > 0:
+        return workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Delete temporary files an interrupted run left behind."""
+    for tmp in folder.glob("*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def pending_jobs(out: Path, split: str, jobs: list[ShardJob],
+                 config: PreprocessConfig) -> list[ShardJob]:
+    """This part's shards that are not complete yet."""
+    i, n = config.part
+    mine = [job for job in jobs if job.index % n == i - 1]
+    return [job for job in mine if not mf.shard_done(out, split, job.index)]
+
+
+def class_list(src: Path, out: Path, split: str | None) -> list[str]:
+    """Train class names: SRC/train's folders (or SRC's with --split train), else OUT's manifest."""
+    if split is None:
+        return scan.list_classes(src / "train")
+    if split == "train":
+        return scan.list_classes(src)
+    if (out / mf.MANIFEST_NAME).exists():
+        return [c["name"] for c in mf.load_manifest(out)["classes"]]
+    if (out / "train" / mf.PLAN_NAME).exists():
+        return mf.read_json(out / "train" / mf.PLAN_NAME)["classes"]
+    raise DataError(f"{out}: --split {split} needs the train class list; preprocess the train "
+                    "split into this output folder first")
+
+
+def scan_splits(src: Path, out: Path, split: str | None,
+                val_labels: Path | None) -> tuple[list[str], dict[str, SplitScan]]:
+    """Classes and the scan of every split to build."""
+    classes = class_list(src, out, split)
+    ids = {name: i for i, name in enumerate(classes)}
+    if split is not None:
+        roots = {split: src}
+    else:
+        roots = {name: src / name for name in ("train", "val") if (src / name).is_dir()}
+    scans = {}
+    for name, root in roots.items():
+        flat = val_labels is not None and name != "train"
+        scans[name] = scan.scan_flat(root, val_labels, ids) if flat else \
+            scan.scan_image_folder(root, ids)
+    return classes, scans
+
+
+def build_split(out: Path, split: str, split_scan: SplitScan, classes: list[str],
+                config: PreprocessConfig, progress: bool) -> tuple[int, int]:
+    """Build this part's unfinished shards of one split; returns (written, rejected) now."""
+    jobs = plan_jobs(split_scan, split, config)
+    write_plan(out, split, split_scan, classes, len(jobs), config)
+    remove_stale_temps(out / split)
+    todo = pending_jobs(out, split, jobs, config)
+    total = sum(len(job.items) for job in todo)
+    bar = tqdm(total=total, unit="img", desc=f"preprocess {split}", disable=not progress,
+               dynamic_ncols=True)
+    results = converted(todo, config, resolve_workers(config.workers))
+    written = rejected = 0
+    with bar:
+        for job in todo:
+            w, r = write_shard(out, split, job, _counting(results, bar))
+            written, rejected = written + w, rejected + r
+    return written, rejected
+
+
+def _counting(results: Iterator, bar: tqdm) -> Iterator:
+    for result in results:
+        bar.update(1)
+        yield result
+
+
+def preprocess(src: str | Path, out: str | Path, config: PreprocessConfig,
+               split: str | None = None, val_labels: str | Path | None = None,
+               progress: bool = True) -> dict | None:
+    """Build shards for every split; returns the manifest when all shards are now complete."""
+    src, out = Path(src), Path(out)
+    labels = Path(val_labels) if val_labels is not None else None
+    classes, scans = scan_splits(src, out, split, labels)
+    for name, split_scan in scans.items():
+        build_split(out, name, split_scan, classes, config, progress)
+    try:
+        return mf.write_manifest(out)
+    except DataError:
+        if config.part[1] == 1:
+            raise
+        return None  # other parts are still running; the last one (or `merge`) writes it
+
+
+def summary(out: str | Path, manifest: dict | None) -> str:
+    """found = written + rejected per split, or a note that other parts are still running."""
+    if manifest is None:
+        return (f"this part is done; other parts are unfinished. When all are done: "
+                f"alexnet-dali merge-manifest {out}")
+    lines = [f"wrote {Path(out) / mf.MANIFEST_NAME} ({len(manifest['classes'])} classes)"]
+    for name, entry in manifest["splits"].items():
+        reasons = ", ".join(f"{k} {v}" for k, v in entry["reject_reasons"].items())
+        lines.append(f"{name}: found {entry['found']} = written {entry['written']} + rejected "
+                     f"{entry['rejected']}" + (f" ({reasons}; see {entry['rejects_file']})"
+                                               if entry["rejected"] else "")
+                     + f" in {len(entry['shards'])} shards")
+    return "\n".join(lines)

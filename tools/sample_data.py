@@ -1,0 +1,168 @@
+"""A small, seeded ImageNet-style dataset: `OUT/{train,val}/<class>/*.JPEG`.
+
+Each class is a shape with its own colour, drawn at a random position and scale on a random
+gradient-and-noise background, so a CNN learns the classes in a few epochs. Image sides vary
+between `min_side` and `max_side` (portrait and landscape). `odd_files=True` adds the quirks a
+real dataset has (see `ODD_FILES`).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPES = ("disc", "square", "triangle", "cross", "ring", "diamond", "hbars", "vbars")
+SPLIT_IDS = {"train": 0, "val": 1}
+
+
+@dataclass(frozen=True)
+class SampleDataConfig:
+    """What `write_sample_data` generates."""
+
+    classes: int = 4
+    train_per_class: int = 64
+    val_per_class: int = 16
+    min_side: int = 150
+    max_side: int = 1000
+    seed: int = 0
+    odd_files: bool = False
+
+
+def class_name(class_id: int) -> str:
+    """WordNet-id-like folder name of a class (n00000003)."""
+    return f"n{class_id:08d}"
+
+
+def class_colour(class_id: int, classes: int) -> tuple[int, int, int]:
+    """A distinct saturated RGB colour per class (evenly spaced hues)."""
+    r, g, b = colorsys.hsv_to_rgb((class_id / max(classes, 1)) % 1.0, 0.9, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """A random two-colour gradient plus pixel noise, muted so the shape stands out."""
+    c0, c1 = rng.integers(40, 200, size=(2, 3))
+    t = np.linspace(0.0, 1.0, width if rng.random() < 0.5 else height)
+    ramp = c0 + (c1 - c0) * t[:, None]  # (n, 3)
+    img = np.broadcast_to(ramp[None], (height, width, 3)) if len(t) == width else \
+        np.broadcast_to(ramp[:, None], (height, width, 3))
+    noise = rng.normal(0.0, 12.0, size=(height, width, 3))
+    return Image.fromarray(np.clip(img + noise, 0, 255).astype(np.uint8))
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int],
+                colour: tuple[int, int, int]) -> None:
+    """Draw one class shape filling `box` (left, top, right, bottom)."""
+    x0, y0, x1, y1 = box
+    cx, cy, r = (x0 + x1) // 2, (y0 + y1) // 2, (x1 - x0) // 2
+    w = max(r // 3, 2)
+    if shape == "disc":
+        draw.ellipse(box, fill=colour)
+    elif shape == "square":
+        draw.rectangle(box, fill=colour)
+    elif shape == "triangle":
+        draw.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=colour)
+    elif shape == "cross":
+        draw.rectangle((cx - w, y0, cx + w, y1), fill=colour)
+        draw.rectangle((x0, cy - w, x1, cy + w), fill=colour)
+    elif shape == "ring":
+        draw.ellipse(box, outline=colour, width=w)
+    elif shape == "diamond":
+        draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=colour)
+    elif shape == "hbars":
+        for y in range(y0, y1, 2 * w):
+            draw.rectangle((x0, y, x1, min(y + w, y1)), fill=colour)
+    else:  # vbars
+        for x in range(x0, x1, 2 * w):
+            draw.rectangle((x, y0, min(x + w, x1), y1), fill=colour)
+
+
+def make_image(class_id: int, classes: int, rng: np.random.Generator, min_side: int,
+               max_side: int) -> Image.Image:
+    """One RGB image of class `class_id` with random size, position and scale."""
+    width, height = (int(v) for v in rng.integers(min_side, max_side + 1, size=2))
+    img = _background(rng, width, height)
+    side = int(min(width, height) * rng.uniform(0.35, 0.8))
+    left = int(rng.integers(0, width - side + 1))
+    top = int(rng.integers(0, height - side + 1))
+    base = np.array(class_colour(class_id, classes))
+    colour = tuple(int(v) for v in np.clip(base + rng.integers(-20, 21, size=3), 0, 255))
+    _draw_shape(ImageDraw.Draw(img), SHAPES[class_id % len(SHAPES)],
+                (left, top, left + side, top + side), colour)
+    return img
+
+
+def _save_jpeg(img: Image.Image, path: Path, **kwargs) -> None:
+    img.save(path, format="JPEG", quality=90, **kwargs)
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _odd_files(img: Image.Image) -> dict[str, Callable[[Path], None]]:
+    """Writers of the odd files, keyed by file name; each gets the target path."""
+    jpeg = io.BytesIO()
+    img.save(jpeg, format="JPEG", quality=90)
+    i16 = Image.fromarray((np.asarray(img.convert("L"), dtype=np.uint16) * 257))
+    palette = img.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.info["transparency"] = 0
+    return {
+        "odd_cmyk.JPEG": lambda p: _save_jpeg(img.convert("CMYK"), p),
+        "odd_gray.JPEG": lambda p: _save_jpeg(img.convert("L"), p),
+        "odd_png.JPEG": lambda p: p.write_bytes(_png_bytes(img)),
+        "odd_rgba.JPEG": lambda p: p.write_bytes(_png_bytes(img.convert("RGBA"))),
+        "odd_palette.JPEG": lambda p: palette.save(p, format="GIF"),
+        "odd_i16.JPEG": lambda p: p.write_bytes(_png_bytes(i16)),
+        "odd_truncated.JPEG": lambda p: p.write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2]),
+        "odd_empty.JPEG": lambda p: p.write_bytes(b""),
+        "odd_text.JPEG": lambda p: p.write_text("this is not an image\n"),
+    }
+
+
+# Odd file -> the reject reason preprocess must give it, or None when it must be converted.
+ODD_FILES: dict[str, str | None] = {
+    "odd_cmyk.JPEG": None, "odd_gray.JPEG": None, "odd_png.JPEG": None, "odd_rgba.JPEG": None,
+    "odd_palette.JPEG": None, "odd_i16.JPEG": None, "odd_truncated.JPEG": "truncated",
+    "odd_empty.JPEG": "empty", "odd_text.JPEG": "not-an-image",
+}
+
+
+def write_sample_data(out: str | Path, config: SampleDataConfig,
+                      progress: Callable[[int], None] | None = None) -> dict[str, int]:
+    """Write the dataset under `out`; returns the number of files written per split."""
+    out = Path(out)
+    counts = {}
+    for split, per_class in (("train", config.train_per_class), ("val", config.val_per_class)):
+        counts[split] = 0
+        for class_id in range(config.classes):
+            folder = out / split / class_name(class_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                rng = np.random.default_rng([config.seed, SPLIT_IDS[split], class_id, i])
+                img = make_image(class_id, config.classes, rng, config.min_side, config.max_side)
+                _save_jpeg(img, folder / f"{class_name(class_id)}_{i:05d}.JPEG")
+                counts[split] += 1
+                if progress:
+                    progress(1)
+        if config.odd_files:
+            counts[split] += _write_odd(out / split, config)
+    return counts
+
+
+def _write_odd(split_dir: Path, config: SampleDataConfig) -> int:
+    """Add every odd file kind to the first class folder of a split."""
+    rng = np.random.default_rng([config.seed, 99, SPLIT_IDS.get(split_dir.name, 2)])
+    img = make_image(0, config.classes, rng, config.min_side, config.max_side)
+    writers = _odd_files(img)
+    for name, write in writers.items():
+        write(split_dir / class_name(0) / name)
+    return len(writers)

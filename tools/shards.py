@@ -1,0 +1,151 @@
+"""WebDataset tar shards: a deterministic GNU-tar writer with a DALI index, and the manifest hash.
+
+A shard holds, per sample, `<key>.jpg` (JPEG bytes) and `<key>.cls` (the class id as
+`LABEL_DIGITS` zero-padded ASCII digits, no newline). Beside it, `<name>.idx` is the index DALI's
+`fn.readers.webdataset(index_paths=...)` reads, byte for byte what DALI's `wds2idx` writes:
+`v1.2 <samples>\n` then one line per sample, `<ext> <data offset> <size> <member name>` per member.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+LABEL_DIGITS = 6
+INDEX_VERSION = "v1.2"  # the version DALI's wds2idx writes
+TMP_SUFFIX = ".tmp"
+
+
+def encode_label(class_id: int) -> bytes:
+    """Class id -> `LABEL_DIGITS` ASCII digits (b"000017")."""
+    if not 0 <= class_id < 10**LABEL_DIGITS:
+        raise ValueError(f"class id {class_id} does not fit in {LABEL_DIGITS} digits")
+    return f"{class_id:0{LABEL_DIGITS}d}".encode("ascii")
+
+
+def decode_label(data: bytes) -> int:
+    """`.cls` bytes -> class id (the webdataset convention: int of the ASCII text)."""
+    return int(data)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_sha256(path: str | Path) -> str:
+    """The manifest hash: sha256 of `manifest.json`'s bytes (recorded in pca.json, checkpoints)."""
+    return sha256_file(path)
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One tar member as the DALI index lists it: extension, data offset, size, member name."""
+
+    ext: str
+    offset: int
+    size: int
+    name: str
+
+
+def _member(name: str, size: int) -> tarfile.TarInfo:
+    """A regular-file header with fixed metadata, so equal content gives equal bytes."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+class ShardWriter:
+    """Writes one shard `<path>.tar` and its `.idx` under temporary names; `commit()` renames.
+
+    Until `commit()` neither final name exists, so an interrupted run never leaves a shard that
+    looks complete.
+    """
+
+    def __init__(self, tar_path: str | Path) -> None:
+        self.tar_path = Path(tar_path)
+        self.index_path = self.tar_path.with_suffix(".idx")
+        self._tmp_tar = self.tar_path.with_name(self.tar_path.name + TMP_SUFFIX)
+        self._file = open(self._tmp_tar, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
+        self._samples: list[list[IndexEntry]] = []
+
+    def add(self, key: str, members: dict[str, bytes]) -> None:
+        """Append one sample: `members` maps extension (e.g. "jpg", "cls") to bytes, in order."""
+        if not key.isascii() or "." in key or "/" in key or not key:
+            raise ValueError(f"sample key {key!r} must be non-empty ASCII without dots or slashes")
+        entries = []
+        for ext, data in members.items():
+            name = f"{key}.{ext}"
+            header_offset = self._tar.offset
+            info = _member(name, len(data))
+            self._tar.addfile(info, io.BytesIO(data))
+            header_size = len(info.tobuf(tarfile.GNU_FORMAT, self._tar.encoding, "surrogateescape"))
+            entries.append(IndexEntry(ext, header_offset + header_size, len(data), name))
+        self._samples.append(entries)
+
+    @property
+    def samples(self) -> int:
+        """Samples added so far."""
+        return len(self._samples)
+
+    def commit(self) -> None:
+        """Finish the tar, write the index, fsync, then rename both to their final names."""
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        tmp_index = self.index_path.with_name(self.index_path.name + TMP_SUFFIX)
+        with open(tmp_index, "w", encoding="ascii") as f:
+            f.write(format_index(self._samples))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_index, self.index_path)
+        os.replace(self._tmp_tar, self.tar_path)
+
+    def abort(self) -> None:
+        """Close and delete the temporary file."""
+        try:
+            self._tar.close()
+        finally:
+            self._file.close()
+            self._tmp_tar.unlink(missing_ok=True)
+
+
+def format_index(samples: list[list[IndexEntry]]) -> str:
+    """The DALI webdataset index text for samples (each a list of its members)."""
+    lines = [f"{INDEX_VERSION} {len(samples)}\n"]
+    for entries in samples:
+        lines.append(" ".join(f"{e.ext} {e.offset} {e.size} {e.name}" for e in entries) + "\n")
+    return "".join(lines)
+
+
+def iter_shard(tar_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield `(key, {ext: bytes})` per sample of a shard, in file order (streams, O(1 sample))."""
+    key, members = None, {}
+    with tarfile.open(tar_path, mode="r:") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            stem, _, ext = info.name.partition(".")
+            if stem != key and key is not None:
+                yield key, members
+                members = {}
+            key = stem
+            members[ext] = tar.extractfile(info).read()
+    if key is not None:
+        yield key, members
