@@ -1,0 +1,158 @@
+"""The DALI graphs against NumPy references that replay the returned draws (CPU).
+
+The train pipeline in test mode returns anchor x, anchor y, the mirror bit, α and the decoded
+image; the reference below recomputes every output pixel from those with plain NumPy and the
+numbers in pca.json, independently of the pipeline code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_pipeline_shards import write_dataset
+
+from alexnet_dali.config import AugmentConfig, LoaderConfig
+from alexnet_dali.loader import build_eval_loader, build_train_loader
+
+CPU = torch.device("cpu")
+LOADER = LoaderConfig(batch_size=6, num_threads=1, prefetch=1, shuffle_buffer=8)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("aug"), {"train": 18, "val": 10}, per_shard=6)
+
+
+def pca_of(data: Path) -> dict:
+    return json.loads((data / "pca.json").read_text())
+
+
+def reference(decoded: np.ndarray, x: int, y: int, mirror: int, alpha: np.ndarray, data: Path,
+              aug: AugmentConfig) -> np.ndarray:
+    """HWC uint8 → CHW float64 exactly as paper section 4.1 describes, from the draws."""
+    pca = pca_of(data)
+    img = decoded.astype(np.float64)
+    if aug.mean == "image":
+        img = img - np.load(data / "mean_image.npy")
+    elif aug.mean == "channel":
+        img = img - np.asarray(pca["mean"])
+    if aug.pca_noise:
+        p = np.asarray(pca["eigenvectors"])  # columns are the eigenvectors p_i
+        lam = np.asarray(pca["eigenvalues"])
+        img = img + sum(p[:, i] * alpha[i] * lam[i] for i in range(3))
+    img = img[y:y + aug.crop, x:x + aug.crop]
+    if mirror:
+        img = img[:, ::-1]
+    if aug.std_normalize:
+        img = img / np.asarray(pca["std"])
+    return img.transpose(2, 0, 1)
+
+
+def train_batch(data: Path, aug: AugmentConfig, loader: LoaderConfig = LOADER, seed: int = 3):
+    tl = build_train_loader(data, loader=loader, augment=aug, rank=0, world_size=1,
+                            device=CPU, seed=seed, return_draws=True)
+    return tl.run_with_draws()
+
+
+AUGMENTS = {
+    "paper": AugmentConfig(),
+    "no-augmentation": AugmentConfig(random_crop=False, flip=False, pca_noise=False),
+    "mean-image-std": AugmentConfig(mean="image", std_normalize=True),
+    "no-mean": AugmentConfig(mean="none", pca_std=0.5),
+}
+
+
+@pytest.mark.parametrize("name", list(AUGMENTS))
+def test_train_outputs_replay_draws(data: Path, name: str) -> None:
+    aug = AUGMENTS[name]
+    outputs = [t.numpy() for t in train_batch(data, aug)]
+    images, labels, xs, ys, mirrors, alphas, decoded = outputs
+    assert images.shape == (6, 3, 224, 224) and images.dtype == np.float32
+    assert labels.dtype == np.int64
+    for i in range(len(images)):
+        ref = reference(decoded[i], xs[i], ys[i], mirrors[i], alphas[i], data, aug)
+        np.testing.assert_allclose(images[i], ref, atol=2e-3, rtol=1e-5)
+    if not aug.random_crop:
+        assert set(xs) == set(ys) == {16}
+    if not aug.flip:
+        assert not mirrors.any()
+    if not aug.pca_noise:
+        assert not alphas.any()
+
+
+def test_draws_cover_their_ranges(data: Path) -> None:
+    """Over 4 batches: anchors within 0..32 and spread, both mirror bits, α ~ N(0, σ)."""
+    aug = AugmentConfig(pca_std=0.1)
+    tl = build_train_loader(data, loader=LOADER, augment=aug, rank=0, world_size=1, device=CPU,
+                            seed=5, return_draws=True)
+    draws = [tl.run_with_draws() for _ in range(4)]
+    xs = torch.cat([d[2] for d in draws]).numpy()
+    ys = torch.cat([d[3] for d in draws]).numpy()
+    mirrors = torch.cat([d[4] for d in draws]).numpy()
+    alphas = torch.cat([d[5] for d in draws]).numpy()
+    assert xs.min() >= 0 and xs.max() <= 32 and ys.min() >= 0 and ys.max() <= 32
+    assert len(set(xs.tolist())) > 5 and len(set(ys.tolist())) > 5
+    assert set(mirrors.tolist()) == {0, 1}
+    assert alphas.shape == (24, 3) and 0.05 < alphas.std() < 0.2 and abs(alphas.mean()) < 0.06
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_dtype_and_layout(data: Path, dtype: str, layout: str) -> None:
+    """Same seed, same draws: half-precision/NHWC output equals the float32 NCHW one, rounded."""
+    ref = train_batch(data, AugmentConfig())[0].numpy()
+    out = train_batch(data, AugmentConfig(), replace(LOADER, dtype=dtype, layout=layout))[0]
+    assert out.dtype == getattr(torch, dtype)
+    assert tuple(out.shape) == (6, 3, 224, 224)  # logically NCHW either way
+    assert out.is_contiguous(memory_format=torch.channels_last) == (layout == "NHWC")
+    tol = 0.02 if dtype == "float16" else 0.05  # relative: 10 resp. 7 mantissa bits
+    np.testing.assert_allclose(out.float().numpy(), ref, rtol=tol, atol=0.5)
+
+
+def eval_batch(data: Path, aug: AugmentConfig, tencrop: bool):
+    el = build_eval_loader(data, loader=LOADER, augment=aug, rank=0, world_size=1, device=CPU,
+                           tencrop=tencrop, return_draws=True)
+    return [t.numpy() for t in el.run_with_draws()]
+
+
+@pytest.mark.parametrize("aug", [AugmentConfig(), AugmentConfig(mean="image", std_normalize=True)])
+def test_center_crop(data: Path, aug: AugmentConfig) -> None:
+    images, labels, decoded = eval_batch(data, aug, tencrop=False)
+    assert images.shape == (6, 3, 224, 224)
+    no_pca = replace(aug, pca_noise=False)
+    for i in range(6):
+        np.testing.assert_allclose(images[i], reference(decoded[i], 16, 16, 0, None, data, no_pca),
+                                   atol=2e-3)
+
+
+def test_tencrop_views_in_documented_order(data: Path) -> None:
+    """tl, tr, bl, br, center, then each of those mirrored in place (pipelines/eval.py)."""
+    aug = AugmentConfig()
+    images, _, decoded = eval_batch(data, aug, tencrop=True)
+    assert images.shape == (6, 10, 3, 224, 224)
+    mean = np.asarray(pca_of(data)["mean"])
+    windows = [(0, 0), (0, 32), (32, 0), (32, 32), (16, 16)]  # (row, col) of the top-left
+    for i in range(6):
+        img = decoded[i].astype(np.float64) - mean
+        crops = [img[r:r + 224, c:c + 224] for r, c in windows]
+        views = crops + [crop[:, ::-1] for crop in crops]
+        for v, view in enumerate(views):
+            np.testing.assert_allclose(images[i, v], view.transpose(2, 0, 1), atol=2e-3)
+
+
+def test_decoded_image_matches_pillow(data: Path) -> None:
+    """The decoded image the references start from is the shard's JPEG (DALI vs Pillow)."""
+    _, labels, decoded = eval_batch(data, AugmentConfig(), tencrop=False)
+    with tarfile.open(data / "val" / "val-000000.tar") as tar:
+        jpeg = tar.extractfile("000000000.jpg").read()
+    pillow = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.int64)
+    diff = np.abs(decoded[0].astype(np.int64) - pillow)
+    assert diff.mean() < 1.0 and diff.max() <= 8
