@@ -1,0 +1,149 @@
+"""Trainer units: paper SGD vs a NumPy reference, lr schedule, config resolution, checkpoints."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet_dali import checkpoint as ckpt_io
+from alexnet_dali.cli_train import parse_set, resolve_config
+from alexnet_dali.config import ConfigError, OptimConfig, TrainConfig
+from alexnet_dali.optim import LRSchedule, PaperSGD, build_optimizer
+
+
+def _grads(steps: int, shape: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=shape) for _ in range(steps)]
+
+
+def _run_torch(opt_factory, w0: np.ndarray, grads: list[np.ndarray], lrs: list[float]):
+    w = torch.nn.Parameter(torch.tensor(w0, dtype=torch.float64))
+    opt = opt_factory([w])
+    for g, lr in zip(grads, lrs):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        w.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+    return w.detach().numpy()
+
+
+def test_paper_sgd_matches_numpy_reference_across_an_lr_drop():
+    w0 = np.random.default_rng(1).normal(size=(5, 3))
+    grads, lrs = _grads(8, w0.shape), [0.01] * 4 + [0.001] * 4
+    # the paper: v <- 0.9 v - 0.0005 eps w - eps dL/dw ; w <- w + v
+    w, v = w0.copy(), np.zeros_like(w0)
+    for g, eps in zip(grads, lrs):
+        v = 0.9 * v - 0.0005 * eps * w - eps * g
+        w = w + v
+    got = _run_torch(lambda p: PaperSGD(p, lr=0.01, momentum=0.9, weight_decay=5e-4), w0, grads,
+                     lrs)
+    np.testing.assert_allclose(got, w, rtol=1e-12, atol=1e-14)
+
+
+def test_paper_and_pytorch_rules_agree_at_constant_lr_and_differ_after_a_drop():
+    w0 = np.random.default_rng(2).normal(size=(4,))
+    grads = _grads(8, w0.shape, seed=3)
+    paper = lambda p: build_optimizer(p, OptimConfig(update="paper"))  # noqa: E731
+    pytorch = lambda p: build_optimizer(p, OptimConfig(update="pytorch"))  # noqa: E731
+    constant = [0.01] * 8
+    np.testing.assert_allclose(_run_torch(paper, w0, grads, constant),
+                               _run_torch(pytorch, w0, grads, constant), rtol=1e-12)
+    dropped = [0.01] * 4 + [0.001] * 4
+    a, b = _run_torch(paper, w0, grads, dropped), _run_torch(pytorch, w0, grads, dropped)
+    assert np.abs(a - b).max() > 1e-6
+
+
+def _schedule(**kw) -> LRSchedule:
+    param = torch.nn.Parameter(torch.zeros(1))
+    cfg = OptimConfig(**kw)
+    return LRSchedule(torch.optim.SGD([param], lr=cfg.lr), cfg)
+
+
+def test_plateau_divides_by_ten_at_most_max_drops_times():
+    s = _schedule(lr=0.01, schedule="plateau", plateau_patience=1, max_drops=3)
+    errors = [0.9, 0.8, 0.8, 0.7, 0.75, 0.8, 0.9, 0.9, 0.9]
+    lrs = []
+    for epoch, err in enumerate(errors):
+        s.end_epoch(epoch, err)
+        lrs.append(s.lr)
+    expected = [0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-5, 1e-5, 1e-5, 1e-5]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-9)
+    restored = _schedule(lr=0.01, schedule="plateau")
+    restored.load_state_dict(s.state_dict(), epoch=len(errors))
+    assert restored.lr == pytest.approx(1e-5) and restored.drops == 3
+
+
+def test_step_schedule_and_warmup():
+    s = _schedule(lr=0.1, schedule="step", step_epochs=(2, 4), warmup_epochs=1)
+    assert s.lr == pytest.approx(0.1)  # warmup epoch 0 of 1: lr * 1/1
+    lrs = []
+    for epoch in range(5):
+        s.end_epoch(epoch, None)
+        lrs.append(s.lr)
+    np.testing.assert_allclose(lrs, [0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-9)
+
+
+def test_config_precedence_defaults_file_set_flags(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('epochs = 5\nbatch_size = 64\n[optim]\nlr = 0.5\nupdate = "paper"\n')
+    cfg = resolve_config("data/", config_file=str(toml), sets=("optim.lr=0.25", "model.lrn=false"),
+                         flags={"batch_size": 32, "epochs": None})
+    assert cfg.epochs == 5 and cfg.batch_size == 32 and cfg.optim.lr == 0.25
+    assert cfg.optim.update == "paper" and cfg.model.lrn is False and cfg.data == "data/"
+    assert cfg.optim.momentum == TrainConfig().optim.momentum
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[optim]\nlearning_rate = 0.1\n")
+    with pytest.raises(ConfigError, match=r"learning_rate.*valid keys"):
+        resolve_config("d", config_file=str(bad))
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_set("optim.lr")
+    assert parse_set("model.arch=owt") == {"model": {"arch": "owt"}}
+
+
+def test_checkpoint_atomic_keep_last_and_weights_only(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    for step in range(1, 5):
+        state = {"model": model.state_dict(), "config": {"batch_size": 8}, "epoch": 0,
+                 "global_step": step, "world_size": 1, "manifest_sha256": "abc"}
+        ckpt_io.save_checkpoint(tmp_path, state, keep=2)
+    names = [p.name for p in ckpt_io.list_checkpoints(tmp_path)]
+    assert names == ["ckpt-0000-0000003.pt", "ckpt-0000-0000004.pt"]
+    assert not list((tmp_path / "checkpoints").glob(".*tmp*"))
+    loaded = ckpt_io.load_checkpoint(tmp_path)  # a run dir: the newest
+    assert loaded["global_step"] == 4
+    assert torch.equal(loaded["model"]["weight"], model.weight.detach())
+    (tmp_path / "checkpoints" / "ckpt-0000-0000005.pt").write_bytes(b"truncated")
+    with pytest.raises(ckpt_io.CheckpointError, match="ckpt-0000-0000005.pt: not a readable"):
+        ckpt_io.load_checkpoint(tmp_path)
+
+
+def test_rng_capture_restore_roundtrip_through_weights_only(tmp_path):
+    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    np.random.normal()  # leave a cached gaussian in numpy's state
+    state = ckpt_io.capture_rng()
+    torch.save(state, tmp_path / "rng.pt")
+    expected = (torch.rand(3), np.random.normal(size=3), random.random())
+    ckpt_io.restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True))
+    got = (torch.rand(3), np.random.normal(size=3), random.random())
+    assert torch.equal(expected[0], got[0])
+    np.testing.assert_array_equal(expected[1], got[1])
+    assert expected[2] == got[2]
+
+
+def test_resume_refuses_another_world_size_batch_or_dataset():
+    ckpt = {"config": {"batch_size": 128}, "world_size": 2, "manifest_sha256": "a" * 64,
+            "path": "run/ckpt.pt"}
+    ok = dict(world_size=2, batch_size=128, manifest_sha256="a" * 64, allow_mismatch=False)
+    assert ckpt_io.check_compatible(ckpt, **ok) == []
+    for change, words in [({"world_size": 1}, "world size 2 -> 1"),
+                          ({"batch_size": 64}, "batch size 128 -> 64"),
+                          ({"manifest_sha256": "b" * 64}, "manifest")]:
+        with pytest.raises(ckpt_io.CheckpointError, match=f"run/ckpt.pt.*{words}.*allow-mismatch"):
+            ckpt_io.check_compatible(ckpt, **{**ok, **change})
+    assert ckpt_io.check_compatible(ckpt, **{**ok, "world_size": 4, "allow_mismatch": True})
