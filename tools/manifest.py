@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ FORMAT_VERSION = 1
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary name, fsync, rename: readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, ensure_ascii=False)
         f.write("\n")
@@ -88,7 +89,7 @@ def write_rejects(path: Path, rejects: list[list[str]]) -> None:
     """`rejects.tsv`: header, then `path<TAB>reason<TAB>detail` per rejected file."""
     clean = [[f.replace("\t", " ").replace("\n", " ") for f in row] for row in rejects]
     text = "path\treason\tdetail\n" + "".join("\t".join(row) + "\n" for row in clean)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
@@ -102,9 +103,9 @@ def write_manifest(out: str | Path) -> dict:
     first = next(iter(plans.values()))
     splits = {}
     for split, plan in plans.items():
-        if plan["classes"] != first["classes"]:
-            raise DataError(f"{out / split}: its classes differ from the other splits; "
-                            "preprocess every split with the same train class list")
+        if plan["classes"] != first["classes"] or plan["settings"] != first["settings"]:
+            raise DataError(f"{out / split}: its classes or settings differ from the other "
+                            "splits'; preprocess every split with the same classes and options")
         splits[split], rejects = _split_entry(out, split, plan)
         write_rejects(out / split / "rejects.tsv", rejects)
     manifest = {

@@ -122,7 +122,7 @@ def accumulate(tasks: list[tuple[str, int, bool]], workers: int,
                 parts.append(shard_sums(task))
                 bar.update(task[1])
         else:
-            with get_context("fork").Pool(workers) as pool:
+            with get_context("spawn").Pool(workers) as pool:
                 for task, part in zip(tasks, pool.imap(shard_sums, tasks)):
                     parts.append(part)
                     bar.update(task[1])

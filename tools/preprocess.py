@@ -123,7 +123,7 @@ def converted(jobs: list[ShardJob], config: PreprocessConfig,
         for batch in _batches(jobs):
             yield from convert_batch(batch)
         return
-    with get_context("fork").Pool(workers, _init_worker, (config.image,)) as pool:
+    with get_context("spawn").Pool(workers, _init_worker, (config.image,)) as pool:
         pending: deque = deque()
         for batch in _batches(jobs):
             pending.append(pool.apply_async(convert_batch, (batch,)))
@@ -138,13 +138,14 @@ def write_shard(out: Path, split: str, job: ShardJob,
     """Consume one shard's results, write tar + index + record; returns (written, rejected)."""
     stem = mf.shard_stem(split, job.index)
     writer = ShardWriter(out / split / f"{stem}.tar")
-    rejects = []
+    rejects, sources = [], []
     try:
         for (key, src), result in zip(job.items, results):
             if isinstance(result, tuple):
                 rejects.append([src.rel, *result])
             else:
                 writer.add(key, {"jpg": result, "cls": encode_label(src.label)})
+                sources.append([key, src.rel])
         if writer.samples:
             writer.commit()
         else:
@@ -156,7 +157,8 @@ def write_shard(out: Path, split: str, job: ShardJob,
     record = {"shard": job.index, "samples": writer.samples, "rejects": rejects,
               "tar": f"{split}/{stem}.tar" if has_tar else None,
               "index": f"{split}/{stem}.idx" if has_tar else None,
-              "sha256": sha256_file(writer.tar_path) if has_tar else None}
+              "sha256": sha256_file(writer.tar_path) if has_tar else None,
+              "sources": sources}  # provenance: key -> source path relative to the split root
     mf.write_json_atomic(mf.sidecar_path(out, split, job.index), record)
     return writer.samples, len(rejects)
 
@@ -168,10 +170,11 @@ def resolve_workers(workers: int) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def remove_stale_temps(folder: Path) -> None:
-    """Delete temporary files an interrupted run left behind."""
-    for tmp in folder.glob("*.tmp"):
-        tmp.unlink(missing_ok=True)
+def remove_stale_temps(out: Path, split: str, jobs: list[ShardJob]) -> None:
+    """Delete temporary files an interrupted run left for these shards (not other parts')."""
+    for job in jobs:
+        for tmp in (out / split).glob(f"{mf.shard_stem(split, job.index)}.*tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def pending_jobs(out: Path, split: str, jobs: list[ShardJob],
@@ -218,8 +221,8 @@ def build_split(out: Path, split: str, split_scan: SplitScan, classes: list[str]
     """Build this part's unfinished shards of one split; returns (written, rejected) now."""
     jobs = plan_jobs(split_scan, split, config)
     write_plan(out, split, split_scan, classes, len(jobs), config)
-    remove_stale_temps(out / split)
     todo = pending_jobs(out, split, jobs, config)
+    remove_stale_temps(out, split, todo)
     total = sum(len(job.items) for job in todo)
     bar = tqdm(total=total, unit="img", desc=f"preprocess {split}", disable=not progress,
                dynamic_ncols=True)

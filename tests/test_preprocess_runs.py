@@ -1,0 +1,162 @@
+"""preprocess runs: worker count, resume after interruption, --part shares, symlinks, flat val."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from alexnet_dali.tools import preprocess as pp
+from alexnet_dali.tools.manifest import write_manifest
+from alexnet_dali.tools.sample_data import SampleDataConfig, class_name, write_sample_data
+from alexnet_dali.tools.scan import DataError
+
+SMALL = SampleDataConfig(classes=3, train_per_class=10, val_per_class=3, min_side=48,
+                         max_side=160, seed=5, odd_files=True)
+CONFIG = pp.PreprocessConfig(shard_size=4, workers=1, seed=7)
+
+
+def output_bytes(out: Path) -> dict[str, bytes]:
+    """Every shard, index and the manifest and rejects files, by relative path."""
+    names = ["manifest.json"] + [p.relative_to(out).as_posix() for p in out.glob("*/*")
+                                 if p.suffix in (".tar", ".idx", ".tsv")]
+    return {name: (out / name).read_bytes() for name in sorted(names)}
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runs_src")
+    write_sample_data(root, SMALL)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(src, tmp_path_factory) -> dict[str, bytes]:
+    """One uninterrupted single-worker run."""
+    out = tmp_path_factory.mktemp("runs_ref")
+    pp.preprocess(src, out, CONFIG, progress=False)
+    return output_bytes(out)
+
+
+def test_one_and_two_workers_byte_identical(src, reference, tmp_path):
+    pp.preprocess(src, tmp_path, replace(CONFIG, workers=2), progress=False)
+    assert output_bytes(tmp_path) == reference
+    assert len([n for n in reference if n.endswith(".tar")]) > 4
+
+
+def test_resume_after_interruption_gives_identical_shards(src, reference, tmp_path, monkeypatch):
+    real_write, calls = pp.write_shard, []
+
+    def interrupted(out, split, job, results):
+        if len(calls) == 3:  # die while writing the 4th shard, after taking some of its results
+            next(results)
+            raise KeyboardInterrupt
+        calls.append(job.index)
+        return real_write(out, split, job, results)
+
+    monkeypatch.setattr(pp, "write_shard", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pp.preprocess(src, tmp_path, CONFIG, progress=False)
+    kept = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "train").glob("*.tar")}
+    assert sorted(kept) == [f"train-{i:06d}.tar" for i in range(3)]
+    assert not (tmp_path / "manifest.json").exists()
+    # a crash between renaming the tar and writing its record, and a stale temporary file
+    (tmp_path / "train" / "train-000004.tar").write_bytes(b"half")
+    (tmp_path / "train" / "train-000005.tar.tmp").write_bytes(b"half")
+    monkeypatch.setattr(pp, "write_shard", real_write)
+    pp.preprocess(src, tmp_path, CONFIG, progress=False)
+    assert output_bytes(tmp_path) == reference
+    assert not list(tmp_path.glob("*/*.tmp"))
+    for name, mtime in kept.items():  # finished shards were kept, not rewritten
+        assert (tmp_path / "train" / name).stat().st_mtime_ns == mtime
+
+
+def test_parts_are_disjoint_and_union_to_the_full_set(src, reference, tmp_path):
+    shards = {}
+    for i in (1, 2, 3):
+        manifest = pp.preprocess(src, tmp_path, replace(CONFIG, part=(i, 3)), progress=False)
+        now = {p.name for p in tmp_path.glob("*/*.tar")}
+        shards[i] = now - set().union(*shards.values())
+        assert all(int(n[-10:-4]) % 3 == i - 1 for n in shards[i])
+        assert (manifest is None) == (i < 3)  # the last part writes the manifest
+    assert output_bytes(tmp_path) == reference
+    (tmp_path / "manifest.json").unlink()
+    write_manifest(tmp_path)  # the explicit merge step gives the same manifest
+    assert output_bytes(tmp_path) == reference
+
+
+def test_merge_with_missing_parts_says_what_to_do(src, tmp_path):
+    pp.preprocess(src, tmp_path, replace(CONFIG, part=(1, 2)), progress=False)
+    with pytest.raises(DataError, match="not finished.*remaining preprocess parts"):
+        write_manifest(tmp_path)
+
+
+def test_changed_settings_refuse_to_mix_with_existing_shards(src, tmp_path):
+    pp.preprocess(src, tmp_path, CONFIG, progress=False)
+    with pytest.raises(DataError, match="other inputs or settings"):
+        pp.preprocess(src, tmp_path, replace(CONFIG, seed=8), progress=False)
+
+
+def test_symlink_farm_with_loop_neither_hangs_nor_duplicates(src, tmp_path):
+    farm = tmp_path / "farm"
+    for split in ("train", "val"):
+        (farm / split).mkdir(parents=True)
+        for cls in sorted((src / split).iterdir()):
+            os.symlink(cls, farm / split / cls.name)  # symlinked class folders
+    real = src / "train" / class_name(1)
+    loop = real / "loop"
+    os.symlink(real, loop)  # a folder containing a link to itself
+    try:
+        first = sorted(real.glob("*.JPEG"))[0]
+        os.symlink(first, real / "again.JPEG")  # two paths to one file
+        manifest = pp.preprocess(farm, tmp_path / "out", CONFIG, progress=False)
+    finally:
+        loop.unlink()
+        (real / "again.JPEG").unlink()
+    train = manifest["splits"]["train"]
+    plain = SMALL.classes * SMALL.train_per_class + 9  # 9 odd files in class 0
+    assert train["found"] == plain + 1 and train["reject_reasons"]["duplicate"] == 1
+    assert train["written"] == plain - 3  # truncated, empty and text are rejected
+
+
+def test_split_option_and_flat_val_with_labels_file(src, tmp_path):
+    out = tmp_path / "out"
+    pp.preprocess(src / "train", out, CONFIG, split="train", progress=False)
+    flat, lines, expected = tmp_path / "flat_val", [], {}
+    flat.mkdir()
+    for n, path in enumerate(sorted((src / "val").glob("*/n*.JPEG")), 1):
+        name = f"ILSVRC2012_val_{n:08d}.JPEG"
+        shutil.copy(path, flat / name)
+        lines.append(f"{name.split('.')[0]},{path.parent.name} 1 2 3 4")  # LOC_val_solution.csv
+        expected[name] = int(path.parent.name[1:])
+    (flat / "README.txt").write_text("no label for me")
+    labels = tmp_path / "LOC_val_solution.csv"
+    labels.write_text("ImageId,PredictionString\n" + "\n".join(lines) + "\n")
+    manifest = pp.preprocess(flat, out, CONFIG, split="val", val_labels=labels, progress=False)
+    val = manifest["splits"]["val"]
+    assert (val["found"], val["written"], val["reject_reasons"]) == (
+        len(expected) + 1, len(expected), {"no-label": 1})
+    got = {}
+    for record in sorted((out / "val").glob("val-*.json")):
+        got.update({rel: key for key, rel in json.loads(record.read_text())["sources"]})
+    labels_by_key = {}
+    for shard in val["shards"]:
+        with tarfile.open(out / shard["tar"]) as tar:
+            labels_by_key.update({m.name.split(".")[0]: int(tar.extractfile(m).read())
+                                  for m in tar if m.name.endswith(".cls")})
+    assert {name: labels_by_key[got[name]] for name in expected} == expected
+    assert set(manifest["splits"]) == {"train", "val"}
+
+
+def test_labels_file_with_unknown_class_is_a_clear_error(src, tmp_path):
+    out = tmp_path / "out"
+    pp.preprocess(src / "train", out, CONFIG, split="train", progress=False)
+    labels = tmp_path / "val.txt"
+    labels.write_text("a.JPEG n00000000\nb.JPEG n12345678\n")
+    with pytest.raises(DataError, match=r"val.txt:2: class 'n12345678'"):
+        pp.preprocess(src / "val", out, CONFIG, split="val", val_labels=labels, progress=False)
