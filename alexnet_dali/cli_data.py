@@ -139,5 +139,23 @@ def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
     click.echo(summary(result))
 
 
+@click.command("preprocess")
+@click.option("--small", default=40, show_default=True, help="Images of ~500x375.")
+@click.option("--large", default=20, show_default=True, help="Images of ~2000x1500.")
+@click.option("--workers", default=1, show_default=True, help="preprocess worker processes.")
+@click.option("--repeats", default=2, show_default=True, help="Timed runs per setting (best).")
+def bench_preprocess(small, large, workers, repeats) -> None:
+    """Time preprocess on generated photo-sized JPEGs with and without draft decoding.
+
+    \b
+    Example:
+      alexnet-dali bench preprocess --small 40 --large 20 --workers 1
+    """
+    from alexnet_dali.tools.bench import format_table, run_bench
+
+    rows = run_bench((small, large), workers, repeats)
+    click.echo(format_table(rows, workers))
+
+
 COMMANDS: list = [sample_data, preprocess, merge_manifest, pca_stats]
-BENCH_COMMANDS: list = []
+BENCH_COMMANDS: list = [bench_preprocess]

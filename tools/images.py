@@ -57,7 +57,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _open(data: bytes, settings: ImageSettings) -> Image.Image:
+def decode(data: bytes, settings: ImageSettings) -> Image.Image:
     """Decode header and pixels with reduced-scale JPEG decoding when allowed."""
     if not data:
         raise RejectedImage("empty", "0-byte file")
@@ -106,7 +106,7 @@ def convert_image(data: bytes, settings: ImageSettings) -> bytes:
     """Source file bytes -> `size`x`size` RGB JPEG bytes, or RejectedImage with the reason."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        img = _open(data, settings)
+        img = decode(data, settings)
         try:
             rgb = to_rgb(img)
             if min(rgb.size) < 1:
@@ -127,7 +127,7 @@ def convert_file(path: str, settings: ImageSettings) -> bytes:
 
 
 def allow_pixels(max_pixels: int) -> None:
-    """Raise Pillow's global bomb limit to `max_pixels` so our own check (in `_open`) decides."""
+    """Raise Pillow's global bomb limit to `max_pixels` so our own check (in `decode`) decides."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated files are rejected, not grey-filled
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
         Image.MAX_IMAGE_PIXELS = max_pixels

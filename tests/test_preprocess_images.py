@@ -1,0 +1,99 @@
+"""Per-image conversion: modes to RGB, draft decoding, the centre crop geometry, rejects."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_dali.tools import images
+from alexnet_dali.tools.images import ImageSettings, RejectedImage
+
+
+def jpeg_bytes(img: Image.Image, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=95, **kwargs)
+    return buf.getvalue()
+
+
+def smooth_image(width: int, height: int) -> Image.Image:
+    """Smooth gradients (no detail finer than a few pixels), RGB uint8."""
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    rgb = np.stack([128 + 100 * np.sin(6 * x), 128 + 100 * np.cos(5 * y), 255 * x * y], -1)
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped():
+    grey = np.array([[0, 257 * 100, 65535]], np.uint16)
+    rgb = np.asarray(images.to_rgb(Image.fromarray(grey)))
+    np.testing.assert_array_equal(rgb[0, :, 0], [0, 100, 255])
+    np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "CMYK", "P", "1", "I", "F"])
+def test_every_mode_becomes_rgb(mode):
+    img = smooth_image(20, 10).convert(mode) if mode not in ("I", "F") else \
+        Image.fromarray(np.arange(200, dtype=np.int32 if mode == "I" else np.float32)
+                        .reshape(10, 20))
+    assert images.to_rgb(img).mode == "RGB"
+
+
+def test_palette_with_transparency_keeps_its_colours():
+    img = Image.new("P", (4, 4), 1)
+    img.putpalette([0, 0, 0, 200, 10, 30] + [0] * 762)
+    img.info["transparency"] = 0
+    np.testing.assert_array_equal(np.asarray(images.to_rgb(img))[0, 0], [200, 10, 30])
+
+
+def test_centre_square_matches_resize_then_crop():
+    # left third red, middle blue, right third green: the centre square is all blue
+    strip = np.zeros((300, 900, 3), np.uint8)
+    strip[:, :300, 0] = strip[:, 300:600, 2] = strip[:, 600:, 1] = 255
+    out = np.asarray(images.center_square_resize(Image.fromarray(strip), 256)).astype(int)
+    assert out.shape == (256, 256, 3)
+    assert (out[:, 8:-8, 2] > 250).all() and (out[:, 8:-8, :2] < 5).all()
+
+
+def test_draft_only_when_twice_the_target_remains():
+    settings = ImageSettings(size=256)
+    assert images.decode(jpeg_bytes(smooth_image(2000, 1500)), settings).size == (1000, 750)
+    assert images.decode(jpeg_bytes(smooth_image(1100, 1030)), settings).size == (550, 515)
+    assert images.decode(jpeg_bytes(smooth_image(1000, 1030)), settings).size == (1000, 1030)
+    assert images.decode(jpeg_bytes(smooth_image(4000, 600)), settings).size == (4000, 600)
+    off = ImageSettings(draft=False)
+    assert images.decode(jpeg_bytes(smooth_image(2000, 1500)), off).size == (2000, 1500)
+
+
+def test_draft_output_is_close_to_full_decode():
+    data = jpeg_bytes(smooth_image(2400, 1800))
+    with_draft = images.convert_image(data, ImageSettings(draft=True))
+    without = images.convert_image(data, ImageSettings(draft=False))
+    a, b = (np.asarray(Image.open(io.BytesIO(d)), np.float64) for d in (with_draft, without))
+    assert a.shape == (256, 256, 3) and np.abs(a - b).mean() < 1.0
+
+
+def test_cmyk_jpeg_converts_like_pillow():
+    img = smooth_image(300, 200)
+    data = jpeg_bytes(img.convert("CMYK"))
+    out = np.asarray(Image.open(io.BytesIO(images.convert_image(data, ImageSettings()))), float)
+    ref = Image.open(io.BytesIO(data)).convert("RGB").resize((384, 256), Image.LANCZOS)
+    ref = np.asarray(ref.crop((64, 0, 320, 256)), float)
+    assert np.abs(out - ref).mean() < 3.0
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", "empty"), (b"GIF89a not really", "not-an-image"), (b"hello\n", "not-an-image")])
+def test_bad_bytes_are_rejected_with_reason(data, reason):
+    with pytest.raises(RejectedImage) as info:
+        images.convert_image(data, ImageSettings())
+    assert info.value.reason == reason
+
+
+def test_pixel_limit_rejects_decompression_bombs():
+    data = jpeg_bytes(smooth_image(600, 500))
+    with pytest.raises(RejectedImage, match="600x500 = 300000 pixels > limit 299999") as info:
+        images.convert_image(data, ImageSettings(max_pixels=299_999))
+    assert info.value.reason == "decompression-bomb"
+    assert len(images.convert_image(data, ImageSettings(max_pixels=300_000))) > 0
