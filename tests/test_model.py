@@ -197,3 +197,11 @@ def test_channels_last_and_cpu_bf16_autocast(paper: nn.Module) -> None:
 def test_bad_config_is_a_clear_error(bad: dict) -> None:
     with pytest.raises(ConfigError, match="model\\."):
         build_model(ModelConfig(**bad))
+
+
+def test_traces_as_one_graph_for_torch_compile(paper: nn.Module) -> None:
+    # aot_eager traces like inductor but skips code generation (no C++ compiler needed here).
+    compiled = torch.compile(paper, backend="aot_eager", fullgraph=True)
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), paper(x))
