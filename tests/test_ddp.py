@@ -1,0 +1,60 @@
+"""Data parallel: a 2-process gloo run under torchrun equals one process averaging both ranks' batches."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexnet_dali.checkpoint import latest_checkpoint
+from alexnet_dali.config import ModelConfig
+from alexnet_dali.model import build_model
+from alexnet_dali.synthetic import SyntheticTrainLoader
+
+pytestmark = pytest.mark.slow
+
+STEPS, PER_RANK, LR = 2, 2, 0.001
+
+
+def test_two_gloo_ranks_average_gradients_like_one_big_batch(tmp_path):
+    run_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "alexnet_dali.cli", "train", "synthetic", "--run-dir", str(run_dir),
+           "--device", "cpu", "--threads", "1", "--batch-size", str(2 * PER_RANK), "--epochs", "1",
+           "--max-steps-per-epoch", str(STEPS), "--lr", str(LR), "--init", "he", "--seed", "3",
+           "--set", "model.num_classes=4", "--set", "model.dropout=0.0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = torch.load(latest_checkpoint(run_dir), weights_only=True)
+    assert state["world_size"] == 2 and state["global_step"] == STEPS
+    assert len(state["loader_checkpoints"]) == 2 and len(state["rng"]) == 2
+
+    # the same two steps in one process: both ranks' batches at once, plain SGD
+    torch.manual_seed(3)
+    model = build_model(ModelConfig(num_classes=4, dropout=0.0, init="he"))
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
+    loaders = [iter(SyntheticTrainLoader(batch_size=PER_RANK, steps_per_epoch=STEPS,
+                                         num_classes=4, rank=r, world_size=2, seed=3))
+               for r in range(2)]
+    for _ in range(STEPS):
+        batches = [next(it) for it in loaders]
+        images = torch.cat([b[0] for b in batches])
+        labels = torch.cat([b[1] for b in batches])
+        opt.zero_grad()
+        F.cross_entropy(model(images), labels).backward()
+        opt.step()
+    for name, expected in model.state_dict().items():
+        torch.testing.assert_close(state["model"][name], expected, rtol=1e-4, atol=1e-5,
+                                   msg=f"{name}: DDP result differs from the one-process batch")
+
+
+def test_batch_that_does_not_divide_across_ranks_is_an_error():
+    from alexnet_dali.config import ConfigError, TrainConfig
+    from alexnet_dali.trainer import per_rank_batch
+
+    assert per_rank_batch(TrainConfig(batch_size=128), 4) == 32
+    with pytest.raises(ConfigError, match="batch_size 128 does not divide across 3 ranks"):
+        per_rank_batch(TrainConfig(batch_size=128), 3)
