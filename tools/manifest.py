@@ -27,7 +27,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary name, fsync, rename: readers never see half a file."""
     tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, ensure_ascii=False)
+        json.dump(data, f, indent=1)  # ASCII: odd file names stay valid
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
@@ -90,7 +90,7 @@ def write_rejects(path: Path, rejects: list[list[str]]) -> None:
     clean = [[f.replace("\t", " ").replace("\n", " ") for f in row] for row in rejects]
     text = "path\treason\tdetail\n" + "".join("\t".join(row) + "\n" for row in clean)
     tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
     os.replace(tmp, path)
 
 

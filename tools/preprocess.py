@@ -8,6 +8,7 @@ flight, so memory does not grow with the dataset.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import zlib
@@ -56,27 +57,29 @@ class ShardJob:
     items: tuple[tuple[str, Source], ...]
 
 
-def shuffled(scan: SplitScan, split: str, seed: int) -> list[tuple[str, Source]]:
+def shuffled(found: SplitScan, split: str, seed: int) -> list[tuple[str, Source]]:
     """(key, source) in shard order: a permutation seeded by (seed, split) of the sorted list."""
     rng = np.random.default_rng([seed, zlib.crc32(split.encode())])
-    order = rng.permutation(len(scan.sources))
-    return [(f"{pos:0{KEY_DIGITS}d}", scan.sources[i]) for pos, i in enumerate(order)]
+    order = rng.permutation(len(found.sources))
+    return [(f"{pos:0{KEY_DIGITS}d}", found.sources[i]) for pos, i in enumerate(order)]
 
 
-def plan_jobs(scan: SplitScan, split: str, config: PreprocessConfig) -> list[ShardJob]:
+def plan_jobs(found: SplitScan, split: str, config: PreprocessConfig) -> list[ShardJob]:
     """All shards of a split (every part), each with its slice of the shuffled sources."""
-    items = shuffled(scan, split, config.seed)
+    items = shuffled(found, split, config.seed)
     count = math.ceil(len(items) / config.shard_size)
     size = config.shard_size
     return [ShardJob(k, tuple(items[k * size:(k + 1) * size])) for k in range(count)]
 
 
-def write_plan(out: Path, split: str, scan: SplitScan, classes: list[str], shards: int,
+def write_plan(out: Path, split: str, found: SplitScan, classes: list[str], shards: int,
                config: PreprocessConfig) -> None:
     """Record the split's scan; refuse to mix with output made from other inputs or settings."""
-    plan = {"split": split, "classes": classes, "found": scan.found, "sources": len(scan.sources),
+    listing = "".join(f"{s.rel}\t{s.label}\n" for s in found.sources)
+    plan = {"split": split, "classes": classes, "found": found.found, "sources": len(found.sources),
+            "sources_sha256": hashlib.sha256(listing.encode("utf-8", "replace")).hexdigest(),
             "shards": shards, "settings": config.settings(),
-            "rejects": [[r.rel, r.reason, r.detail] for r in scan.rejects]}
+            "rejects": [[r.rel, r.reason, r.detail] for r in found.rejects]}
     path = out / split / mf.PLAN_NAME
     if path.exists():
         old = mf.read_json(path)
@@ -109,23 +112,30 @@ def convert_batch(paths: list[str]) -> list[bytes | tuple[str, str]]:
     return out
 
 
-def _batches(jobs: list[ShardJob]) -> Iterator[list[str]]:
-    paths = [src.path for job in jobs for _, src in job.items]
-    for start in range(0, len(paths), BATCH):
-        yield paths[start:start + BATCH]
+def _batches(root: str, jobs: list[ShardJob]) -> Iterator[list[str]]:
+    """Absolute source paths of `jobs` in order, `BATCH` at a time."""
+    batch = []
+    for job in jobs:
+        for _, src in job.items:
+            batch.append(os.path.join(root, src.rel))
+            if len(batch) == BATCH:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
 
 
-def converted(jobs: list[ShardJob], config: PreprocessConfig,
+def converted(root: str, jobs: list[ShardJob], config: PreprocessConfig,
               workers: int) -> Iterator[bytes | tuple[str, str]]:
     """Results for every source of `jobs`, in order; at most 4 batches per worker in flight."""
     if workers <= 1:
         _init_worker(config.image)
-        for batch in _batches(jobs):
+        for batch in _batches(root, jobs):
             yield from convert_batch(batch)
         return
     with get_context("spawn").Pool(workers, _init_worker, (config.image,)) as pool:
         pending: deque = deque()
-        for batch in _batches(jobs):
+        for batch in _batches(root, jobs):
             pending.append(pool.apply_async(convert_batch, (batch,)))
             if len(pending) >= 4 * workers:
                 yield from pending.popleft().get()
@@ -226,7 +236,7 @@ def build_split(out: Path, split: str, split_scan: SplitScan, classes: list[str]
     total = sum(len(job.items) for job in todo)
     bar = tqdm(total=total, unit="img", desc=f"preprocess {split}", disable=not progress,
                dynamic_ncols=True)
-    results = converted(todo, config, resolve_workers(config.workers))
+    results = converted(split_scan.root, todo, config, resolve_workers(config.workers))
     written = rejected = 0
     with bar:
         for job in todo:

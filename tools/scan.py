@@ -20,10 +20,9 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Source:
-    """One found file: path relative to the split root (POSIX), absolute path, class id."""
+    """One found file: path relative to the split root (POSIX) and its class id."""
 
     rel: str
-    path: str
     label: int
 
 
@@ -38,8 +37,9 @@ class Reject:
 
 @dataclass(frozen=True)
 class SplitScan:
-    """The result of scanning one split: sources sorted by `rel`, and scan-time rejects."""
+    """The result of scanning one split: its root, sources sorted by `rel`, scan-time rejects."""
 
+    root: str
     sources: tuple[Source, ...]
     rejects: tuple[Reject, ...]
 
@@ -92,7 +92,7 @@ def _dedupe(root: Path, rels: list[str], labels: dict[str, int],
             rejects.append(Reject(rel, "duplicate", f"same file as {first_path[ident]}"))
             continue
         first_path[ident] = rel
-        sources.append(Source(rel, str(path.absolute()), labels[rel]))
+        sources.append(Source(rel, labels[rel]))
     return sources
 
 
@@ -114,7 +114,8 @@ def scan_image_folder(split_root: Path, class_ids: dict[str, int]) -> SplitScan:
         else:
             labels[rel] = class_ids[head]
     labelled = [r for r in rels if r in labels]
-    return SplitScan(tuple(_dedupe(split_root, labelled, labels, rejects)), tuple(rejects))
+    sources = _dedupe(split_root, labelled, labels, rejects)
+    return SplitScan(str(split_root.absolute()), tuple(sources), tuple(rejects))
 
 
 def read_val_labels(path: Path, class_ids: dict[str, int]) -> dict[str, int]:
@@ -159,4 +160,5 @@ def scan_flat(folder: Path, labels_file: Path, class_ids: dict[str, int]) -> Spl
         else:
             labels[rel] = label
     labelled = [r for r in rels if r in labels]
-    return SplitScan(tuple(_dedupe(folder, labelled, labels, rejects)), tuple(rejects))
+    sources = _dedupe(folder, labelled, labels, rejects)
+    return SplitScan(str(folder.absolute()), tuple(sources), tuple(rejects))
