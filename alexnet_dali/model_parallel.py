@@ -101,7 +101,7 @@ class ModelParallelAlexNet(nn.Module):
 
     def _gather(self, xs: list[torch.Tensor], device: torch.device) -> torch.Tensor:
         """Concatenate both towers' activations along dim 1 on `device` (the exchange)."""
-        return torch.cat([x.to(device, non_blocking=True) for x in xs], dim=1)
+        return torch.cat([_move(x, device) for x in xs], dim=1)
 
     def _fc(self, layer: str, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         """Each device computes its half of `layer`'s neurons from all inputs."""
@@ -109,7 +109,7 @@ class ModelParallelAlexNet(nn.Module):
 
     def _fc7(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Images → each tower's half of the fc7 activations, on its own device."""
-        xs = [x.to(d, non_blocking=True) for d in self.devices]
+        xs = [_move(x, d) for d in self.devices]
         xs = [self.pool1(self.norm(self.act(h))) for h in self._towers("conv1", xs)]
         xs = [self.pool2(self.norm(self.act(h))) for h in self._towers("conv2", xs)]
         both = [self._gather(xs, d) for d in self.devices]
@@ -126,6 +126,11 @@ class ModelParallelAlexNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs = [self.drop7(h) for h in self._fc7(x)]
         return self._gather(self._fc("fc8", xs), self.output_device)
+
+
+def _move(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy to `device`; asynchronous only towards a GPU (a GPU→CPU copy must be waited for)."""
+    return x.to(device, non_blocking=device.type == "cuda")
 
 
 def _pair(make) -> nn.ModuleList:
