@@ -97,3 +97,13 @@ def test_pixel_limit_rejects_decompression_bombs():
         images.convert_image(data, ImageSettings(max_pixels=299_999))
     assert info.value.reason == "decompression-bomb"
     assert len(images.convert_image(data, ImageSettings(max_pixels=300_000))) > 0
+
+
+def test_unexpected_decoder_errors_become_rejects_not_crashes(monkeypatch):
+    def broken(img, size):
+        raise IndexError("corrupt Huffman table")
+
+    monkeypatch.setattr(images, "center_square_resize", broken)
+    with pytest.raises(RejectedImage, match="IndexError: corrupt Huffman table") as info:
+        images.convert_image(jpeg_bytes(smooth_image(40, 30)), ImageSettings())
+    assert info.value.reason == "unreadable"

@@ -67,6 +67,8 @@ def decode(data: bytes, settings: ImageSettings) -> Image.Image:
         raise RejectedImage("not-an-image", "Pillow cannot identify the content") from None
     except Image.DecompressionBombError as e:
         raise RejectedImage("decompression-bomb", str(e)) from None
+    except Exception as e:  # noqa: BLE001 - a malformed header raises many kinds
+        raise RejectedImage("unreadable", f"{type(e).__name__}: {e}") from None
     width, height = img.size
     if width * height > settings.max_pixels:
         raise RejectedImage(
@@ -78,8 +80,9 @@ def decode(data: bytes, settings: ImageSettings) -> Image.Image:
         img.draft("RGB", (target, target))  # keeps both sides >= target
     try:
         img.load()
-    except (OSError, SyntaxError, ValueError) as e:
-        reason = "truncated" if "truncated" in str(e) or "broken data" in str(e) else "unreadable"
+    except Exception as e:  # noqa: BLE001 - corrupt data raises OSError, SyntaxError, ...
+        text = str(e)
+        reason = "truncated" if "truncated" in text or "broken data" in text else "unreadable"
         raise RejectedImage(reason, f"{type(e).__name__}: {e}") from None
     return img
 
@@ -108,11 +111,8 @@ def convert_image(data: bytes, settings: ImageSettings) -> bytes:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         img = decode(data, settings)
         try:
-            rgb = to_rgb(img)
-            if min(rgb.size) < 1:
-                raise RejectedImage("unreadable", f"degenerate size {rgb.size}")
-            return encode_jpeg(center_square_resize(rgb, settings.size), settings.quality)
-        except (OSError, ValueError) as e:
+            return encode_jpeg(center_square_resize(to_rgb(img), settings.size), settings.quality)
+        except Exception as e:  # noqa: BLE001 - one odd file must never stop the run
             raise RejectedImage("unreadable", f"{type(e).__name__}: {e}") from None
 
 

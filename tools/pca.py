@@ -10,6 +10,7 @@ covariance = (N * sum(x x^T) - sum(x) sum(x)^T) / N^2 (population covariance).
 from __future__ import annotations
 
 import io
+from contextlib import nullcontext
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -98,35 +99,22 @@ def shard_tasks(out: Path, manifest: dict, max_images: int | None,
     return tasks
 
 
-def merge_all(parts: list[PixelSums]) -> PixelSums:
-    """Merge partial sums (empty ones without a mean image are neutral)."""
+def accumulate(tasks: list[tuple[str, int, bool]], workers: int,
+               progress: bool = True) -> PixelSums:
+    """Sums over all tasks (one shard each), folded as they arrive; progress bar in images."""
+    bar = tqdm(total=sum(t[1] for t in tasks), unit="img", desc="pca-stats",
+               disable=not progress, dynamic_ncols=True)
     total = None
-    for part in parts:
-        if part.images == 0:
-            continue
-        total = part if total is None else total.merge(part)
+    pool = get_context("spawn").Pool(workers) if workers > 1 else None
+    with bar, pool or nullcontext():
+        parts = pool.imap(shard_sums, tasks) if pool else map(shard_sums, tasks)
+        for task, part in zip(tasks, parts):
+            bar.update(task[1])
+            if part.images:  # empty sums carry no mean-image array: skip, not merge
+                total = part if total is None else total.merge(part)
     if total is None:
         raise DataError("no train images to compute statistics from")
     return total
-
-
-def accumulate(tasks: list[tuple[str, int, bool]], workers: int,
-               progress: bool = True) -> PixelSums:
-    """Sums over all tasks, one shard per worker task, with a progress bar in images."""
-    bar = tqdm(total=sum(t[1] for t in tasks), unit="img", desc="pca-stats",
-               disable=not progress, dynamic_ncols=True)
-    parts = []
-    with bar:
-        if workers <= 1:
-            for task in tasks:
-                parts.append(shard_sums(task))
-                bar.update(task[1])
-        else:
-            with get_context("spawn").Pool(workers) as pool:
-                for task, part in zip(tasks, pool.imap(shard_sums, tasks)):
-                    parts.append(part)
-                    bar.update(task[1])
-    return merge_all(parts)
 
 
 def pin_signs(vectors: np.ndarray) -> np.ndarray:

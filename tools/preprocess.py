@@ -14,6 +14,7 @@ import os
 import zlib
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -133,14 +134,16 @@ def converted(root: str, jobs: list[ShardJob], config: PreprocessConfig,
         for batch in _batches(root, jobs):
             yield from convert_batch(batch)
         return
-    with get_context("spawn").Pool(workers, _init_worker, (config.image,)) as pool:
+    # a worker killed by the OS raises BrokenProcessPool here instead of hanging the run
+    with ProcessPoolExecutor(workers, get_context("spawn"), _init_worker,
+                             (config.image,)) as pool:
         pending: deque = deque()
         for batch in _batches(root, jobs):
-            pending.append(pool.apply_async(convert_batch, (batch,)))
+            pending.append(pool.submit(convert_batch, batch))
             if len(pending) >= 4 * workers:
-                yield from pending.popleft().get()
+                yield from pending.popleft().result()
         while pending:
-            yield from pending.popleft().get()
+            yield from pending.popleft().result()
 
 
 def write_shard(out: Path, split: str, job: ShardJob,
