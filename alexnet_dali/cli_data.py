@@ -31,7 +31,7 @@ def _parse_part(value: str) -> tuple[int, int]:
     return i, n
 
 
-@click.command("sample-data")
+@click.command("sample-data", short_help="Generate a small seeded ImageNet-style dataset.")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--classes", default=4, show_default=True, help="Number of classes.")
 @click.option("--train-per-class", default=64, show_default=True, help="Train images per class.")
@@ -61,7 +61,7 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
     click.echo(f"wrote {out}: " + ", ".join(f"{k} {v} files" for k, v in counts.items()))
 
 
-@click.command("preprocess")
+@click.command("preprocess", short_help="Images -> shuffled 256x256 JPEG tar shards + manifest.")
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--size", default=256, show_default=True, help="Output side (shorter side -> size, "
@@ -101,7 +101,7 @@ def preprocess(src, out, size, quality, draft, max_pixels, seed, shard_size, wor
     click.echo(summary(out, manifest))
 
 
-@click.command("merge-manifest")
+@click.command("merge-manifest", short_help="Write the manifest from finished --part runs.")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @_fail_on_data_error
 def merge_manifest(out) -> None:
@@ -117,11 +117,12 @@ def merge_manifest(out) -> None:
     click.echo(summary(out, write_manifest(out)))
 
 
-@click.command("pca-stats")
+@click.command("pca-stats", short_help="RGB mean/std/covariance/PCA of the train shards.")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.option("--workers", default=0, show_default=True, help="Processes; 0 = all cores.")
 @click.option("--max-images", type=int, default=None, help="Use only this many train images.")
-@click.option("--mean-image", is_flag=True, help="Also save the 256x256x3 mean image (.npy).")
+@click.option("--mean-image/--no-mean-image", default=True, show_default=True,
+              help="Also save the 256x256x3 mean image (mean_image.npy).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_fail_on_data_error
 def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
@@ -129,7 +130,7 @@ def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
 
     \b
     Example:
-      alexnet-dali pca-stats demo/shards --mean-image
+      alexnet-dali pca-stats demo/shards --workers 8
     """
     from alexnet_dali.tools.pca import pca_stats as run, summary
     from alexnet_dali.tools.preprocess import resolve_workers
@@ -139,7 +140,7 @@ def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
     click.echo(summary(result))
 
 
-@click.command("preprocess")
+@click.command("preprocess", short_help="Preprocess speed, draft vs no draft decoding.")
 @click.option("--small", default=40, show_default=True, help="Images of ~500x375.")
 @click.option("--large", default=20, show_default=True, help="Images of ~2000x1500.")
 @click.option("--workers", default=1, show_default=True, help="preprocess worker processes.")

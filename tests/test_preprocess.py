@@ -1,4 +1,4 @@
-"""preprocess: odd files, outputs that decode (Pillow and DALI), labels, val mapping, index format."""
+"""preprocess: odd files, outputs that decode (Pillow and DALI), labels, val mapping, index."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from PIL import Image
 
 from alexnet_dali.tools.images import ImageSettings
 from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess
-from alexnet_dali.tools.sample_data import ODD_FILES, SampleDataConfig, class_name, write_sample_data
+from alexnet_dali.tools.sample_data import (ODD_FILES, SampleDataConfig, class_name,
+                                            write_sample_data)
 from alexnet_dali.tools.scan import DataError
 
 ODD = SampleDataConfig(classes=3, train_per_class=5, val_per_class=2, min_side=64, max_side=200,
@@ -48,7 +49,7 @@ def read_rejects(out: Path, split: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def odd_run(tmp_path_factory) -> tuple[Path, Path, dict]:
-    """Sample data with every odd file kind, a bomb, a broken link and a stray file; preprocessed."""
+    """Sample data with every odd file kind, a bomb, a broken link, a stray file; preprocessed."""
     src = tmp_path_factory.mktemp("odd_src")
     write_sample_data(src, ODD)
     Image.new("RGB", (400, 400), (9, 9, 9)).save(src / "train" / class_name(1) / "bomb.JPEG")
@@ -144,11 +145,12 @@ def test_gnu_tar_format(odd_run):
     assert header[257:265] == b"ustar  \x00"  # GNU magic (POSIX ustar is b"ustar\x0000")
 
 
-def test_dali_cpu_reader_decodes_every_sample_with_index(odd_run):
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_dali_cpu_reader_decodes_every_sample_with_index(odd_run, split):
     from nvidia.dali import fn, pipeline_def, types
 
     _, out, manifest = odd_run
-    shards = manifest["splits"]["train"]["shards"]
+    shards = manifest["splits"][split]["shards"]
     expected = {}
     for shard in shards:
         expected.update({k: int(m["cls"]) for k, m in read_tar(out / shard["tar"]).items()})
@@ -163,7 +165,7 @@ def test_dali_cpu_reader_decodes_every_sample_with_index(odd_run):
 
     pipe = read()
     pipe.build()
-    total = manifest["splits"]["train"]["samples"]
+    total = manifest["splits"][split]["samples"]
     assert pipe.epoch_size("reader") == total
     labels = []
     for _ in range(-(-total // 4)):

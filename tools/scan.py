@@ -68,7 +68,8 @@ def walk_files(root: Path) -> list[str]:
 def list_classes(split_root: Path) -> list[str]:
     """Sorted class folder names (symlinked folders included) of an ImageFolder split."""
     if not split_root.is_dir():
-        raise DataError(f"{split_root}: not a folder; expected an ImageFolder (one folder per class)")
+        raise DataError(f"{split_root}: not a folder; expected an ImageFolder "
+                        "(one folder per class)")
     classes = sorted(p.name for p in split_root.iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"{split_root}: no class folders found; expected <class>/<image> files")
