@@ -160,3 +160,14 @@ def test_labels_file_with_unknown_class_is_a_clear_error(src, tmp_path):
     labels.write_text("a.JPEG n00000000\nb.JPEG n12345678\n")
     with pytest.raises(DataError, match=r"val.txt:2: class 'n12345678'"):
         pp.preprocess(src / "val", out, CONFIG, split="val", val_labels=labels, progress=False)
+
+
+def test_fifo_is_rejected_instead_of_blocking(tmp_path):
+    write_sample_data(tmp_path / "src", SampleDataConfig(classes=2, train_per_class=2,
+                                                          val_per_class=0, min_side=40,
+                                                          max_side=60))
+    os.mkfifo(tmp_path / "src" / "train" / class_name(1) / "pipe.JPEG")
+    manifest = pp.preprocess(tmp_path / "src", tmp_path / "out", CONFIG, progress=False)
+    train = manifest["splits"]["train"]
+    assert (train["found"], train["written"], train["reject_reasons"]) == (5, 4, {"unreadable": 1})
+    assert "not a regular file" in (tmp_path / "out" / "train" / "rejects.tsv").read_text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,11 +50,18 @@ class SplitScan:
         return len(self.sources) + len(self.rejects)
 
 
-def walk_files(root: Path) -> list[str]:
-    """Relative POSIX paths of all files under `root`, following symlinks, each folder once."""
+def walk_files(root: Path) -> tuple[list[str], list[Reject]]:
+    """Relative POSIX paths of all files under `root` (symlinks followed, each folder once),
+    and a reject per folder that could not be listed."""
     seen_dirs: set[tuple[int, int]] = set()
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    errors: list[Reject] = []
+
+    def unlisted(e: OSError) -> None:
+        rel = os.path.relpath(e.filename, root) if e.filename else "."
+        errors.append(Reject(Path(rel).as_posix() + "/", "unreadable", f"folder: {e.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted, followlinks=True):
         st = os.stat(dirpath)
         if (st.st_dev, st.st_ino) in seen_dirs:
             dirnames[:] = []
@@ -62,7 +70,7 @@ def walk_files(root: Path) -> list[str]:
         dirnames.sort()
         rel_dir = Path(dirpath).relative_to(root)
         found.extend((rel_dir / name).as_posix() for name in filenames)
-    return sorted(found)
+    return sorted(found), errors
 
 
 def list_classes(split_root: Path) -> list[str]:
@@ -88,6 +96,9 @@ def _dedupe(root: Path, rels: list[str], labels: dict[str, int],
         except OSError as e:
             rejects.append(Reject(rel, "unreadable", f"{type(e).__name__}: {e.strerror}"))
             continue
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+            rejects.append(Reject(rel, "unreadable", "not a regular file"))
+            continue
         ident = (st.st_dev, st.st_ino)
         if ident in first_path:
             rejects.append(Reject(rel, "duplicate", f"same file as {first_path[ident]}"))
@@ -99,8 +110,7 @@ def _dedupe(root: Path, rels: list[str], labels: dict[str, int],
 
 def scan_image_folder(split_root: Path, class_ids: dict[str, int]) -> SplitScan:
     """Scan `<split_root>/<class>/**`; a class folder not in `class_ids` is a DataError."""
-    rels = walk_files(split_root)
-    rejects: list[Reject] = []
+    rels, rejects = walk_files(split_root)
     labels: dict[str, int] = {}
     for cls in list_classes(split_root):
         if cls not in class_ids:
@@ -150,9 +160,8 @@ def scan_flat(folder: Path, labels_file: Path, class_ids: dict[str, int]) -> Spl
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
     by_name = read_val_labels(labels_file, class_ids)
-    rejects: list[Reject] = []
+    rels, rejects = walk_files(folder)
     labels: dict[str, int] = {}
-    rels = walk_files(folder)
     for rel in rels:
         name = rel.rsplit("/", 1)[-1]
         label = by_name.get(name, by_name.get(name.split(".", 1)[0]))
