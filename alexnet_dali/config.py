@@ -23,6 +23,9 @@ class AugmentConfig:
     flip: bool = True  # horizontal flip with p=0.5
     pca_noise: bool = True  # eigen-colour noise, alpha ~ N(0, pca_std) per image
     pca_std: float = 0.1
+    # shift = P·(α∘λ) ("eigenvalue", the paper's formula; with 0-255 pixels λ is in 0-255² units,
+    # so the shift is large) or P·(α∘√λ) ("sqrt": scales with the pixels). docs/PIPELINE.md
+    pca_scale: Literal["eigenvalue", "sqrt"] = "eigenvalue"
     mean: Literal["channel", "image", "none"] = "channel"  # what is subtracted from each pixel
     std_normalize: bool = False  # divide by the per-channel std too (not the paper; short runs)
 

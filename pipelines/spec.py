@@ -85,7 +85,9 @@ def load_shard_set(data_dir: str | Path, split: str) -> ShardSet:
     tars = tuple(str(data_dir / e["tar"]) for e in entries)
     missing = [t for t in tars if not Path(t).is_file()]
     if missing:
-        raise DataDirError(f"{missing[0]}: shard listed in manifest.json is missing; re-run preprocess")
+        raise DataDirError(
+            f"{missing[0]}: shard listed in manifest.json is missing; re-run preprocess"
+        )
     indexes = tuple(str(data_dir / e["index"]) for e in entries if e.get("index"))
     have_all = len(indexes) == len(tars) and all(Path(i).is_file() for i in indexes)
     size = int(manifest.get("settings", {}).get("size", 256))
@@ -120,7 +122,12 @@ def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> Co
     return ColourStats(stats.mean, stats.std, stats.eigenvalues, stats.eigenvectors, image)
 
 
-def pca_matrix(stats: ColourStats) -> np.ndarray:
-    """3x3 float32 M = P·diag(λ), so that shift = M·α = P·(α∘λ) (0-255 scale)."""
+def pca_matrix(stats: ColourStats, scale: str = "eigenvalue") -> np.ndarray:
+    """3x3 float32 M with shift = M·α: P·diag(λ) ("eigenvalue") or P·diag(√λ) ("sqrt")."""
     p = np.asarray(stats.eigenvectors, dtype=np.float64)
-    return (p * np.asarray(stats.eigenvalues)[None, :]).astype(np.float32)
+    lam = np.asarray(stats.eigenvalues, dtype=np.float64)
+    if scale == "sqrt":
+        lam = np.sqrt(np.maximum(lam, 0.0))
+    elif scale != "eigenvalue":
+        raise ValueError(f"augment.pca_scale must be 'eigenvalue' or 'sqrt', not {scale!r}")
+    return (p * lam[None, :]).astype(np.float32)

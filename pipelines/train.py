@@ -39,8 +39,10 @@ def train_pipeline(spec: PipelineSpec):
         decoded = images
     anchor = random_crop(spec.shards.image_size, aug.crop, random=aug.random_crop)
     mirror = flip(0.5 if aug.flip else 0.0)
-    alpha, shift = pca_lighting(pca_matrix(spec.stats), aug.pca_std) if aug.pca_noise else (
-        fn.constant(fdata=[0.0, 0.0, 0.0], shape=[3]), None)
+    if aug.pca_noise:
+        alpha, shift = pca_lighting(pca_matrix(spec.stats, aug.pca_scale), aug.pca_std)
+    else:
+        alpha, shift = fn.constant(fdata=[0.0, 0.0, 0.0], shape=[3]), None
     mean, std = mean_and_std(spec)
     out = normalize(
         images, crop=aug.crop, anchor=anchor, span=spec.shards.image_size - aug.crop,

@@ -47,6 +47,8 @@ def reference(decoded: np.ndarray, x: int, y: int, mirror: int, alpha: np.ndarra
     if aug.pca_noise:
         p = np.asarray(pca["eigenvectors"])  # columns are the eigenvectors p_i
         lam = np.asarray(pca["eigenvalues"])
+        if aug.pca_scale == "sqrt":
+            lam = np.sqrt(lam)
         img = img + sum(p[:, i] * alpha[i] * lam[i] for i in range(3))
     img = img[y:y + aug.crop, x:x + aug.crop]
     if mirror:
@@ -67,6 +69,7 @@ AUGMENTS = {
     "no-augmentation": AugmentConfig(random_crop=False, flip=False, pca_noise=False),
     "mean-image-std": AugmentConfig(mean="image", std_normalize=True),
     "no-mean": AugmentConfig(mean="none", pca_std=0.5),
+    "sqrt-eigenvalues": AugmentConfig(pca_scale="sqrt"),
 }
 
 
