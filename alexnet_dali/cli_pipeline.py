@@ -36,11 +36,12 @@ def tar_index(tars: tuple[str, ...]) -> list[tuple[int, int, int, int]]:
 class PillowReference:
     """Map-style torch Dataset: tar bytes → Pillow decode → crop/flip/PCA/normalise (NumPy)."""
 
-    def __init__(self, tars: tuple[str, ...], stats, crop: int, dtype: str) -> None:
+    def __init__(self, tars: tuple[str, ...], stats, crop: int, dtype: str,
+                 pca_scale: str = "eigenvalue") -> None:
         from alexnet_dali.pipelines.spec import pca_matrix
 
         self.tars, self.items, self.crop, self.dtype = tars, tar_index(tars), crop, dtype
-        self.matrix = pca_matrix(stats).astype(np.float32)
+        self.matrix = pca_matrix(stats, pca_scale)
         self.mean = np.asarray(stats.mean, dtype=np.float32)
         self._files: dict[int, object] = {}
         self._rng: np.random.Generator | None = None
@@ -88,11 +89,21 @@ def time_batches(batches: Iterator, count: int, sync: Callable[[], None]) -> flo
     return time.perf_counter() - start
 
 
-def measure(batches: Iterator, batch_size: int, warmup: int, count: int, reps: int,
-            sync: Callable[[], None]) -> list[float]:
-    """Images/s of `reps` repetitions of `count` batches, after `warmup` batches."""
-    time_batches(batches, warmup, sync)
-    return [count * batch_size / time_batches(batches, count, sync) for _ in range(reps)]
+def measure(streams: dict[str, Iterator], batch_size: int, warmup: int, count: int, reps: int,
+            sync: Callable[[], None]) -> dict[str, list[float]]:
+    """Images/s per stream: `warmup` batches each, then `reps` rounds timing each in turn.
+
+    Interleaving the repetitions lets every stream see the same background load on a shared
+    machine; between its turns a stream may refill its prefetch queue (DALI `prefetch` batches,
+    the DataLoader workers × prefetch_factor), which favours the DataLoader.
+    """
+    for batches in streams.values():
+        time_batches(batches, warmup, sync)
+    rates: dict[str, list[float]] = {name: [] for name in streams}
+    for _ in range(reps):
+        for name, batches in streams.items():
+            rates[name].append(count * batch_size / time_batches(batches, count, sync))
+    return rates
 
 
 def bench_data(data: str | None, workdir: Path, images: int, workers: int) -> Path:
@@ -171,16 +182,13 @@ def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decod
     click.echo(f"data {root}: {shards.samples} train images; batch {batch_size}, {threads} "
                f"threads/workers, decoder {decoder}, dtype {dtype}, prefetch {prefetch}; "
                f"{warmup} warm-up batches, {reps} reps x {batches} batches")
-    rows = [(f"DALI ({decoder})", measure(cycle(dali), batch_size, warmup, batches,
-                                          reps, sync))]
-    del dali
+    streams = {f"DALI ({decoder})": cycle(dali)}
     if not skip_reference:
         reference = PillowReference(shards.tars, load_colour_stats(root), 224, dtype)
-        loader_ref = torch.utils.data.DataLoader(
+        streams["DataLoader + Pillow"] = cycle(torch.utils.data.DataLoader(
             reference, batch_size=batch_size, shuffle=True, num_workers=threads,
-            prefetch_factor=prefetch, persistent_workers=True, drop_last=True)
-        rows.append(("DataLoader + Pillow", measure(cycle(loader_ref), batch_size,
-                                                    warmup, batches, reps, lambda: None)))
+            prefetch_factor=prefetch, persistent_workers=True, drop_last=True))
+    rows = list(measure(streams, batch_size, warmup, batches, reps, sync).items())
     click.echo(table(rows))
     if len(rows) == 2:
         ratio = statistics.median(rows[0][1]) / statistics.median(rows[1][1])

@@ -92,7 +92,7 @@ def test_checkpoint_from_other_setup_is_refused(data: Path) -> None:
 
 
 def test_two_ranks_train_equal_steps_disjoint_shards(data: Path) -> None:
-    """Rank r reads DALI shard r: equal step counts, and the first epoch's samples do not overlap."""
+    """Rank r reads DALI shard r: equal step counts; first-epoch samples do not overlap."""
     loaders = [train(data, rank=r, world_size=2, loader=replace(LOADER, batch_size=2))
                for r in range(2)]
     assert loaders[0].steps_per_epoch == loaders[1].steps_per_epoch == 21 // 4
@@ -182,3 +182,16 @@ def test_gpu_mixed_decode_matches_cpu(data: Path) -> None:
     tl = build_train_loader(data, device=gpu, seed=0, **kwargs)
     images, labels = next(iter(tl))
     assert images.device.type == labels.device.type == "cuda"
+
+
+def test_held_batches_stay_intact(data: Path) -> None:
+    """Batches are shared with DALI without a copy: later batches must not overwrite them."""
+    loader = train(data, seed=2)
+    held, snapshots = [], []
+    for x, y in loader:
+        held.append((x, y))
+        snapshots.append((x.clone(), y.clone()))
+    batches(loader, 8)
+    assert_same(held, snapshots)
+    held[0][0].zero_()  # the consumer may write into its batch
+    assert not torch.equal(held[0][0], snapshots[0][0])
