@@ -86,9 +86,9 @@ class AlexNet(nn.Module):
         self.pool1, self.pool2, self.pool5 = (make_pool(cfg.overlap_pool) for _ in range(3))
         self.act = nn.Tanh() if cfg.activation == "tanh" else nn.ReLU()
         # The paper drops fc6's and fc7's outputs; torchvision drops fc6's and fc7's inputs.
-        self.drop5 = _dropout(0.0 if paper else cfg.dropout)
-        self.drop6 = _dropout(cfg.dropout)
-        self.drop7 = _dropout(cfg.dropout if paper else 0.0)
+        self.drop5 = make_dropout(0.0 if paper else cfg.dropout)
+        self.drop6 = make_dropout(cfg.dropout)
+        self.drop7 = make_dropout(cfg.dropout if paper else 0.0)
         init_weights(self, cfg)
 
     def conv_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,8 @@ def make_pool(overlap: bool) -> nn.MaxPool2d:
     return nn.MaxPool2d(3, 2) if overlap else nn.MaxPool2d(2, 2)
 
 
-def _dropout(p: float) -> nn.Module:
+def make_dropout(p: float) -> nn.Module:
+    """Dropout with probability p, or Identity for p = 0 (no module left to switch on)."""
     return nn.Dropout(p) if p > 0 else nn.Identity()
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from alexnet_dali.config import ConfigError, ModelConfig
 from alexnet_dali.model import (FC_WIDTH, FINAL_MAP, PAPER_WIDTHS, AlexNet, TowerLRN,
-                                _dropout, make_pool)
+                                make_dropout, make_pool)
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 TOWERS = 2
@@ -87,7 +87,7 @@ class ModelParallelAlexNet(nn.Module):
         self.norm = TowerLRN(1) if cfg.lrn else nn.Identity()  # one tower per device
         self.pool1, self.pool2, self.pool5 = (make_pool(cfg.overlap_pool) for _ in range(3))
         self.act = nn.Tanh() if cfg.activation == "tanh" else nn.ReLU()
-        self.drop6, self.drop7 = _dropout(cfg.dropout), _dropout(cfg.dropout)
+        self.drop6, self.drop7 = make_dropout(cfg.dropout), make_dropout(cfg.dropout)
         self.register_state_dict_post_hook(_merge_hook)
         self.register_load_state_dict_pre_hook(_split_hook)
         self.load_state_dict(grouped)
