@@ -49,7 +49,10 @@ def test_one_and_two_workers_byte_identical(src, reference, tmp_path):
     assert len([n for n in reference if n.endswith(".tar")]) > 4
 
 
-def test_resume_after_interruption_gives_identical_shards(src, reference, tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_resume_after_interruption_gives_identical_shards(src, reference, tmp_path, monkeypatch,
+                                                          workers):
+    config = replace(CONFIG, workers=workers)
     real_write, calls = pp.write_shard, []
 
     def interrupted(out, split, job, results):
@@ -61,7 +64,7 @@ def test_resume_after_interruption_gives_identical_shards(src, reference, tmp_pa
 
     monkeypatch.setattr(pp, "write_shard", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        pp.preprocess(src, tmp_path, CONFIG, progress=False)
+        pp.preprocess(src, tmp_path, config, progress=False)
     kept = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "train").glob("*.tar")}
     assert sorted(kept) == [f"train-{i:06d}.tar" for i in range(3)]
     assert not (tmp_path / "manifest.json").exists()
@@ -69,7 +72,7 @@ def test_resume_after_interruption_gives_identical_shards(src, reference, tmp_pa
     (tmp_path / "train" / "train-000004.tar").write_bytes(b"half")
     (tmp_path / "train" / "train-000005.tar.tmp").write_bytes(b"half")
     monkeypatch.setattr(pp, "write_shard", real_write)
-    pp.preprocess(src, tmp_path, CONFIG, progress=False)
+    pp.preprocess(src, tmp_path, config, progress=False)
     assert output_bytes(tmp_path) == reference
     assert not list(tmp_path.glob("*/*.tmp"))
     for name, mtime in kept.items():  # finished shards were kept, not rewritten

@@ -61,6 +61,13 @@ def shard_done(out: Path, split: str, index: int) -> bool:
     return info["tar"] is None or ((out / info["tar"]).exists() and (out / info["index"]).exists())
 
 
+def all_shards_done(out: Path) -> bool:
+    """True when every split planned under OUT has all its shards complete."""
+    plans = sorted(out.glob(f"*/{PLAN_NAME}"))
+    return bool(plans) and all(
+        shard_done(out, p.parent.name, i) for p in plans for i in range(read_json(p)["shards"]))
+
+
 def _split_entry(out: Path, split: str, plan: dict) -> tuple[dict, list[list[str]]]:
     """Manifest entry and all rejects (rel, reason, detail) of one split."""
     missing = [i for i in range(plan["shards"]) if not shard_done(out, split, i)]

@@ -14,6 +14,7 @@ import os
 import zlib
 from collections import deque
 from collections.abc import Iterator
+from contextlib import closing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -241,7 +242,7 @@ def build_split(out: Path, split: str, split_scan: SplitScan, classes: list[str]
                dynamic_ncols=True)
     results = converted(split_scan.root, todo, config, resolve_workers(config.workers))
     written = rejected = 0
-    with bar:
+    with bar, closing(results):  # closing stops the workers now if a shard write fails
         for job in todo:
             w, r = write_shard(out, split, job, _counting(results, bar))
             written, rejected = written + w, rejected + r
@@ -263,12 +264,9 @@ def preprocess(src: str | Path, out: str | Path, config: PreprocessConfig,
     classes, scans = scan_splits(src, out, split, labels)
     for name, split_scan in scans.items():
         build_split(out, name, split_scan, classes, config, progress)
-    try:
-        return mf.write_manifest(out)
-    except DataError:
-        if config.part[1] == 1:
-            raise
-        return None  # other parts are still running; the last one (or `merge`) writes it
+    if config.part[1] > 1 and not mf.all_shards_done(out):
+        return None  # other parts are still running; the last one (or merge-manifest) writes it
+    return mf.write_manifest(out)
 
 
 def summary(out: str | Path, manifest: dict | None) -> str:
