@@ -1,0 +1,66 @@
+"""The CLI end to end on the tiny shard fixture: train -> eval --tencrop -> figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from alexnet_dali.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_eval_tencrop_figures(shard_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    config = tmp_path / "tiny.toml"
+    config.write_text('epochs = 1\nbatch_size = 8\nmax_steps_per_epoch = 2\nlog_every = 1\n'
+                      '[model]\ninit = "he"\n[optim]\nlr = 0.001\n[loader]\nnum_threads = 1\n')
+    runner = CliRunner()
+    train = runner.invoke(main, ["train", str(shard_dataset), "--config", str(config),
+                                 "--run-dir", str(run_dir), "--device", "cpu", "--threads", "2",
+                                 "--set", "augment.std_normalize=true"])
+    assert train.exit_code == 0, train.output
+    resolved = json.loads((run_dir / "config.json").read_text())
+    assert resolved["batch_size"] == 8 and resolved["model"]["num_classes"] == 4
+    assert resolved["augment"]["std_normalize"] is True and resolved["data"] == str(shard_dataset)
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["kind"] for x in lines] == ["train", "train", "val"]
+    assert lines[1] | {"loss": 0, "lr": 0, "images_per_s": 0} == {
+        "kind": "train", "epoch": 1, "step": 2, "loss": 0, "lr": 0, "images_per_s": 0}
+    assert set(lines[2]) == {"kind", "epoch", "step", "loss", "top1_err", "top5_err"}
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt-0001-0000002.pt"]
+
+    out = tmp_path / "eval.json"
+    ev = runner.invoke(main, ["eval", str(shard_dataset), "--checkpoint", str(run_dir),
+                              "--tencrop", "--json", str(out), "--device", "cpu",
+                              "--batch-size", "8"])
+    assert ev.exit_code == 0, ev.output
+    result = json.loads(out.read_text())
+    assert result["views"] == 10 and result["samples"] == 32 and result["epoch"] == 1
+    assert result["top1_err"] == pytest.approx(1 - result["top1_acc"])
+    assert "top-1 err" in ev.output
+
+    figures = runner.invoke(main, ["figures", str(run_dir), "--train-images", "16",
+                                   "--queries", "2", "--neighbours", "3"])
+    assert figures.exit_code == 0, figures.output
+    for name in ("curves.png", "conv1_filters.png", "fc7_neighbours.png"):
+        assert (run_dir / "figures" / name).stat().st_size > 1000, name
+
+
+def test_resume_with_another_batch_size_is_refused(shard_dataset, tmp_path):
+    from alexnet_dali.checkpoint import save_checkpoint
+    from alexnet_dali.config import ModelConfig, TrainConfig, to_dict
+    from alexnet_dali.trainer import manifest_sha256
+
+    cfg = TrainConfig(data=str(shard_dataset), batch_size=8, model=ModelConfig(num_classes=4))
+    save_checkpoint(tmp_path, {"model": {}, "config": to_dict(cfg), "epoch": 0,
+                               "global_step": 1, "world_size": 1,
+                               "manifest_sha256": manifest_sha256(str(shard_dataset)),
+                               "optimizer": {}, "scheduler": {}, "step_in_epoch": 1}, keep=1)
+    result = CliRunner().invoke(main, ["train", str(shard_dataset), "--run-dir", str(tmp_path),
+                                       "--resume", "--batch-size", "16", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "global batch size 8 -> 16" in result.output and "--allow-mismatch" in result.output
+    assert not (tmp_path / "metrics.jsonl").exists()  # refused before any training step

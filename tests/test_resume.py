@@ -1,0 +1,84 @@
+"""Exact resume: SIGKILL a CPU training subprocess mid-epoch, resume, compare with an uninterrupted run.
+
+Both runs use the real DALI loader on the shared shard fixture, deterministic torch algorithms
+and a fixed thread count, so the final weights must be bitwise equal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet_dali.checkpoint import latest_checkpoint
+
+pytestmark = pytest.mark.slow
+
+TRAIN_ARGS = ["--device", "cpu", "--threads", "2", "--workers", "1", "--batch-size", "8",
+              "--epochs", "2", "--max-steps-per-epoch", "3",
+              "--keep-checkpoints", "10", "--deterministic", "--init", "he", "--lr", "0.001",
+              "--std-normalize", "--log-every", "1"]
+
+
+def _train_cmd(data: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "alexnet_dali.cli", "train", str(data), "--run-dir",
+            str(run_dir), *TRAIN_ARGS, *extra]
+
+
+def _final_model(run_dir: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(latest_checkpoint(run_dir), weights_only=True)
+    assert (ckpt["epoch"], ckpt["global_step"]) == (2, 6)
+    return ckpt["model"]
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"training exited early: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_resume_after_sigkill_mid_epoch_is_bitwise_exact(shard_dataset, tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(_train_cmd(shard_dataset, full), check=True, capture_output=True)
+
+    proc = subprocess.Popen(_train_cmd(shard_dataset, killed, "--checkpoint-every", "2"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mid_epoch_2 = killed / "checkpoints" / "ckpt-0001-0000005.pt"  # epoch 2, after its 2nd step
+    _wait_for(mid_epoch_2, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    state = torch.load(mid_epoch_2, weights_only=True)
+    assert state["step_in_epoch"] == 2 and len(state["loader_checkpoints"]) == 1
+
+    done = subprocess.run(_train_cmd(shard_dataset, killed, "--resume", str(mid_epoch_2)),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    expected, got = _final_model(full), _final_model(killed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), f"{name} differs after resume"
+
+
+def test_sigterm_saves_at_the_next_step_and_exits_cleanly(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "alexnet_dali.cli", "train", "synthetic", "--run-dir",
+           str(run_dir), "--device", "cpu", "--threads", "2", "--batch-size", "2", "--epochs", "1",
+           "--max-steps-per-epoch", "1000", "--log-every", "1", "--set", "model.num_classes=4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(run_dir / "metrics.jsonl", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "SIGTERM: saved" in out + err and "resume with --resume" in err
+    state = torch.load(latest_checkpoint(run_dir), weights_only=True)
+    assert state["epoch"] == 0 and 1 <= state["step_in_epoch"] < 1000
+    assert state["global_step"] == state["step_in_epoch"]
