@@ -89,20 +89,23 @@ def time_batches(batches: Iterator, count: int, sync: Callable[[], None]) -> flo
     return time.perf_counter() - start
 
 
-def measure(streams: dict[str, Iterator], batch_size: int, warmup: int, count: int, reps: int,
-            sync: Callable[[], None]) -> dict[str, list[float]]:
-    """Images/s per stream: `warmup` batches each, then `reps` rounds timing each in turn.
+def measure(streams: dict[str, tuple[Iterator, int]], batch_size: int, warmup: int, count: int,
+            reps: int, sync: Callable[[], None]) -> dict[str, list[float]]:
+    """Images/s per stream over `reps` rounds that give each stream a turn.
 
-    Interleaving the repetitions lets every stream see the same background load on a shared
-    machine; between its turns a stream may refill its prefetch queue (DALI `prefetch` batches,
-    the DataLoader workers × prefetch_factor), which favours the DataLoader.
+    `streams`: name → (batches, batches it holds in flight). A turn pulls `warmup` + in-flight
+    untimed batches (draining the queue it refilled while idle), times `count` batches, then
+    waits as long as refilling its queue takes at the measured rate, so that no stream works in
+    the background of another's timed window. Interleaving the rounds lets both see the same
+    background load on a shared machine.
     """
-    for batches in streams.values():
-        time_batches(batches, warmup, sync)
     rates: dict[str, list[float]] = {name: [] for name in streams}
     for _ in range(reps):
-        for name, batches in streams.items():
-            rates[name].append(count * batch_size / time_batches(batches, count, sync))
+        for name, (batches, in_flight) in streams.items():
+            time_batches(batches, warmup + in_flight, sync)
+            rate = count * batch_size / time_batches(batches, count, sync)
+            rates[name].append(rate)
+            time.sleep(1.5 * in_flight * batch_size / rate)
     return rates
 
 
@@ -150,7 +153,8 @@ def table(rows: list[tuple[str, list[float]]]) -> str:
               default="float32", show_default=True)
 @click.option("--prefetch", default=2, show_default=True,
               help="DALI prefetch queue depth = DataLoader prefetch_factor.")
-@click.option("--warmup", default=3, show_default=True, help="Batches before timing.")
+@click.option("--warmup", default=2, show_default=True,
+              help="Untimed batches per turn, on top of the batches a pipeline holds in flight.")
 @click.option("--batches", default=10, show_default=True, help="Batches per repetition.")
 @click.option("--reps", default=5, show_default=True)
 @click.option("--skip-reference", is_flag=True, help="Time only the DALI pipeline.")
@@ -181,13 +185,14 @@ def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decod
     shards = load_shard_set(root, "train")
     click.echo(f"data {root}: {shards.samples} train images; batch {batch_size}, {threads} "
                f"threads/workers, decoder {decoder}, dtype {dtype}, prefetch {prefetch}; "
-               f"{warmup} warm-up batches, {reps} reps x {batches} batches")
-    streams = {f"DALI ({decoder})": cycle(dali)}
+               f"{reps} rounds of {warmup} + in-flight untimed, {batches} timed batches each")
+    streams = {f"DALI ({decoder})": (cycle(dali), prefetch)}
     if not skip_reference:
         reference = PillowReference(shards.tars, load_colour_stats(root), 224, dtype)
-        streams["DataLoader + Pillow"] = cycle(torch.utils.data.DataLoader(
+        streams["DataLoader + Pillow"] = (cycle(torch.utils.data.DataLoader(
             reference, batch_size=batch_size, shuffle=True, num_workers=threads,
-            prefetch_factor=prefetch, persistent_workers=True, drop_last=True))
+            prefetch_factor=prefetch, persistent_workers=True, drop_last=True)),
+            threads * prefetch)
     rows = list(measure(streams, batch_size, warmup, batches, reps, sync).items())
     click.echo(table(rows))
     if len(rows) == 2:

@@ -53,12 +53,15 @@ def pipeline_spec(
     if shards.samples < world_size:
         raise ValueError(f"{data_dir}: split {split!r} has {shards.samples} samples, "
                          f"fewer than the {world_size} ranks")
+    pipe_device = pipeline_device(loader, device)
     return PipelineSpec(
         shards=shards,
         stats=load_colour_stats(data_dir, need_mean_image=augment.mean == "image"),
         augment=augment, shard_id=rank, num_shards=world_size,
-        device=pipeline_device(loader, device), hw_decoder_load=loader.hw_decoder_load,
-        dtype="float16" if loader.dtype == "float16" else "float32",
+        device=pipe_device, hw_decoder_load=loader.hw_decoder_load,
+        # DALI emits float16 on the GPU; on the CPU its float16 conversion is slower than
+        # torch's (measured: 1.5k vs 2.6k img/s on 2 cores), so torch casts, as for bfloat16
+        dtype="float16" if loader.dtype == "float16" and pipe_device == "gpu" else "float32",
         layout="HWC" if loader.layout == "NHWC" else "CHW",
         shuffle_buffer=loader.shuffle_buffer, return_draws=return_draws,
     )
@@ -117,8 +120,9 @@ def to_torch(outputs, loader: LoaderConfig, device: torch.device) -> list[torch.
     """DALI TensorLists → torch tensors on `device`; images cast/permuted per `loader`."""
     tensors = [copy_batch(o, device) for o in outputs]
     images = tensors[0]
-    if loader.dtype == "bfloat16":  # DALI has no bfloat16 output: cast after the copy
-        images = images.to(torch.bfloat16)
+    wanted = getattr(torch, loader.dtype)
+    if images.dtype != wanted:  # bfloat16 (DALI has none), float16 from a CPU graph
+        images = images.to(wanted)
     if loader.layout == "NHWC":  # logically NCHW, channels_last in memory
         images = images.movedim(-1, -3)
     return [images, *tensors[1:]]

@@ -159,3 +159,20 @@ def test_decoded_image_matches_pillow(data: Path) -> None:
     pillow = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.int64)
     diff = np.abs(decoded[0].astype(np.int64) - pillow)
     assert diff.mean() < 1.0 and diff.max() <= 8
+
+
+def test_graph_float16_output(data: Path) -> None:
+    """The graph's own float16 output (used on the GPU) equals its float32 output, rounded."""
+    from alexnet_dali.loader import pipeline_spec
+    from alexnet_dali.pipelines.train import train_pipeline
+
+    outputs = {}
+    for dtype in ("float32", "float16"):
+        spec = replace(pipeline_spec(data, "train", loader=LOADER, augment=AugmentConfig(),
+                                     rank=0, world_size=1, device=CPU), dtype=dtype)
+        pipe = train_pipeline(spec, batch_size=4, num_threads=1, device_id=None, seed=1)
+        pipe.build()
+        outputs[dtype] = np.array(pipe.run()[0].as_tensor())
+    assert outputs["float16"].dtype == np.float16
+    np.testing.assert_allclose(outputs["float16"].astype(np.float32), outputs["float32"],
+                               rtol=1e-3, atol=0.07)
