@@ -176,3 +176,25 @@ def test_graph_float16_output(data: Path) -> None:
     assert outputs["float16"].dtype == np.float16
     np.testing.assert_allclose(outputs["float16"].astype(np.float32), outputs["float32"],
                                rtol=1e-3, atol=0.07)
+
+
+@pytest.mark.parametrize("mean", ["channel", "image"])
+def test_gpu_graphs_trace_on_cpu_machine(data: Path, mean: str) -> None:
+    """The device="gpu" graphs (mixed decode) trace with images on the GPU, draws on the CPU.
+
+    Building them needs CUDA; tracing (DALI's private `_build_graph`) checks the operator
+    placement without it, so a CPU-only CI still catches a broken GPU graph definition.
+    """
+    from alexnet_dali.loader import pipeline_spec
+    from alexnet_dali.pipelines.eval import eval_pipeline
+    from alexnet_dali.pipelines.train import train_pipeline
+
+    spec = replace(pipeline_spec(data, "train", loader=LOADER, augment=AugmentConfig(mean=mean),
+                                 rank=0, world_size=1, device=CPU),
+                   device="gpu", dtype="float16", return_draws=True)
+    train = train_pipeline(spec, batch_size=2, num_threads=1, device_id=0, seed=0)
+    tencrop = eval_pipeline(spec, tencrop=True, batch_size=2, num_threads=1, device_id=0)
+    for pipe, expected in ((train, ["gpu"] + ["cpu"] * 5 + ["gpu"]),
+                           (tencrop, ["gpu", "cpu", "gpu"])):
+        pipe._build_graph()
+        assert [node.device for node in pipe._graph_outputs] == expected
