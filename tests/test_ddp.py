@@ -1,7 +1,12 @@
-"""Data parallel: a 2-process gloo run under torchrun equals one process averaging both ranks' batches."""
+"""Data parallel: a 2-process gloo run under torchrun equals one process averaging both ranks' batches.
+
+Each rank reads its own DALI shard (shard_id = global rank); the reference rebuilds both ranks'
+loaders in one process, concatenates their batches and takes plain SGD steps.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,35 +15,38 @@ import torch
 import torch.nn.functional as F
 
 from alexnet_dali.checkpoint import latest_checkpoint
-from alexnet_dali.config import ModelConfig
+from alexnet_dali.config import AugmentConfig, LoaderConfig, ModelConfig
+from alexnet_dali.loader import build_train_loader
 from alexnet_dali.model import build_model
-from alexnet_dali.synthetic import SyntheticTrainLoader
 
 pytestmark = pytest.mark.slow
 
 STEPS, PER_RANK, LR = 2, 2, 0.001
 
 
-def test_two_gloo_ranks_average_gradients_like_one_big_batch(tmp_path):
+def test_two_gloo_ranks_average_gradients_like_one_big_batch(shard_dataset, tmp_path):
     run_dir = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "alexnet_dali.cli", "train", "synthetic", "--run-dir", str(run_dir),
-           "--device", "cpu", "--threads", "1", "--batch-size", str(2 * PER_RANK), "--epochs", "1",
-           "--max-steps-per-epoch", str(STEPS), "--lr", str(LR), "--init", "he", "--seed", "3",
-           "--set", "model.num_classes=4", "--set", "model.dropout=0.0"]
+           "-m", "alexnet_dali.cli", "train", str(shard_dataset), "--run-dir", str(run_dir),
+           "--device", "cpu", "--threads", "1", "--workers", "1", "--batch-size",
+           str(2 * PER_RANK), "--epochs", "1", "--max-steps-per-epoch", str(STEPS), "--lr",
+           str(LR), "--init", "he", "--seed", "3", "--std-normalize", "--set", "model.dropout=0.0"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     state = torch.load(latest_checkpoint(run_dir), weights_only=True)
     assert state["world_size"] == 2 and state["global_step"] == STEPS
     assert len(state["loader_checkpoints"]) == 2 and len(state["rng"]) == 2
+    shard_ids = [json.loads(c)["shard_id"] for c in state["loader_checkpoints"]]
+    assert shard_ids == [0, 1]
 
     # the same two steps in one process: both ranks' batches at once, plain SGD
     torch.manual_seed(3)
     model = build_model(ModelConfig(num_classes=4, dropout=0.0, init="he"))
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
-    loaders = [iter(SyntheticTrainLoader(batch_size=PER_RANK, steps_per_epoch=STEPS,
-                                         num_classes=4, rank=r, world_size=2, seed=3))
-               for r in range(2)]
+    loaders = [iter(build_train_loader(
+        shard_dataset, loader=LoaderConfig(batch_size=PER_RANK, num_threads=1),
+        augment=AugmentConfig(std_normalize=True), rank=r, world_size=2,
+        device=torch.device("cpu"), seed=3)) for r in range(2)]
     for _ in range(STEPS):
         batches = [next(it) for it in loaders]
         images = torch.cat([b[0] for b in batches])
