@@ -253,6 +253,7 @@ class EvalLoader:
         batch = loader.batch_size
         self.rank_samples = sizes[spec.shard_id]
         self._own_steps = -(-self.rank_samples // batch)
+        self._unread = 0  # batches of the reader's pass left by a consumer that stopped early
         self.steps = -(-max(sizes) // batch)  # equal on every rank
 
     def __len__(self) -> int:
@@ -260,10 +261,14 @@ class EvalLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         """One pass over this rank's share; ranks with a shorter share end on masked batches."""
+        for _ in range(self._unread):  # realign the reader with the start of its shard
+            run_pipeline(self._pipe, self._spec)
+        self._unread = self._own_steps
         batch = self._loader.batch_size
         images = labels = None
         for step in range(self.steps):
             if step < self._own_steps:
+                self._unread -= 1
                 images, labels = to_torch(run_pipeline(self._pipe, self._spec)[:2],
                                           self._loader, self._device)
                 index = torch.arange(step * batch, (step + 1) * batch, device=self._device)

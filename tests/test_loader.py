@@ -130,6 +130,8 @@ def test_eval_twice_gives_the_same_pass(data: Path) -> None:
     first = [(x, y[v]) for x, y, v in el]
     second = [(x, y[v]) for x, y, v in el]
     assert_same(first, second)
+    next(iter(el))  # a consumer that stops after one batch
+    assert_same([(x, y[v]) for x, y, v in el], first)
 
 
 def test_corrupt_jpeg_names_shard_and_key(tmp_path: Path) -> None:
