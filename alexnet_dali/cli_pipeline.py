@@ -7,6 +7,7 @@ uses `num_workers` = the DALI thread count.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tarfile
 import time
@@ -178,23 +179,27 @@ def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decod
     root = bench_data(data, Path(workdir), images, threads)
     device = torch.device("cuda", 0) if decoder == "gpu" else torch.device("cpu")
     sync = torch.cuda.synchronize if decoder == "gpu" else (lambda: None)
+    shards = load_shard_set(root, "train")
+    click.echo(f"data {root}: {shards.samples} train images; batch {batch_size}, {threads} "
+               f"threads/workers, decoder {decoder}, dtype {dtype}, prefetch {prefetch}; "
+               f"{reps} rounds of {warmup} + in-flight untimed, {batches} timed batches each; "
+               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    streams = {}
+    if not skip_reference:  # start the workers first: never fork a process running DALI threads
+        reference = PillowReference(shards.tars, load_colour_stats(root), 224, dtype)
+        batches_ref = cycle(torch.utils.data.DataLoader(
+            reference, batch_size=batch_size, shuffle=True, num_workers=threads,
+            prefetch_factor=prefetch, persistent_workers=True, drop_last=True))
+        next(batches_ref)
+        streams["DataLoader + Pillow"] = (batches_ref, threads * prefetch)
     loader = LoaderConfig(batch_size=batch_size, num_threads=threads, device=decoder,
                           dtype=dtype, prefetch=prefetch, hw_decoder_load=hw_decoder_load)
     dali = build_train_loader(root, loader=loader, augment=AugmentConfig(), rank=0,
                               world_size=1, device=device, seed=0)
-    shards = load_shard_set(root, "train")
-    click.echo(f"data {root}: {shards.samples} train images; batch {batch_size}, {threads} "
-               f"threads/workers, decoder {decoder}, dtype {dtype}, prefetch {prefetch}; "
-               f"{reps} rounds of {warmup} + in-flight untimed, {batches} timed batches each")
-    streams = {f"DALI ({decoder})": (cycle(dali), prefetch)}
-    if not skip_reference:
-        reference = PillowReference(shards.tars, load_colour_stats(root), 224, dtype)
-        streams["DataLoader + Pillow"] = (cycle(torch.utils.data.DataLoader(
-            reference, batch_size=batch_size, shuffle=True, num_workers=threads,
-            prefetch_factor=prefetch, persistent_workers=True, drop_last=True)),
-            threads * prefetch)
+    streams = {f"DALI ({decoder})": (cycle(dali), prefetch), **streams}
     rows = list(measure(streams, batch_size, warmup, batches, reps, sync).items())
     click.echo(table(rows))
+    click.echo(f"load average after: {os.getloadavg()[0]:.1f}")
     if len(rows) == 2:
         ratio = statistics.median(rows[0][1]) / statistics.median(rows[1][1])
         click.echo(f"DALI / DataLoader (medians): {ratio:.2f}x")
