@@ -57,6 +57,12 @@ def test_same_seed_same_batches(data: Path) -> None:
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
 
 
+def test_batches_do_not_depend_on_threads_or_prefetch(data: Path) -> None:
+    one = batches(train(data, seed=4), 3)
+    two = batches(train(data, seed=4, loader=replace(LOADER, num_threads=2, prefetch=3)), 3)
+    assert_same(one, two)
+
+
 def test_epoch_length_and_shapes(data: Path) -> None:
     loader = train(data)
     assert loader.steps_per_epoch == len(loader) == 21 // 4
