@@ -59,7 +59,7 @@ def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, dev
     """Measure and print synthetic and (with DATA) DALI-fed training images/s and their ratio."""
     from alexnet_dali.optim import build_optimizer
     from alexnet_dali.synthetic import SyntheticTrainLoader
-    from alexnet_dali.trainer import build_loaders, build_network, resolve_for_data
+    from alexnet_dali.builders import build_loaders, build_network, resolve_for_data
 
     if threads:
         torch.set_num_threads(threads)
@@ -69,7 +69,7 @@ def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, dev
         cfg = dataclasses.replace(cfg, loader=dataclasses.replace(cfg.loader, num_threads=workers))
     cfg = resolve_for_data(cfg)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=pick_device(device))
-    from alexnet_dali.trainer import channels_last_of, precision_of
+    from alexnet_dali.builders import channels_last_of, precision_of
 
     net, input_device = build_network(cfg, info)
     model = torch.compile(net) if compile else net

@@ -84,7 +84,8 @@ def evaluate_checkpoint(
     """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report."""
     from alexnet_dali.checkpoint import load_checkpoint
     from alexnet_dali.model import build_model
-    from alexnet_dali.trainer import config_from_checkpoint, precision_of
+    from alexnet_dali.builders import precision_of
+    from alexnet_dali.trainer import config_from_checkpoint
 
     info = distributed.setup(device)
     try:

@@ -52,7 +52,7 @@ def test_train_eval_tencrop_figures(shard_dataset, tmp_path):
 def test_resume_with_another_batch_size_is_refused(shard_dataset, tmp_path):
     from alexnet_dali.checkpoint import save_checkpoint
     from alexnet_dali.config import ModelConfig, TrainConfig, to_dict
-    from alexnet_dali.trainer import manifest_sha256
+    from alexnet_dali.builders import manifest_sha256
 
     cfg = TrainConfig(data=str(shard_dataset), batch_size=8, model=ModelConfig(num_classes=4))
     save_checkpoint(tmp_path, {"model": {}, "config": to_dict(cfg), "epoch": 0,

@@ -61,7 +61,7 @@ def test_two_gloo_ranks_average_gradients_like_one_big_batch(shard_dataset, tmp_
 
 def test_batch_that_does_not_divide_across_ranks_is_an_error():
     from alexnet_dali.config import ConfigError, TrainConfig
-    from alexnet_dali.trainer import per_rank_batch
+    from alexnet_dali.builders import per_rank_batch
 
     assert per_rank_batch(TrainConfig(batch_size=128), 4) == 32
     with pytest.raises(ConfigError, match="batch_size 128 does not divide across 3 ranks"):

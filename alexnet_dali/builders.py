@@ -1,0 +1,113 @@
+"""What a run is built from: the dataset's facts, devices, precision, the network, the loaders.
+
+Shared by the trainer, `eval` and `bench train`. The global batch is divided evenly across
+ranks (`per_rank_batch`); data "synthetic" swaps the DALI loaders for `synthetic.py`'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alexnet_dali.config import ConfigError, TrainConfig
+from alexnet_dali.distributed import DistInfo
+
+SYNTHETIC = "synthetic"
+
+
+def manifest_sha256(data: str) -> str | None:
+    """sha256 of DATA/manifest.json's bytes (DESIGN.md), None for synthetic data."""
+    if data == SYNTHETIC:
+        return None
+    path = Path(data) / "manifest.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no manifest.json; run `alexnet-dali preprocess RAW {data}` first")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def resolve_for_data(cfg: TrainConfig) -> TrainConfig:
+    """Take num_classes from the dataset's manifest (the model must match the data)."""
+    if cfg.data == SYNTHETIC:
+        return cfg
+    manifest = json.loads((Path(cfg.data) / "manifest.json").read_text())
+    classes = len(manifest["classes"])
+    if classes != cfg.model.num_classes:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
+    return cfg
+
+
+def precision_of(cfg: TrainConfig, device: torch.device) -> str:
+    """auto -> bf16 on CUDA, fp32 elsewhere."""
+    if cfg.precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return cfg.precision
+
+
+def channels_last_of(cfg: TrainConfig, device: torch.device) -> bool:
+    """None -> channels_last on CUDA only."""
+    return device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+
+
+def build_network(cfg: TrainConfig, info: DistInfo) -> tuple[torch.nn.Module, torch.device]:
+    """The model on its device(s) and the device its input goes to."""
+    from alexnet_dali.model import build_model
+
+    if cfg.model_parallel:
+        try:
+            from alexnet_dali.model_parallel import ModelParallelAlexNet
+        except ImportError:
+            from alexnet_dali.model import ModelParallelAlexNet  # type: ignore[attr-defined]
+        if info.device.type == "cuda":  # rank r uses GPUs 2r and 2r+1; with one GPU, GPU + CPU
+            count = torch.cuda.device_count()
+            first = torch.device(f"cuda:{(info.local_rank * 2) % count}")
+            second = f"cuda:{(info.local_rank * 2 + 1) % count}" if count > 1 else "cpu"
+            devices = (first, torch.device(second))
+        else:
+            devices = (torch.device("cpu"), torch.device("cpu"))
+        return ModelParallelAlexNet(cfg.model, devices=devices), devices[0]
+    model = build_model(cfg.model).to(info.device)
+    if channels_last_of(cfg, info.device):
+        model = model.to(memory_format=torch.channels_last)
+    return model, info.device
+
+
+def per_rank_batch(cfg: TrainConfig, world_size: int) -> int:
+    """The global batch divided across ranks; an error if it does not divide evenly."""
+    if cfg.batch_size % world_size:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} does not divide across {world_size} ranks; "
+            f"pick a multiple of {world_size}"
+        )
+    return cfg.batch_size // world_size
+
+
+def build_loaders(cfg: TrainConfig, info: DistInfo, input_device: torch.device,
+                  loader_ckpt: str | None) -> tuple[Any, Any]:
+    """(train loader, val loader) for this rank, DALI-fed or synthetic."""
+    batch = per_rank_batch(cfg, info.world_size)
+    layout = "NHWC" if channels_last_of(cfg, input_device) else "NCHW"
+    if cfg.data == SYNTHETIC:
+        from alexnet_dali.synthetic import SyntheticEvalLoader, SyntheticTrainLoader
+
+        train = SyntheticTrainLoader(
+            batch_size=batch, steps_per_epoch=cfg.max_steps_per_epoch or 8,
+            num_classes=cfg.model.num_classes, rank=info.rank, world_size=info.world_size,
+            device=input_device, seed=cfg.seed, channels_last=layout == "NHWC",
+            checkpoint=loader_ckpt)
+        val = SyntheticEvalLoader(samples=2 * cfg.batch_size, batch_size=batch,
+                                  num_classes=cfg.model.num_classes, rank=info.rank,
+                                  world_size=info.world_size, device=input_device)
+        return train, val
+    from alexnet_dali.loader import build_eval_loader, build_train_loader
+
+    loader_cfg = dataclasses.replace(cfg.loader, batch_size=batch, layout=layout)
+    common = dict(loader=loader_cfg, augment=cfg.augment, rank=info.rank,
+                  world_size=info.world_size, device=input_device)
+    train = build_train_loader(cfg.data, seed=cfg.seed, checkpoint=loader_ckpt, **common)
+    val = build_eval_loader(cfg.data, split="val", tencrop=False, **common)
+    return train, val
