@@ -64,3 +64,16 @@ def test_resume_with_another_batch_size_is_refused(shard_dataset, tmp_path):
     assert result.exit_code == 2
     assert "global batch size 8 -> 16" in result.output and "--allow-mismatch" in result.output
     assert not (tmp_path / "metrics.jsonl").exists()  # refused before any training step
+
+
+def test_bench_train_prints_both_sources_and_their_ratio(shard_dataset, tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", "train", str(shard_dataset), "--batch-size", "2",
+                                       "--steps", "1", "--warmup", "0", "--device", "cpu",
+                                       "--workers", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "synthetic" in result.output and "ratio DALI/synthetic" in result.output
+    numbers = json.loads(out.read_text())
+    assert numbers["synthetic_images_per_s"] > 0 and numbers["dali_images_per_s"] > 0
+    assert numbers["ratio"] == pytest.approx(
+        numbers["dali_images_per_s"] / numbers["synthetic_images_per_s"])
