@@ -96,7 +96,13 @@ def evaluate_checkpoint(
         model.to(info.device)
         precision = precision_of(cfg, info.device)
         loader = _eval_loader(data, cfg, info, split, batch_size, workers, tencrop)
-        result = evaluate(model, loader, device=info.device, precision=precision, tencrop=tencrop)
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(loader), desc=f"eval {split}" + (" ten-crop" if tencrop else ""),
+                   unit="batch", disable=not info.is_main, leave=False)
+        result = evaluate(model, loader, device=info.device, precision=precision, tencrop=tencrop,
+                          progress=bar)
+        bar.close()
         result.update(views=10 if tencrop else 1, split=split, data=str(data),
                       checkpoint=state["path"], epoch=state["epoch"],
                       global_step=state["global_step"], world_size=info.world_size)

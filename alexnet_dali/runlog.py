@@ -47,6 +47,15 @@ class RunLog:
                 if key not in ("kind", "epoch", "step") and isinstance(value, (int, float)):
                     self.writer.add_scalar(f"{kind}/{key}", value, step)
 
+    def drop_after(self, step: int) -> None:
+        """Remove lines with a step beyond `step` (a resumed run logs those steps again)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        lines = self.path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            self.path.write_text("".join(line + "\n" for line in kept))
+
     def close(self) -> None:
         """Flush TensorBoard files."""
         if self.writer is not None:

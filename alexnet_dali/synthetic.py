@@ -88,6 +88,10 @@ class SyntheticEvalLoader:
         self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
         self.seed, self.tencrop, self.size = seed, tencrop, size
 
+    def __len__(self) -> int:
+        per_rank = -(-self.samples // self.world_size)  # ceil
+        return -(-per_rank // self.batch_size)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(self.seed)
         images, labels = _make_batch(gen, self.samples, self.num_classes, self.size)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -73,6 +74,7 @@ def _seed_everything(cfg: TrainConfig, rank: int) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by cuBLAS
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     random.seed(cfg.seed + rank)
@@ -119,6 +121,8 @@ class Run:
         self.train_loader, self.val_loader = build_loaders(cfg, info, self.input_device,
                                                            loader_ckpt)
         self.log = RunLog(cfg.run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
+        if resume:  # lines logged after the checkpoint will be logged again
+            self.log.drop_after(self.pos.global_step)
 
     def _restore(self, state: dict[str, Any], allow_mismatch: bool) -> str | None:
         """Load a checkpoint's states; returns this rank's loader checkpoint (None if refused)."""
@@ -199,8 +203,11 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
 def _end_epoch(run: Run) -> dict[str, float]:
     """Validate, log, step the schedule, move to the next epoch and checkpoint."""
     pos = run.pos
+    bar = tqdm(total=len(run.val_loader), desc="validating", leave=False, dynamic_ncols=True,
+               disable=not run.info.is_main)
     result = evaluate(run.model, run.val_loader, device=run.info.device, precision=run.precision,
-                      input_device=run.input_device)
+                      input_device=run.input_device, progress=bar)
+    bar.close()
     run.log.write({"kind": "val", "epoch": pos.epoch + 1, "step": pos.global_step,
                    "loss": result["loss"], "top1_err": result["top1_err"],
                    "top5_err": result["top5_err"]})
@@ -230,6 +237,11 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None,
     stop = StopRequest()
     try:
         state = ckpt_io.load_checkpoint(resume) if resume else None
+        existing = ckpt_io.latest_checkpoint(cfg.run_dir)
+        if state is None and existing is not None:
+            raise ckpt_io.CheckpointError(
+                f"{cfg.run_dir}: already holds checkpoints ({existing.name}); pass --resume to "
+                "continue that run, or choose another --run-dir")
         cfg = resolve_for_data(cfg)
         run = Run(cfg, info, state, allow_mismatch)
         if info.is_main:

@@ -64,6 +64,8 @@ def test_resume_with_another_batch_size_is_refused(shard_dataset, tmp_path):
     assert result.exit_code == 2
     assert "global batch size 8 -> 16" in result.output and "--allow-mismatch" in result.output
     assert not (tmp_path / "metrics.jsonl").exists()  # refused before any training step
+    fresh = CliRunner().invoke(main, ["train", str(shard_dataset), "--run-dir", str(tmp_path)])
+    assert fresh.exit_code == 2 and "already holds checkpoints" in fresh.output
 
 
 def test_bench_train_prints_both_sources_and_their_ratio(shard_dataset, tmp_path):

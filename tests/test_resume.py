@@ -6,6 +6,7 @@ and a fixed thread count, so the final weights must be bitwise equal.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -62,6 +63,9 @@ def test_resume_after_sigkill_mid_epoch_is_bitwise_exact(shard_dataset, tmp_path
     done = subprocess.run(_train_cmd(shard_dataset, killed, "--resume", str(mid_epoch_2)),
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").open()
+             if '"train"' in line]
+    assert steps == list(range(1, 7)), "metrics.jsonl repeats or misses steps after the resume"
     expected, got = _final_model(full), _final_model(killed)
     assert expected.keys() == got.keys()
     for name in expected:
