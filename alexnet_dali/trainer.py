@@ -48,6 +48,8 @@ class StopRequest:
 
     def agreed(self, device: torch.device) -> bool:
         """True on every rank if any rank was signalled (so all stop at the same step)."""
+        if not distributed.active():  # no tensor, so no device sync per step
+            return bool(self.signal_name)
         flag = torch.tensor([1.0 if self.signal_name else 0.0], device=device)
         return bool(distributed.all_reduce(flag, op="max").item() > 0)
 
@@ -205,7 +207,7 @@ def _end_epoch(run: Run) -> dict[str, float]:
     pos = run.pos
     bar = tqdm(total=len(run.val_loader), desc="validating", leave=False, dynamic_ncols=True,
                disable=not run.info.is_main)
-    result = evaluate(run.model, run.val_loader, device=run.info.device, precision=run.precision,
+    result = evaluate(run.net, run.val_loader, device=run.info.device, precision=run.precision,
                       input_device=run.input_device, progress=bar)
     bar.close()
     run.log.write({"kind": "val", "epoch": pos.epoch + 1, "step": pos.global_step,
