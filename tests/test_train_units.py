@@ -147,3 +147,27 @@ def test_resume_refuses_another_world_size_batch_or_dataset():
         with pytest.raises(ckpt_io.CheckpointError, match=f"run/ckpt.pt.*{words}.*allow-mismatch"):
             ckpt_io.check_compatible(ckpt, **{**ok, **change})
     assert ckpt_io.check_compatible(ckpt, **{**ok, "world_size": 4, "allow_mismatch": True})
+
+
+def test_paper_sgd_state_survives_a_weights_only_checkpoint(tmp_path):
+    grads = _grads(6, (3, 2), seed=4)
+    w0 = np.random.default_rng(5).normal(size=(3, 2))
+
+    def make(p):
+        return PaperSGD(p, lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    straight = _run_torch(make, w0, grads, [0.01] * 6)
+    w = torch.nn.Parameter(torch.tensor(w0, dtype=torch.float64))
+    opt = make([w])
+    for g in grads[:3]:
+        w.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+    torch.save({"w": w.detach(), "opt": opt.state_dict()}, tmp_path / "s.pt")
+    saved = torch.load(tmp_path / "s.pt", weights_only=True)
+    w2 = torch.nn.Parameter(saved["w"].clone())
+    opt2 = make([w2])
+    opt2.load_state_dict(saved["opt"])
+    for g in grads[3:]:
+        w2.grad = torch.tensor(g, dtype=torch.float64)
+        opt2.step()
+    np.testing.assert_array_equal(w2.detach().numpy(), straight)
