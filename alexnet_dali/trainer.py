@@ -44,7 +44,13 @@ class StopRequest:
             self._old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.signal_name = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        # The same signal twice (Ctrl-C Ctrl-C) stops at once, without a checkpoint. A different
+        # one does not: torchrun follows a Ctrl-C's SIGINT with SIGTERM to its workers.
+        if name == self.signal_name:
+            self.restore()
+            raise KeyboardInterrupt(f"second {name}: stopped without a checkpoint")
+        self.signal_name = self.signal_name or name  # no printing here: not reentrant-safe
 
     def agreed(self, device: torch.device) -> bool:
         """True on every rank if any rank was signalled (so all stop at the same step)."""
