@@ -26,7 +26,8 @@ def manifest_sha256(data: str) -> str | None:
         return None
     path = Path(data) / "manifest.json"
     if not path.is_file():
-        raise ConfigError(f"{path}: no manifest.json; run `alexnet-dali preprocess RAW {data}` first")
+        raise ConfigError(
+            f"{path}: no manifest.json; run `alexnet-dali preprocess RAW {data}` first")
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

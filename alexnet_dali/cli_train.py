@@ -133,14 +133,14 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
     from alexnet_dali.trainer import train
 
     try:
-        base = None
-        if resume:
-            run_dir = flags.get("run_dir") or TrainConfig().run_dir
-            resume = run_dir if resume == "latest" else resume
-            if not config_file:
-                base = ckpt_io.load_checkpoint(resume)["config"]
+        state = None
+        if resume:  # bare --resume: the newest checkpoint of --run-dir (or the config's run_dir)
+            run_dir = flags.get("run_dir") or resolve_config(data, config_file=config_file,
+                                                             sets=sets).run_dir
+            state = ckpt_io.load_checkpoint(run_dir if resume == "latest" else resume)
+        base = state["config"] if state and not config_file else None
         cfg = resolve_config(data, config_file=config_file, sets=sets, flags=flags, base=base)
-        summary = train(cfg, resume=resume, allow_mismatch=allow_mismatch)
+        summary = train(cfg, resume=state, allow_mismatch=allow_mismatch)
     except (ConfigError, ckpt_io.CheckpointError, RuntimeError) as e:
         _fail(e)
     if summary["signal"]:

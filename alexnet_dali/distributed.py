@@ -29,7 +29,7 @@ class DistInfo:
 
 
 def pick_device(preference: str, local_rank: int = 0) -> torch.device:
-    """`auto` -> cuda:<local_rank> if CUDA is available else cpu; `cuda` without CUDA is an error."""
+    """`auto`: cuda:<local_rank> if CUDA is available, else cpu; `cuda` without CUDA: an error."""
     if preference == "cpu":
         return torch.device("cpu")
     if preference in ("cuda", "gpu") or preference.startswith("cuda:"):
@@ -37,7 +37,8 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
             raise RuntimeError(f"--device {preference}: CUDA is not available; use --device cpu")
         return torch.device(preference if ":" in preference else f"cuda:{local_rank}")
     if preference == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        cuda = torch.cuda.is_available()
+        return torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     raise ValueError(f"unknown device {preference!r}: use auto, cpu or cuda")
 
 

@@ -1,4 +1,4 @@
-"""Validation and `eval`: top-1/top-5 error over a whole split, center crop or ten-crop, any rank count.
+"""Validation and `eval`: top-1/top-5 error over a whole split, center or ten-crop, any rank count.
 
 Each rank scores its share; padded samples (valid=False) are dropped; the counts are summed over
 ranks, so every sample counts exactly once.

@@ -1,4 +1,4 @@
-"""SGD with the paper's or PyTorch's momentum rule, and the learning-rate schedule (paper section 5).
+"""SGD with the paper's or PyTorch's momentum rule, and the learning-rate schedule (paper sec. 5).
 
 The paper's update is  v <- m*v - wd*lr*w - lr*g ;  w <- w + v.  PyTorch's SGD keeps
 v <- m*v + g + wd*w ;  w <- w - lr*v.  While lr is constant the two produce identical weights

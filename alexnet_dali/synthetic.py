@@ -1,4 +1,4 @@
-"""Synthetic loaders with the DALI loaders' interface: `bench train`'s compute-only baseline and fast tests.
+"""Synthetic loaders with the DALI loaders' interface: `bench train`'s compute baseline, fast tests.
 
 Batches are a pure function of (seed, epoch, step, rank), so `checkpoint()` is just the position
 and a restored loader replays exactly what an uninterrupted one would have yielded. Each class

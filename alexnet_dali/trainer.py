@@ -238,13 +238,13 @@ def save_resolved_config(cfg: TrainConfig) -> Path:
     return path
 
 
-def train(cfg: TrainConfig, *, resume: str | Path | None = None,
+def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None,
           allow_mismatch: bool = False) -> dict[str, Any]:
-    """Train per `cfg` (resuming from a checkpoint file/run dir if given); returns a summary."""
+    """Train per `cfg`, resuming from a checkpoint (file, run dir or loaded dict); a summary."""
     info = distributed.setup(cfg.device)
     stop = StopRequest()
     try:
-        state = ckpt_io.load_checkpoint(resume) if resume else None
+        state = ckpt_io.load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
         existing = ckpt_io.latest_checkpoint(cfg.run_dir)
         if state is None and existing is not None:
             raise ckpt_io.CheckpointError(
@@ -277,4 +277,5 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None,
 
 def config_from_checkpoint(state: dict[str, Any]) -> TrainConfig:
     """The TrainConfig a checkpoint was trained with."""
-    return from_dict(TrainConfig, state["config"], where=f"{state.get('path', 'checkpoint')}:config")
+    where = f"{state.get('path', 'checkpoint')}:config"
+    return from_dict(TrainConfig, state["config"], where=where)

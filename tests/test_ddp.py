@@ -1,4 +1,4 @@
-"""Data parallel: a 2-process gloo run under torchrun equals one process averaging both ranks' batches.
+"""Data parallel: 2 gloo processes under torchrun equal one process averaging both ranks' batches.
 
 Each rank reads its own DALI shard (shard_id = global rank); the reference rebuilds both ranks'
 loaders in one process, concatenates their batches and takes plain SGD steps.

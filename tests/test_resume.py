@@ -1,4 +1,4 @@
-"""Exact resume: SIGKILL a CPU training subprocess mid-epoch, resume, compare with an uninterrupted run.
+"""Exact resume: SIGKILL a CPU training process mid-epoch, resume, compare with an unbroken run.
 
 Both runs use the real DALI loader on the shared shard fixture, deterministic torch algorithms
 and a fixed thread count, so the final weights must be bitwise equal.
