@@ -84,13 +84,20 @@ def evaluate_checkpoint(
     """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report."""
     from alexnet_dali.checkpoint import load_checkpoint
     from alexnet_dali.model import build_model
-    from alexnet_dali.builders import precision_of
+    import dataclasses
+
+    from alexnet_dali.builders import precision_of, resolve_for_data
+    from alexnet_dali.config import ConfigError
     from alexnet_dali.trainer import config_from_checkpoint
 
     info = distributed.setup(device)
     try:
         state = load_checkpoint(checkpoint)
         cfg = config_from_checkpoint(state)
+        classes = resolve_for_data(dataclasses.replace(cfg, data=str(data))).model.num_classes
+        if classes != cfg.model.num_classes:
+            raise ConfigError(f"{data}: {classes} classes, but {state['path']} was trained on "
+                              f"{cfg.model.num_classes}; evaluate it on data with its classes")
         model = build_model(cfg.model)
         model.load_state_dict(state["model"])
         model.to(info.device)
