@@ -79,3 +79,25 @@ def test_bench_train_prints_both_sources_and_their_ratio(shard_dataset, tmp_path
     assert numbers["synthetic_images_per_s"] > 0 and numbers["dali_images_per_s"] > 0
     assert numbers["ratio"] == pytest.approx(
         numbers["dali_images_per_s"] / numbers["synthetic_images_per_s"])
+
+
+def test_model_parallel_run_saves_the_grouped_layout_that_eval_reads(tmp_path):
+    import torch
+
+    from alexnet_dali.checkpoint import latest_checkpoint
+    from alexnet_dali.config import ModelConfig
+    from alexnet_dali.model import build_model
+
+    runner = CliRunner()
+    train = runner.invoke(main, ["train", "synthetic", "--run-dir", str(tmp_path), "--device",
+                                 "cpu", "--model-parallel", "--batch-size", "2", "--epochs", "1",
+                                 "--max-steps-per-epoch", "1", "--init", "he", "--lr", "0.001",
+                                 "--set", "model.num_classes=4"])
+    assert train.exit_code == 0, train.output
+    state = torch.load(latest_checkpoint(tmp_path), weights_only=True)
+    grouped = build_model(ModelConfig(num_classes=4)).state_dict()
+    assert {k: v.shape for k, v in state["model"].items()} == {
+        k: v.shape for k, v in grouped.items()}
+    ev = runner.invoke(main, ["eval", "synthetic", "--checkpoint", str(tmp_path), "--device",
+                              "cpu", "--batch-size", "2"])
+    assert ev.exit_code == 0, ev.output
