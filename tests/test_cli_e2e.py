@@ -101,3 +101,21 @@ def test_model_parallel_run_saves_the_grouped_layout_that_eval_reads(tmp_path):
     ev = runner.invoke(main, ["eval", "synthetic", "--checkpoint", str(tmp_path), "--device",
                               "cpu", "--batch-size", "2"])
     assert ev.exit_code == 0, ev.output
+
+
+def test_allow_mismatch_resumes_weights_with_another_batch_size(tmp_path):
+    import torch
+
+    from alexnet_dali.checkpoint import latest_checkpoint
+
+    runner = CliRunner()
+    common = ["--run-dir", str(tmp_path), "--device", "cpu", "--max-steps-per-epoch", "1",
+              "--init", "he", "--lr", "0.001"]
+    first = runner.invoke(main, ["train", "synthetic", *common, "--batch-size", "2", "--epochs",
+                                 "1", "--set", "model.num_classes=4"])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(main, ["train", "synthetic", *common, "--batch-size", "4", "--epochs",
+                                 "2", "--resume", "--allow-mismatch"])
+    assert again.exit_code == 0, again.output
+    state = torch.load(latest_checkpoint(tmp_path), weights_only=True)
+    assert (state["epoch"], state["global_step"], state["config"]["batch_size"]) == (2, 2, 4)
