@@ -215,7 +215,7 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
     return written
 
 
-@click.command("figures")
+@click.command("figures", short_help="Training curves, conv1 filter grid (Fig. 3), fc7 neighbours (Fig. 4).")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False),
               help="Shard folder for the fc7 neighbours (default: the run's own data).")
