@@ -7,7 +7,6 @@ ranks (`per_rank_batch`); data "synthetic" swaps the DALI loaders for `synthetic
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 
 from alexnet_dali.config import ConfigError, TrainConfig
 from alexnet_dali.distributed import DistInfo
+from alexnet_dali.tools import shards
 
 SYNTHETIC = "synthetic"
 
@@ -28,7 +28,7 @@ def manifest_sha256(data: str) -> str | None:
     if not path.is_file():
         raise ConfigError(
             f"{path}: no manifest.json; run `alexnet-dali preprocess RAW {data}` first")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return shards.manifest_sha256(path)
 
 
 def resolve_for_data(cfg: TrainConfig) -> TrainConfig:
