@@ -35,6 +35,7 @@ def resolve_for_data(cfg: TrainConfig) -> TrainConfig:
     """Take num_classes from the dataset's manifest (the model must match the data)."""
     if cfg.data == SYNTHETIC:
         return cfg
+    manifest_sha256(cfg.data)  # a ConfigError naming the file if there is no manifest
     manifest = json.loads((Path(cfg.data) / "manifest.json").read_text())
     classes = len(manifest["classes"])
     if classes != cfg.model.num_classes:

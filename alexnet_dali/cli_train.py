@@ -77,6 +77,7 @@ def resolve_config(data: str | None, *, config_file: str | None = None, sets: tu
 
 
 def _fail(e: Exception) -> None:
+    """Print a user-fixable error (ConfigError, the data dir's ValueErrors, ...) and exit 2."""
     click.echo(f"error: {e}", err=True)
     sys.exit(2)
 
@@ -141,7 +142,7 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
         base = state["config"] if state and not config_file else None
         cfg = resolve_config(data, config_file=config_file, sets=sets, flags=flags, base=base)
         summary = train(cfg, resume=state, allow_mismatch=allow_mismatch)
-    except (ConfigError, ckpt_io.CheckpointError, RuntimeError) as e:
+    except (ValueError, ckpt_io.CheckpointError, RuntimeError) as e:  # ConfigError too
         _fail(e)
     if summary["signal"]:
         click.echo(f"stopped by {summary['signal']}; resume with --resume", err=True)
@@ -174,7 +175,7 @@ def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, spl
     try:
         evaluate_checkpoint(data, ckpt, tencrop=tencrop, json_path=json_path, split=split,
                             batch_size=batch_size, device=device, workers=workers)
-    except (ConfigError, CheckpointError, RuntimeError) as e:
+    except (ValueError, CheckpointError, RuntimeError) as e:  # ConfigError too
         _fail(e)
 
 
@@ -205,7 +206,7 @@ def bench_train_command(data: str | None, json_path: str | None, **options: Any)
 
     try:
         result = run_bench(data, **options)
-    except (ConfigError, RuntimeError) as e:
+    except (ValueError, RuntimeError) as e:  # ConfigError too
         _fail(e)
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")

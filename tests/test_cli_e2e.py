@@ -119,3 +119,28 @@ def test_allow_mismatch_resumes_weights_with_another_batch_size(tmp_path):
     assert again.exit_code == 0, again.output
     state = torch.load(latest_checkpoint(tmp_path), weights_only=True)
     assert (state["epoch"], state["global_step"], state["config"]["batch_size"]) == (2, 2, 4)
+
+
+def test_data_problems_are_clean_errors_not_tracebacks(shard_dataset, tmp_path):
+    """A missing data dir, a batch larger than the data and an unknown split: exit 2, a message."""
+    from alexnet_dali.checkpoint import save_checkpoint
+    from alexnet_dali.config import ModelConfig, TrainConfig, to_dict
+    from alexnet_dali.model import build_model
+
+    runner = CliRunner()
+    missing = runner.invoke(main, ["train", str(tmp_path / "nowhere"), "--run-dir",
+                                   str(tmp_path / "r1"), "--device", "cpu"])
+    assert missing.exit_code == 2, missing.output
+    assert "nowhere/manifest.json" in missing.output and "preprocess" in missing.output
+    too_big = runner.invoke(main, ["train", str(shard_dataset), "--run-dir", str(tmp_path / "r2"),
+                                   "--device", "cpu", "--batch-size", "1024"])
+    assert too_big.exit_code == 2, too_big.output
+    assert "fewer than one global batch" in too_big.output
+    cfg = TrainConfig(data=str(shard_dataset), model=ModelConfig(num_classes=4))
+    save_checkpoint(tmp_path / "r3", {"model": build_model(cfg.model).state_dict(),
+                                      "config": to_dict(cfg), "epoch": 0, "global_step": 1},
+                    keep=1)
+    no_split = runner.invoke(main, ["eval", str(shard_dataset), "--checkpoint",
+                                    str(tmp_path / "r3"), "--split", "test", "--device", "cpu"])
+    assert no_split.exit_code == 2, no_split.output
+    assert "no split 'test'" in no_split.output
