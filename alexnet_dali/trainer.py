@@ -174,6 +174,13 @@ def _train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.T
     return loss.detach()
 
 
+def _endless(loader: Any) -> Any:
+    """The loader's batches, going on into its next epoch: with max_steps_per_epoch the loader's
+    epoch can end inside the trainer's, which must still take `total` steps."""
+    while True:
+        yield from loader
+
+
 def _run_epoch(run: Run, stop: StopRequest) -> bool:
     """Train the rest of the current epoch; False if a stop signal ended it early."""
     cfg, info, pos = run.cfg, run.info, run.pos
@@ -183,7 +190,7 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
     bar = tqdm(total=total, initial=pos.step_in_epoch, desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
                disable=not info.is_main, dynamic_ncols=True, leave=False)
     window_start, window_images = time.perf_counter(), 0
-    for images, labels in run.train_loader:
+    for images, labels in _endless(run.train_loader):
         loss = _train_step(run, images, labels)
         pos.step_in_epoch += 1
         pos.global_step += 1
@@ -199,7 +206,7 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
         if stop.agreed(info.device):
             bar.close()
             return False
-        if pos.step_in_epoch >= total:  # only when max_steps_per_epoch truncates the epoch
+        if pos.step_in_epoch >= total:
             break
         if cfg.checkpoint_every and pos.step_in_epoch % cfg.checkpoint_every == 0:
             run.save()

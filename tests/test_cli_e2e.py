@@ -144,3 +144,19 @@ def test_data_problems_are_clean_errors_not_tracebacks(shard_dataset, tmp_path):
                                     str(tmp_path / "r3"), "--split", "test", "--device", "cpu"])
     assert no_split.exit_code == 2, no_split.output
     assert "no split 'test'" in no_split.output
+
+
+def test_truncated_epochs_all_have_max_steps(shard_dataset, tmp_path):
+    """96 train images, batch 32: 3 steps an epoch; --max-steps-per-epoch 2 gives 2 every epoch,
+    also when the loader's own epoch ends inside one (the 2nd epoch here)."""
+    runner = CliRunner()
+    train = runner.invoke(main, ["train", str(shard_dataset), "--run-dir", str(tmp_path),
+                                 "--device", "cpu", "--threads", "2", "--workers", "1",
+                                 "--batch-size", "32", "--epochs", "2", "--max-steps-per-epoch",
+                                 "2", "--log-every", "1", "--init", "he", "--lr", "0.001",
+                                 "--std-normalize"])
+    assert train.exit_code == 0, train.output
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(x["kind"], x["epoch"], x["step"]) for x in lines] == [
+        ("train", 1, 1), ("train", 1, 2), ("val", 1, 2),
+        ("train", 2, 3), ("train", 2, 4), ("val", 2, 4)]
