@@ -160,6 +160,10 @@ def test_bad_data_dirs_are_named(tmp_path: Path, data: Path) -> None:
     (root / "pca.json").write_text(json.dumps({**pca, "mean_image": None}))
     with pytest.raises(DataDirError, match="needs a mean image"):
         train(root, augment=AugmentConfig(mean="image"))
+    (root / "pca.json").write_text(json.dumps({**pca, "mean_image": "mean_image.npy"}))
+    (root / "mean_image.npy").unlink(missing_ok=True)
+    with pytest.raises(DataDirError, match=r"mean_image\.npy: cannot read the mean image"):
+        train(root, augment=AugmentConfig(mean="image"))
     with pytest.raises(ValueError, match="fewer than one global batch"):
         train(data, loader=replace(LOADER, batch_size=16), world_size=2)
 
