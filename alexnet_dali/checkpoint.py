@@ -67,6 +67,22 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Pa
     return path
 
 
+def set_aside_newer(run_dir: str | Path, global_step: int) -> list[Path]:
+    """Move checkpoints newer than `global_step` to checkpoints/abandoned/ (an older resume).
+
+    Otherwise the abandoned branch's newer files would outlive the pruning and a later bare
+    `--resume` would pick them up. They are moved, not deleted: nothing already done is lost.
+    """
+    newer = [path for path in list_checkpoints(run_dir)
+             if int(CKPT_RE.match(path.name).group(2)) > global_step]
+    if newer:
+        aside = checkpoint_dir(run_dir) / "abandoned"
+        aside.mkdir(exist_ok=True)
+        for path in newer:
+            os.replace(path, aside / path.name)
+    return newer
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint with `weights_only=True`; a clear error if it is missing or broken."""
     path = Path(path)

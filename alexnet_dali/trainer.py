@@ -257,6 +257,10 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
             raise ckpt_io.CheckpointError(
                 f"{cfg.run_dir}: already holds checkpoints ({existing.name}); pass --resume to "
                 "continue that run, or choose another --run-dir")
+        if state is not None and info.is_main:
+            for path in ckpt_io.set_aside_newer(cfg.run_dir, int(state["global_step"])):
+                tqdm.write(f"{path.name} is newer than the checkpoint resumed from: moved to "
+                           f"{path.parent / 'abandoned'}")
         cfg = resolve_for_data(cfg)
         run = Run(cfg, info, state, allow_mismatch)
         if info.is_main:

@@ -123,6 +123,19 @@ def test_checkpoint_atomic_keep_last_and_weights_only(tmp_path):
         ckpt_io.load_checkpoint(tmp_path)
 
 
+def test_resuming_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    for step in (10, 20, 30):
+        state = {"model": model.state_dict(), "epoch": 0, "global_step": step}
+        ckpt_io.save_checkpoint(tmp_path, state, keep=5)
+    moved = ckpt_io.set_aside_newer(tmp_path, 10)
+    assert [p.name for p in moved] == ["ckpt-0000-0000020.pt", "ckpt-0000-0000030.pt"]
+    assert [p.name for p in ckpt_io.list_checkpoints(tmp_path)] == ["ckpt-0000-0000010.pt"]
+    aside = sorted(p.name for p in (tmp_path / "checkpoints" / "abandoned").iterdir())
+    assert aside == ["ckpt-0000-0000020.pt", "ckpt-0000-0000030.pt"]  # moved, not deleted
+    assert ckpt_io.set_aside_newer(tmp_path, 10) == []
+
+
 def test_rng_capture_restore_roundtrip_through_weights_only(tmp_path):
     torch.manual_seed(5), np.random.seed(5), random.seed(5)
     np.random.normal()  # leave a cached gaussian in numpy's state
