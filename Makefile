@@ -28,6 +28,7 @@ demo: venv clean-demo
 	$(CLI) figures $(DEMO)/run --data $(DEMO)/shards
 
 test: venv
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 clean-demo:

@@ -10,7 +10,10 @@ import click
 from alexnet_dali import __version__, cli_data, cli_pipeline, cli_train
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "terminal_width": 100})
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "terminal_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="alexnet-dali")
 def main() -> None:
     """AlexNet (Krizhevsky et al. 2012) reproduced on an NVIDIA DALI pipeline and PyTorch.

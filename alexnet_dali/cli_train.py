@@ -148,7 +148,8 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
         click.echo(f"stopped by {summary['signal']}; resume with --resume", err=True)
 
 
-@click.command("eval", short_help="Top-1/top-5 error of a checkpoint on the val split (center or ten-crop).")
+@click.command(
+    "eval", short_help="Top-1/top-5 error of a checkpoint on the val split (center or ten-crop).")
 @click.argument("data")
 @click.option("--checkpoint", "ckpt", required=True, help="ckpt-*.pt file or a run dir (newest).")
 @click.option("--tencrop", is_flag=True, help="Average the softmax of the 10 views.")
@@ -179,7 +180,8 @@ def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, spl
         _fail(e)
 
 
-@click.command("train", short_help="Training images/s: synthetic input vs fed by DALI, and the ratio.")
+@click.command(
+    "train", short_help="Training images/s: synthetic input vs fed by DALI, and the ratio.")
 @click.argument("data", required=False)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--steps", type=int, default=10, show_default=True, help="Timed steps per source.")

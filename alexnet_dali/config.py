@@ -1,4 +1,4 @@
-"""Frozen configuration dataclasses and the one place that builds them from TOML, dicts and CLI flags.
+"""Frozen configuration dataclasses and the one place that builds them from TOML, dicts, flags.
 
 Unknown keys are errors (with the section and the valid keys named), so a typo never silently
 falls back to a default.

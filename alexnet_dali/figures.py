@@ -215,13 +215,16 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
     return written
 
 
-@click.command("figures", short_help="Training curves, conv1 filter grid (Fig. 3), fc7 neighbours (Fig. 4).")
+@click.command(
+    "figures",
+    short_help="Training curves, conv1 filter grid (Fig. 3), fc7 neighbours (Fig. 4).")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False),
               help="Shard folder for the fc7 neighbours (default: the run's own data).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Where the PNGs go (default: RUN/figures).")
-@click.option("--queries", default=5, show_default=True, help="Val images in the neighbours figure.")
+@click.option("--queries", default=5, show_default=True,
+              help="Val images in the neighbours figure.")
 @click.option("--neighbours", default=6, show_default=True, help="Train neighbours per val image.")
 @click.option("--train-images", default=1024, show_default=True,
               help="How many train images (from the start of the split) to search.")

@@ -247,7 +247,8 @@ def _check_epoch_size(pipe, spec: PipelineSpec) -> None:
 class EvalLoader:
     """One rank's evaluation batches: (images, labels int64 N, valid bool N) on `device`."""
 
-    def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig, device: torch.device) -> None:
+    def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig,
+                 device: torch.device) -> None:
         self._pipe, self._spec, self._loader, self._device = pipe, spec, loader, device
         sizes = shard_sizes(spec.shards.samples, spec.num_shards)
         batch = loader.batch_size

@@ -1,4 +1,4 @@
-"""AlexNet as the paper specifies it (two towers, LRN, overlapping pooling) and torchvision's variant.
+"""AlexNet as the paper specifies it (two towers, LRN, overlapping pooling), and torchvision's.
 
 One module, `AlexNet`, builds both architectures from a `ModelConfig`:
 

@@ -36,7 +36,7 @@ def halves(n: int) -> list[int]:
 
 
 def split_state_dict(grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Grouped-net state dict (`conv2.weight` 256×48×5×5) → split (`conv2.0.weight` 128×48×5×5, …)."""
+    """Grouped state dict (`conv2.weight` 256×48×5×5) → split (`conv2.0.weight` 128×48×5×5, …)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in grouped.items():
         layer, _, leaf = key.rpartition(".")

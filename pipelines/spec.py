@@ -122,8 +122,9 @@ def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> Co
     try:
         image = np.load(image_path).astype(np.float32)
     except (OSError, ValueError) as e:
-        raise DataDirError(f"{image_path}: cannot read the mean image ({e}); re-run "
-                           "`alexnet-dali pca-stats DATA` or use augment.mean = 'channel'") from None
+        raise DataDirError(
+            f"{image_path}: cannot read the mean image ({e}); re-run "
+            "`alexnet-dali pca-stats DATA` or use augment.mean = 'channel'") from None
     if image.ndim != 3 or image.shape[2] != 3:
         raise DataDirError(f"{image_path}: expected an HxWx3 mean image, got shape {image.shape}")
     return ColourStats(stats.mean, stats.std, stats.eigenvalues, stats.eigenvectors, image)

@@ -1,4 +1,4 @@
-"""The CLI's help: every command listed with a whole one-line summary, every command with an example."""
+"""The CLI's help: every command listed with a whole one-line summary and shows an example."""
 
 from __future__ import annotations
 
