@@ -155,3 +155,26 @@ def check_compatible(
             "(the data position restarts at the current epoch's beginning)."
         )
     return problems
+
+
+def optimizer_changes(ckpt: dict[str, Any], *, model_parallel: bool, update: str,
+                      allow_mismatch: bool) -> list[str]:
+    """Settings whose change makes the saved optimizer state unusable; raises unless allowed.
+
+    The split net's parameters (and so its momentum buffers) are laid out per tower, and the
+    paper's rule keeps v in other units than torch's SGD: neither state can be loaded across.
+    """
+    saved = ckpt["config"]
+    changes = []
+    if bool(saved.get("model_parallel", False)) != model_parallel:
+        changes.append(f"model_parallel {saved.get('model_parallel')} -> {model_parallel}")
+    if saved.get("optim", {}).get("update", "pytorch") != update:
+        changes.append(f"optim.update {saved.get('optim', {}).get('update')} -> {update}")
+    if changes and not allow_mismatch:
+        raise CheckpointError(
+            f"{ckpt.get('path', 'checkpoint')}: the optimizer state does not fit this run: "
+            + "; ".join(changes)
+            + ". Restore the original settings, or pass --allow-mismatch to keep the weights and "
+            "restart the optimizer's momentum from zero."
+        )
+    return changes

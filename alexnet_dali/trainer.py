@@ -137,8 +137,15 @@ class Run:
         problems = ckpt_io.check_compatible(
             state, world_size=self.info.world_size, batch_size=self.cfg.batch_size,
             manifest_sha256=self.manifest_sha256, allow_mismatch=allow_mismatch)
+        fresh_optimizer = ckpt_io.optimizer_changes(
+            state, model_parallel=self.cfg.model_parallel, update=self.cfg.optim.update,
+            allow_mismatch=allow_mismatch)
         self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if fresh_optimizer:
+            tqdm.write("resuming with a fresh optimizer state (momentum 0): "
+                       + "; ".join(fresh_optimizer))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
         self.schedule.load_state_dict(state["scheduler"], self.pos.epoch)
         self.best_top1_err = float(state.get("best_top1_err", float("inf")))

@@ -162,6 +162,19 @@ def test_resume_refuses_another_world_size_batch_or_dataset():
     assert ckpt_io.check_compatible(ckpt, **{**ok, "world_size": 4, "allow_mismatch": True})
 
 
+def test_resume_refuses_an_optimizer_state_of_another_layout_or_rule():
+    ckpt = {"config": {"model_parallel": True, "optim": {"update": "paper"}}, "path": "r/c.pt"}
+    same = dict(model_parallel=True, update="paper", allow_mismatch=False)
+    assert ckpt_io.optimizer_changes(ckpt, **same) == []
+    for change, words in [({"model_parallel": False}, "model_parallel True -> False"),
+                          ({"update": "pytorch"}, "optim.update paper -> pytorch")]:
+        with pytest.raises(ckpt_io.CheckpointError, match=f"r/c.pt.*{words}.*allow-mismatch"):
+            ckpt_io.optimizer_changes(ckpt, **{**same, **change})
+    allowed = ckpt_io.optimizer_changes(ckpt, model_parallel=False, update="paper",
+                                        allow_mismatch=True)
+    assert allowed == ["model_parallel True -> False"]
+
+
 def test_paper_sgd_state_survives_a_weights_only_checkpoint(tmp_path):
     grads = _grads(6, (3, 2), seed=4)
     w0 = np.random.default_rng(5).normal(size=(3, 2))
