@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 
 from alexnet_dali.config import AugmentConfig
+from alexnet_dali.tools.shards import split_fingerprint
 
 
 class DataDirError(ValueError):
@@ -110,6 +111,7 @@ def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> Co
         raise DataDirError(f"{path}: malformed ({e!r}); re-run `alexnet-dali pca-stats`") from None
     if vectors.shape != (3, 3) or len(stats.mean) != 3 or len(stats.eigenvalues) != 3:
         raise DataDirError(f"{path}: expected 3 means/eigenvalues and a 3x3 eigenvector matrix")
+    check_pca_is_current(Path(data_dir), pca)
     if not need_mean_image:
         return stats
     name = pca.get("mean_image")
@@ -128,6 +130,18 @@ def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> Co
     if image.ndim != 3 or image.shape[2] != 3:
         raise DataDirError(f"{image_path}: expected an HxWx3 mean image, got shape {image.shape}")
     return ColourStats(stats.mean, stats.std, stats.eigenvalues, stats.eigenvectors, image)
+
+
+def check_pca_is_current(data_dir: Path, pca: dict) -> None:
+    """pca.json must come from the train shards the manifest lists now (not an older build)."""
+    recorded = pca.get("train_shards_sha256")
+    if recorded is None:  # written by a version that did not record it
+        return
+    manifest = _read_json(data_dir / "manifest.json", "run `alexnet-dali preprocess SRC OUT`")
+    if split_fingerprint(manifest, "train") != recorded:
+        raise DataDirError(
+            f"{data_dir / 'pca.json'}: computed from other train shards than manifest.json lists "
+            f"now (train was rebuilt); re-run `alexnet-dali pca-stats {data_dir}`")
 
 
 def pca_matrix(stats: ColourStats, scale: str = "eigenvalue") -> np.ndarray:

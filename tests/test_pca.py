@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -119,3 +120,19 @@ def test_exact_sums_do_not_lose_precision_on_constant_images():
     stats = pca.statistics(sums)
     np.testing.assert_allclose(stats["mean"], [250.5] * 3, rtol=0)
     np.testing.assert_allclose(stats["covariance"], np.full((3, 3), 0.25), rtol=0)
+
+
+def test_stale_pca_json_is_refused_after_train_is_rebuilt(shard_dataset, tmp_path):
+    from alexnet_dali.pipelines.spec import DataDirError, load_colour_stats
+
+    data = tmp_path / "shards"
+    shutil.copytree(shard_dataset, data)
+    load_colour_stats(data)  # current: accepted
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["splits"]["val"]["shards"][0]["sha256"] = "0" * 64  # another split: still current
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    load_colour_stats(data)
+    manifest["splits"]["train"]["shards"][0]["sha256"] = "0" * 64  # train rebuilt
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataDirError, match=r"pca.json: computed from other train shards"):
+        load_colour_stats(data)

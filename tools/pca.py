@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from alexnet_dali.tools import manifest as mf
 from alexnet_dali.tools.scan import DataError
-from alexnet_dali.tools.shards import iter_shard, manifest_sha256
+from alexnet_dali.tools.shards import iter_shard, manifest_sha256, split_fingerprint
 
 PCA_NAME = "pca.json"
 MEAN_IMAGE_NAME = "mean_image.npy"
@@ -147,6 +147,7 @@ def pca_stats(out: str | Path, workers: int = 1, max_images: int | None = None,
     result = statistics(sums)
     result.update(images=sums.images, pixels=sums.pixels,
                   manifest_sha256=manifest_sha256(out / mf.MANIFEST_NAME),
+                  train_shards_sha256=split_fingerprint(manifest, "train"),
                   max_images=max_images, mean_image=None)
     if mean_image:
         mean = (sums.image_sum / sums.images).astype(np.float32)  # HWC, 0-255 scale

@@ -47,6 +47,17 @@ def manifest_sha256(path: str | Path) -> str:
     return sha256_file(path)
 
 
+def split_fingerprint(manifest: dict, split: str = "train") -> str:
+    """sha256 over a split's shard hashes in manifest order: the data pca.json was computed from.
+
+    Unlike the manifest hash it does not change when another split is (re)built.
+    """
+    digest = hashlib.sha256()
+    for entry in manifest["splits"][split]["shards"]:
+        digest.update(entry["sha256"].encode("ascii"))
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class IndexEntry:
     """One tar member as the DALI index lists it: extension, data offset, size, member name."""
