@@ -47,7 +47,7 @@ def evaluate(
             probs = metrics.tencrop_probabilities(logits)
         else:
             probs = F.softmax(logits, dim=-1)
-        meter.update(logits, labels, valid)
+        meter.update(probs, labels, valid)  # softmax keeps the ranking: same top-k as logits
         loss_sum += F.nll_loss(probs[valid].clamp_min(1e-12).log(), labels[valid],
                                reduction="sum").item()
         if progress is not None:
