@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 from tqdm import tqdm
 
 from alexnet_dali.config import TrainConfig
 from alexnet_dali.distributed import DistInfo, pick_device
-
-
-def _cycle(loader: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    while True:
-        yield from loader
 
 
 def _time_source(run: Any, batches: Iterable, steps: int, warmup: int, label: str) -> float:
@@ -57,9 +52,16 @@ class _BenchRun:
 def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, device: str,
               precision: str, workers: int | None, threads: int, compile: bool) -> dict[str, Any]:
     """Measure and print synthetic and (with DATA) DALI-fed training images/s and their ratio."""
+    from alexnet_dali.builders import (
+        build_loaders,
+        build_network,
+        channels_last_of,
+        precision_of,
+        resolve_for_data,
+    )
     from alexnet_dali.optim import build_optimizer
     from alexnet_dali.synthetic import SyntheticTrainLoader
-    from alexnet_dali.builders import build_loaders, build_network, resolve_for_data
+    from alexnet_dali.trainer import _endless
 
     if threads:
         torch.set_num_threads(threads)
@@ -73,8 +75,6 @@ def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, dev
         cfg = dataclasses.replace(cfg, loader=dataclasses.replace(cfg.loader, num_threads=workers))
     cfg = resolve_for_data(cfg)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=pick_device(device))
-    from alexnet_dali.builders import channels_last_of, precision_of
-
     net, input_device = build_network(cfg, info)
     model = torch.compile(net) if compile else net
     run = _BenchRun(model, build_optimizer(net.parameters(), cfg.optim), input_device,
@@ -89,7 +89,8 @@ def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, dev
     }
     if data:
         train_loader, _ = build_loaders(cfg, info, input_device, None)
-        result["dali_images_per_s"] = _time_source(run, _cycle(train_loader), steps, warmup, "dali")
+        dali = _time_source(run, _endless(train_loader), steps, warmup, "dali")
+        result["dali_images_per_s"] = dali
         result["ratio"] = result["dali_images_per_s"] / result["synthetic_images_per_s"]
     _print(result)
     return result

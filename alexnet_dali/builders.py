@@ -58,12 +58,9 @@ def channels_last_of(cfg: TrainConfig, device: torch.device) -> bool:
 def build_network(cfg: TrainConfig, info: DistInfo) -> tuple[torch.nn.Module, torch.device]:
     """The model on its device(s) and the device its input goes to."""
     from alexnet_dali.model import build_model
+    from alexnet_dali.model_parallel import ModelParallelAlexNet
 
     if cfg.model_parallel:
-        try:
-            from alexnet_dali.model_parallel import ModelParallelAlexNet
-        except ImportError:
-            from alexnet_dali.model import ModelParallelAlexNet  # type: ignore[attr-defined]
         if info.device.type == "cuda":  # rank r uses GPUs 2r and 2r+1; with one GPU, GPU + CPU
             count = torch.cuda.device_count()
             first = torch.device(f"cuda:{(info.local_rank * 2) % count}")
