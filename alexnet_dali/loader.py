@@ -14,7 +14,6 @@ import base64
 import ctypes
 import io
 import json
-import tarfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
@@ -34,6 +33,7 @@ from alexnet_dali.pipelines.spec import (
     load_shard_set,
 )
 from alexnet_dali.pipelines.train import train_pipeline
+from alexnet_dali.tools.shards import iter_shard
 
 CHECKPOINT_FORMAT = "alexnet-dali-loader-1"
 
@@ -134,16 +134,12 @@ def find_corrupt_jpeg(tars: tuple[str, ...]) -> tuple[str, str, str] | None:
     from tqdm import tqdm
 
     for tar_path in tqdm(tars, desc="looking for the undecodable JPEG", unit="shard"):
-        with tarfile.open(tar_path) as tar:
-            for member in tar:
-                if not member.name.endswith(".jpg"):
-                    continue
-                data = tar.extractfile(member).read()
-                try:
-                    with Image.open(io.BytesIO(data)) as im:
-                        im.load()
-                except Exception as e:  # noqa: BLE001 - any decode failure is the answer
-                    return tar_path, member.name[: -len(".jpg")], repr(e)
+        for key, members in iter_shard(tar_path):
+            try:
+                with Image.open(io.BytesIO(members["jpg"])) as im:
+                    im.load()
+            except Exception as e:  # noqa: BLE001 - any decode failure is the answer
+                return tar_path, key, repr(e)
     return None
 
 
