@@ -7,12 +7,14 @@ ranks, so every sample counts exactly once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from alexnet_dali import distributed, metrics
 
@@ -82,29 +84,22 @@ def evaluate_checkpoint(
     split: str = "val", batch_size: int = 64, device: str = "auto", workers: int | None = None,
 ) -> dict[str, Any]:
     """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report."""
-    from alexnet_dali.checkpoint import load_checkpoint
-    from alexnet_dali.model import build_model
-    import dataclasses
-
     from alexnet_dali.builders import precision_of, resolve_for_data
+    from alexnet_dali.checkpoint import load_checkpoint
     from alexnet_dali.config import ConfigError
-    from alexnet_dali.trainer import config_from_checkpoint
+    from alexnet_dali.trainer import model_from_checkpoint
 
     info = distributed.setup(device)
     try:
         state = load_checkpoint(checkpoint)
-        cfg = config_from_checkpoint(state)
+        model, cfg = model_from_checkpoint(state)
         classes = resolve_for_data(dataclasses.replace(cfg, data=str(data))).model.num_classes
         if classes != cfg.model.num_classes:
             raise ConfigError(f"{data}: {classes} classes, but {state['path']} was trained on "
                               f"{cfg.model.num_classes}; evaluate it on data with its classes")
-        model = build_model(cfg.model)
-        model.load_state_dict(state["model"])
         model.to(info.device)
         precision = precision_of(cfg, info.device)
         loader = _eval_loader(data, cfg, info, split, batch_size, workers, tencrop)
-        from tqdm import tqdm
-
         bar = tqdm(total=len(loader), desc=f"eval {split}" + (" ten-crop" if tencrop else ""),
                    unit="batch", disable=not info.is_main, leave=False)
         result = evaluate(model, loader, device=info.device, precision=precision, tencrop=tencrop,
@@ -125,8 +120,6 @@ def evaluate_checkpoint(
 def _eval_loader(data: str, cfg: Any, info: Any, split: str, batch_size: int,
                  workers: int | None, tencrop: bool) -> Iterable:
     """The DALI eval loader for this rank (or the synthetic one for data `synthetic`)."""
-    import dataclasses
-
     if data == "synthetic":
         from alexnet_dali.synthetic import SyntheticEvalLoader
 

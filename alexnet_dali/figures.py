@@ -162,19 +162,12 @@ def plot_neighbours(queries: np.ndarray, bank: np.ndarray, indices: torch.Tensor
     return save_image(canvas, out)
 
 
-def _load_run_model(run_dir: Path) -> tuple[torch.nn.Module, Any]:
+def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, Any]:
     """The newest checkpoint's model (grouped, CPU, eval mode) and its TrainConfig."""
     from alexnet_dali.checkpoint import load_checkpoint
-    from alexnet_dali.model import build_model
-    from alexnet_dali.trainer import config_from_checkpoint
+    from alexnet_dali.trainer import model_from_checkpoint
 
-    state = load_checkpoint(run_dir)
-    cfg = config_from_checkpoint(state)
-    model = build_model(cfg.model)
-    weights = {k.removeprefix("module.").removeprefix("_orig_mod."): v
-               for k, v in state["model"].items()}
-    model.load_state_dict(weights)
-    return model.eval(), cfg
+    return model_from_checkpoint(load_checkpoint(run_dir))
 
 
 def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
@@ -197,7 +190,7 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
             raise FileNotFoundError(f"{run_dir}: neither metrics.jsonl nor checkpoints/ckpt-*.pt; "
                                     "pass the run dir of `alexnet-dali train`")
         return written
-    model, cfg = _load_run_model(run_dir)
+    model, cfg = load_run_model(run_dir)
     towers = cfg.model.towers if cfg.model.arch == "paper" else 1
     written.append(save_image(conv1_grid(model.conv1.weight, towers), out / "conv1_filters.png",
                               scale=4))

@@ -297,3 +297,16 @@ def config_from_checkpoint(state: dict[str, Any]) -> TrainConfig:
     """The TrainConfig a checkpoint was trained with."""
     where = f"{state.get('path', 'checkpoint')}:config"
     return from_dict(TrainConfig, state["config"], where=where)
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, TrainConfig]:
+    """The one-device network (CPU, eval mode) with a checkpoint's weights, and its TrainConfig.
+
+    Checkpoints always hold the grouped layout (also from --model-parallel runs).
+    """
+    from alexnet_dali.model import build_model
+
+    cfg = config_from_checkpoint(state)
+    model = build_model(cfg.model)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg

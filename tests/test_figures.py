@@ -93,9 +93,9 @@ def run_dir(shard_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def test_fc7_features_belong_to_the_returned_crops(run_dir: Path, shard_dataset: Path) -> None:
-    from alexnet_dali.figures import _load_run_model
+    from alexnet_dali.figures import load_run_model
 
-    model, cfg = _load_run_model(run_dir)
+    model, cfg = load_run_model(run_dir)
     feats, crops = fc7_of_split(model, shard_dataset, "val", 3, cfg, torch.device("cpu"))
     assert feats.shape == (3, 4096) and crops.shape == (3, 224, 224, 3)
     mean = json.loads((shard_dataset / "pca.json").read_text())["mean"]  # channel mean, 0-255
