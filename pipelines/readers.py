@@ -6,13 +6,13 @@ from nvidia.dali import fn, types
 from nvidia.dali.data_node import DataNode
 
 from alexnet_dali.pipelines.spec import PipelineSpec
+from alexnet_dali.tools.shards import LABEL_DIGITS  # the writer's `.cls` width (docs/DESIGN.md)
 
 READER_NAME = "Reader"
-LABEL_DIGITS = 6  # `.cls` members: 6 zero-padded ASCII digits (docs/DESIGN.md)
 
 
 def labels_from_digits(digits: DataNode) -> DataNode:
-    """6 ASCII digit bytes (uint8, shape 6) → the class id (int64 scalar), with DALI arithmetic."""
+    """LABEL_DIGITS ASCII digit bytes (uint8) → the class id (int64 scalar), by DALI arithmetic."""
     values = fn.cast(digits, dtype=types.INT64) - ord("0")
     label = values[0]
     for i in range(1, LABEL_DIGITS):
