@@ -164,10 +164,10 @@ def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, t
             prefetch_factor=prefetch, persistent_workers=True, drop_last=True))
         next(batches_ref)
         streams["DataLoader + Pillow"] = (batches_ref, threads * prefetch)
-    loader = LoaderConfig(batch_size=batch_size, num_threads=threads, device=decoder,
-                          dtype=dtype, prefetch=prefetch, hw_decoder_load=hw_decoder_load)
-    dali = build_train_loader(root, loader=loader, augment=AugmentConfig(), rank=0,
-                              world_size=1, device=device, seed=0)
+    loader = LoaderConfig(num_threads=threads, device=decoder, dtype=dtype, prefetch=prefetch,
+                          hw_decoder_load=hw_decoder_load)
+    dali = build_train_loader(root, loader=loader, augment=AugmentConfig(), batch_size=batch_size,
+                              rank=0, world_size=1, device=device, seed=0)
     streams = {f"DALI ({decoder})": (cycle(dali), prefetch), **streams}
     rates = measure(streams, batch_size, warmup, batches, reps, sync)
     rows = list(rates.items())

@@ -94,8 +94,8 @@ def build_loaders(cfg: TrainConfig, info: DistInfo, input_device: torch.device,
         return train, val
     from alexnet_dali.loader import build_eval_loader, build_train_loader
 
-    loader_cfg = dataclasses.replace(cfg.loader, batch_size=batch, layout=layout)
-    common = dict(loader=loader_cfg, augment=cfg.augment, rank=info.rank,
+    loader_cfg = dataclasses.replace(cfg.loader, layout=layout)
+    common = dict(loader=loader_cfg, augment=cfg.augment, batch_size=batch, rank=info.rank,
                   world_size=info.world_size, device=input_device)
     train = build_train_loader(cfg.data, seed=cfg.seed, checkpoint=loader_ckpt, **common)
     val = build_eval_loader(cfg.data, split="val", tencrop=False, **common)

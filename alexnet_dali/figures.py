@@ -130,10 +130,10 @@ def fc7_of_split(model: torch.nn.Module, data_dir: Path, split: str, limit: int,
 
     from alexnet_dali.loader import build_eval_loader
 
-    loader_cfg = dataclasses.replace(cfg.loader, batch_size=min(32, limit), layout="NCHW",
-                                     dtype="float32")
+    loader_cfg = dataclasses.replace(cfg.loader, layout="NCHW", dtype="float32")
     loader = build_eval_loader(data_dir, split=split, loader=loader_cfg, augment=cfg.augment,
-                               rank=0, world_size=1, device=device, return_draws=True)
+                               batch_size=min(32, limit), rank=0, world_size=1, device=device,
+                               return_draws=True)
     wanted = min(limit, loader.rank_samples)
     start = (256 - cfg.augment.crop) // 2  # shard images are 256×256; eval takes the center
     feats, crops = [], []
