@@ -181,7 +181,7 @@ def test_owt_follows_torchvision_layout() -> None:
 @pytest.mark.parametrize("init", ["paper", "he"])
 def test_one_sgd_step_lowers_the_loss_on_a_fixed_batch(init: str) -> None:
     # lr 0.001 (the short-run recipe's): on unit-std inputs lr 0.01 overshoots from either init
-    # (measured: loss 2.59 -> 10.4), the stall paper.md records for short runs.
+    # (measured: loss 2.59 -> 10.4), the stall docs/TRAINING.md records for short runs.
     torch.manual_seed(0)
     model = build_model(ModelConfig(num_classes=10, init=init))
     x, y = images(8, seed=2), torch.arange(8) % 10
