@@ -15,11 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from alexnet_dali.errors import CheckpointError
+
 CKPT_RE = re.compile(r"^ckpt-(\d{4,})-(\d{7,})\.pt$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit this run."""
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
