@@ -1,11 +1,14 @@
 """Pictures of a run: training curves, the conv1 filters (paper Fig. 3), fc7 neighbours (Fig. 4).
 
 `make_figures(RUN)` writes into RUN/figures:
-- `curves.png` from RUN/metrics.jsonl: loss (train and val), val top-1/top-5 error, learning rate;
-- `conv1_filters.png`: the 96 11×11×3 filters of the newest checkpoint, each scaled to [0, 1],
-  16 a row, tower 1's 48 above tower 2's 48 (as the paper's Fig. 3);
-- `fc7_neighbours.png`: a few val images (first column) and the train images whose fc7
-  activations are nearest in Euclidean distance (Fig. 4, right), when the shards are at hand.
+- `curves.png` from RUN/metrics.jsonl: loss (train and val), val top-1/top-5 error (top-5 only
+  with more than 5 classes) with the chance level, learning rate (when logged);
+- `conv1_filters.png`: the 96 11×11×3 filters of the newest checkpoint, each min-max scaled to
+  [0, 1] on its own, 16 a row, tower 1's 48 above tower 2's 48 (as the paper's Fig. 3);
+- `fc7_neighbours.png`: a few val images (first column, framed) and the train images whose fc7
+  activations are nearest in Euclidean distance (Fig. 4, right), each with its class name, when
+  the shards are at hand.
+The drawing itself is in `plots.py`.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 import numpy as np
 
 from alexnet_dali.errors import DataError, report_user_errors
+from alexnet_dali.plots import draw_conv1, draw_curves, draw_neighbours, save_figure
 
 if TYPE_CHECKING:  # torch is imported inside the functions: `alexnet-dali --help` stays fast
     import torch
+    from matplotlib.figure import Figure
 
 FILTERS_PER_ROW = 16
 
@@ -42,38 +47,6 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
                             "delete it")
         records.append(record)
     return records
-
-
-def _series(records: list[dict], kind: str, key: str) -> tuple[list[float], list[float]]:
-    points = [(r["step"], r[key]) for r in records if r["kind"] == kind and key in r]
-    return [p[0] for p in points], [p[1] for p in points]
-
-
-def plot_curves(records: list[dict[str, Any]], out: Path) -> Path:
-    """Loss, val error and lr against the global step → PNG at `out`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_err, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
-    for kind, style in (("train", "-"), ("val", "o-")):
-        ax_loss.plot(*_series(records, kind, "loss"), style, label=f"{kind} loss")
-    for key in ("top1_err", "top5_err"):
-        ax_err.plot(*_series(records, "val", key), "o-", label=f"val {key}")
-    ax_lr.plot(*_series(records, "train", "lr"), "-", label="lr")
-    if any(v > 0 for v in _series(records, "train", "lr")[1]):
-        ax_lr.set_yscale("log")
-    for ax, title in ((ax_loss, "loss"), (ax_err, "validation error"), (ax_lr, "learning rate")):
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
 
 
 def conv1_grid(weight: torch.Tensor, towers: int) -> np.ndarray:
@@ -100,19 +73,6 @@ def conv1_grid(weight: torch.Tensor, towers: int) -> np.ndarray:
     return grid
 
 
-def save_image(image: np.ndarray, out: Path, scale: int = 1) -> Path:
-    """HWC float in [0, 1] or uint8 → PNG, enlarged `scale` times with nearest neighbour."""
-    from PIL import Image
-
-    if image.dtype != np.uint8:
-        image = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
-    picture = Image.fromarray(image)
-    if scale > 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    picture.save(out)
-    return out
-
-
 def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor,
                        k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Features Q×D and B×D → (distances Q×k, bank indices Q×k), nearest first (Euclidean)."""
@@ -124,9 +84,11 @@ def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor,
 
 
 def fc7_of_split(model: torch.nn.Module, data_dir: Path, split: str, limit: int, cfg: Any,
-                 device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+                 device: torch.device, progress: Any = None) -> tuple[torch.Tensor, np.ndarray,
+                                                                      np.ndarray]:
     """The first `limit` samples of `split`: fc7 features N×4096 (float32, CPU), center crops
-    N×224×224×3 uint8 (the decoded shard image, cropped as the eval pipeline crops)."""
+    N×224×224×3 uint8 (the decoded shard image, cropped as the eval pipeline crops) and labels
+    int64 N. `progress` (a tqdm bar) advances by the images done."""
     import dataclasses
 
     import torch
@@ -139,96 +101,147 @@ def fc7_of_split(model: torch.nn.Module, data_dir: Path, split: str, limit: int,
                                return_draws=True)
     wanted = min(limit, loader.rank_samples)
     start = (256 - cfg.augment.crop) // 2  # shard images are 256×256; eval takes the center
-    feats, crops = [], []
-    while sum(len(f) for f in feats) < wanted:
-        images, _, decoded = loader.run_with_draws()[:3]
+    feats, crops, labels = [], [], []
+    done = 0
+    while done < wanted:
+        images, batch_labels, decoded = loader.run_with_draws()[:3]
         with torch.no_grad():
             feats.append(model.features(images.to(device)).float().cpu())
         end = start + cfg.augment.crop
         crops.append(decoded[:, start:end, start:end].cpu().numpy())
-    return torch.cat(feats)[:wanted], np.concatenate(crops)[:wanted]
+        labels.append(batch_labels.cpu().numpy().reshape(-1))
+        if progress is not None:
+            progress.update(min(len(images), wanted - done))
+        done += len(images)
+    return torch.cat(feats)[:wanted], np.concatenate(crops)[:wanted], \
+        np.concatenate(labels)[:wanted].astype(np.int64)
 
 
-def plot_neighbours(queries: np.ndarray, bank: np.ndarray, indices: torch.Tensor,
-                    out: Path) -> Path:
-    """Query crops Q×H×W×3 and their neighbours' bank rows → one PNG, a query per row."""
-    q, k = indices.shape
-    h, w = queries.shape[1:3]
-    gap = 8
-    canvas = np.full((q * (h + gap), (k + 1) * (w + gap) + gap, 3), 255, np.uint8)
-    for row in range(q):
-        y = row * (h + gap)
-        canvas[y:y + h, :w] = queries[row]
-        for col, index in enumerate(indices[row].tolist(), 1):
-            x = col * (w + gap) + gap
-            canvas[y:y + h, x:x + w] = bank[index]
-    return save_image(canvas, out)
-
-
-def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, Any]:
-    """The newest checkpoint's model (grouped, CPU, eval mode) and its TrainConfig."""
+def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """The newest checkpoint's model (grouped, CPU, eval mode), its TrainConfig and the
+    checkpoint itself."""
     from alexnet_dali.checkpoint import load_checkpoint
     from alexnet_dali.trainer import model_from_checkpoint
 
-    return model_from_checkpoint(load_checkpoint(run_dir))
+    state = load_checkpoint(run_dir)
+    model, cfg = model_from_checkpoint(state)
+    return model, cfg, state
+
+
+def class_names(data_dir: Path) -> list[str]:
+    """A short display name per class id: the manifest's words (up to the first comma), else
+    its name (WNID or folder), else the id."""
+    from alexnet_dali.tools.manifest import read_manifest
+
+    names = []
+    for entry in sorted(read_manifest(data_dir).classes, key=lambda c: c.id):
+        words = getattr(entry, "words", "") or ""  # manifests before class words have none
+        names.append(words.split(",")[0].strip() or entry.name or str(entry.id))
+    return names
+
+
+def conv1_figure(model: torch.nn.Module, cfg: Any, state: dict[str, Any],
+                 run_dir: Path) -> Figure:
+    """conv1's filters, one panel per tower (paper Fig. 3)."""
+    weight = model.conv1.weight
+    towers = cfg.model.towers if cfg.model.arch == "paper" else 1
+    per_tower = weight.shape[0] // towers
+    grids = [conv1_grid(weight[t * per_tower:(t + 1) * per_tower], 1) for t in range(towers)]
+    k, c, h, w = weight.shape
+    title = (f"conv1: the {k} learned {h}×{w}×{c} filters (paper Fig. 3) of {run_dir.name}, "
+             f"epoch {state['epoch']}, step {state['global_step']}")
+    return draw_conv1(grids, title=title)
+
+
+def neighbours_figure(model: torch.nn.Module, cfg: Any, data: Path, queries: int,
+                      neighbours: int, train_images: int, progress: bool) -> tuple[Figure, str]:
+    """fc7 nearest neighbours of the first `queries` val images among the first `train_images`
+    train images (paper Fig. 4), and a line saying so."""
+    import torch
+    from tqdm import tqdm
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    from alexnet_dali.tools.manifest import read_manifest
+
+    splits = read_manifest(data).splits
+    total = sum(min(n, splits[s].samples if s in splits else 0)
+                for s, n in (("val", queries), ("train", train_images)))
+    with tqdm(total=total, unit="img", desc="fc7 features", disable=not progress,
+              leave=False) as bar:
+        val_feats, val_crops, val_labels = fc7_of_split(model, data, "val", queries, cfg, device,
+                                                        bar)
+        bank, bank_crops, bank_labels = fc7_of_split(model, data, "train", train_images, cfg,
+                                                     device, bar)
+    _, indices = nearest_neighbours(val_feats, bank, neighbours)
+    fig = draw_neighbours(val_crops, bank_crops, indices.numpy(), val_labels, bank_labels,
+                          class_names(data))
+    return fig, (f"{len(val_feats)} val images x {indices.shape[1]} fc7 neighbours among the "
+                 f"first {len(bank)} train images of {data}")
 
 
 def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
                  out_dir: str | Path | None = None, *, queries: int = 5, neighbours: int = 6,
-                 train_images: int = 1024) -> list[Path]:
-    """Write the run's figures (those its files allow) into out_dir (RUN/figures); their paths."""
-    import torch
+                 train_images: int = 1024, progress: bool = False,
+                 log: Callable[[str], Any] = lambda line: None) -> list[Path]:
+    """Write the run's figures (those its files allow) into out_dir (RUN/figures); their paths.
 
-    run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir else run_dir / "figures"
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file():
-        written.append(plot_curves(read_metrics(metrics), out / "curves.png"))
+    `log` gets a line per figure as it is written (and why one is skipped)."""
     from alexnet_dali.checkpoint import latest_checkpoint
-
-    if latest_checkpoint(run_dir) is None:
-        if not written:
-            raise DataError(f"{run_dir}: neither metrics.jsonl nor checkpoints/ckpt-*.pt; "
-                            "pass the run dir of `alexnet-dali train`")
-        return written
-    model, cfg = load_run_model(run_dir)
-    towers = cfg.model.towers if cfg.model.arch == "paper" else 1
-    written.append(save_image(conv1_grid(model.conv1.weight, towers), out / "conv1_filters.png",
-                              scale=4))
     from alexnet_dali.tools.manifest import MANIFEST_NAME
 
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    has_checkpoint = latest_checkpoint(run_dir) is not None
+    if not metrics.is_file() and not has_checkpoint:
+        raise DataError(f"{run_dir}: not a training run (neither metrics.jsonl nor "
+                        "checkpoints/ckpt-*.pt); pass the --run-dir of `alexnet-dali train`")
+    out = Path(out_dir) if out_dir else run_dir / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    model = cfg = state = None
+    if has_checkpoint:
+        model, cfg, state = load_run_model(run_dir)
+    written = []
+
+    def save(fig: Figure, what: str, name: str) -> None:
+        written.append(save_figure(fig, out / name))
+        log(f"wrote {out / name}: {what}")
+
+    if metrics.is_file():
+        records = read_metrics(metrics)
+        classes = cfg.model.num_classes if cfg else None
+        save(draw_curves(records, classes=classes, title=f"training curves of {run_dir.name}"),
+             f"loss, val error, lr from {len(records)} metric lines", "curves.png")
+    if state is None:
+        log(f"{run_dir}: no checkpoint yet, so no conv1 filters and no fc7 neighbours")
+        return written
+    save(conv1_figure(model, cfg, state, run_dir), f"conv1 filters of {state['path']}",
+         "conv1_filters.png")
     data = Path(data_dir or cfg.data)
     if (data / MANIFEST_NAME).is_file():
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model.to(device)
-        val_feats, val_crops = fc7_of_split(model, data, "val", queries, cfg, device)
-        bank, bank_crops = fc7_of_split(model, data, "train", train_images, cfg, device)
-        _, indices = nearest_neighbours(val_feats, bank, neighbours)
-        written.append(plot_neighbours(val_crops, bank_crops, indices, out / "fc7_neighbours.png"))
+        save(*neighbours_figure(model, cfg, data, queries, neighbours, train_images, progress),
+             name="fc7_neighbours.png")
     else:
-        click.echo(f"{data}: no {MANIFEST_NAME}, skipping the fc7 neighbours figure "
-                   "(pass --data SHARDS)", err=True)
+        log(f"{data}: no {MANIFEST_NAME}, so no fc7 neighbours figure (pass --data SHARDS)")
     return written
-
-
 @click.command(
     "figures",
     short_help="Training curves, conv1 filter grid (Fig. 3), fc7 neighbours (Fig. 4).")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False),
-              help="Shard folder for the fc7 neighbours (default: the run's own data).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Where the PNGs go (default: RUN/figures).")
+              show_default="the run's own data",
+              help="Shard folder for the fc7 neighbours.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), show_default="RUN/figures",
+              help="Where the PNGs go.")
 @click.option("--queries", default=5, show_default=True,
-              help="Val images in the neighbours figure.")
+              help="Val images in the neighbours figure (one a row).")
 @click.option("--neighbours", default=6, show_default=True, help="Train neighbours per val image.")
 @click.option("--train-images", default=1024, show_default=True,
               help="How many train images (from the start of the split) to search.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @report_user_errors
 def figures_command(run_dir: str, data_dir: str | None, out_dir: str | None, queries: int,
-                    neighbours: int, train_images: int) -> None:
+                    neighbours: int, train_images: int, quiet: bool) -> None:
     """Training curves, conv1 filters (Fig. 3) and fc7 nearest neighbours (Fig. 4) of a run.
 
     \b
@@ -236,6 +249,5 @@ def figures_command(run_dir: str, data_dir: str | None, out_dir: str | None, que
       alexnet-dali figures runs/demo --data demo/shards
       # -> runs/demo/figures/{curves,conv1_filters,fc7_neighbours}.png
     """
-    for path in make_figures(run_dir, data_dir, out_dir, queries=queries,
-                             neighbours=neighbours, train_images=train_images):
-        click.echo(str(path))
+    make_figures(run_dir, data_dir, out_dir, queries=queries, neighbours=neighbours,
+                 train_images=train_images, progress=not quiet, log=click.echo)
