@@ -24,7 +24,8 @@ def main(ctx: click.Context, debug: bool) -> None:
 
     \b
     Flow: sample-data -> preprocess -> pca-stats -> train -> eval --tencrop
-    A mistake in the input (config, data, checkpoint) ends with one `error:` line, exit 2.
+    A mistake in the input (config, data, checkpoint) ends with one `error:` line, exit 2;
+    Ctrl-C exits 130 (train first saves a checkpoint; SIGTERM: 143). Every command: CMD --help.
     """
     ctx.meta[DEBUG_META] = debug
 

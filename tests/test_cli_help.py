@@ -45,3 +45,54 @@ def test_each_command_help_shows_an_example(args):
     result = CliRunner().invoke(main, [*args, "--help"])
     assert result.exit_code == 0, result.output
     assert "Example" in result.output and "alexnet-dali " in result.output.split("Example")[1]
+
+
+def every_command(group: click.Group = main) -> list[click.Command]:
+    """Every command of the CLI, the group itself first, groups included."""
+    out: list[click.Command] = [group]
+    for command in group.commands.values():
+        out += every_command(command) if isinstance(command, click.Group) else [command]
+    return out
+
+
+@pytest.mark.parametrize("command", every_command(), ids=lambda c: c.name)
+def test_every_option_has_help_and_shows_its_default(command: click.Command) -> None:
+    """One line of help per option; a default, where there is one, shown in --help."""
+    ctx = click.Context(command, info_name=command.name)
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name == "help":
+            continue
+        assert param.help and "\n" not in param.help, f"{command.name} {param.opts}: no help"
+        _, text = param.get_help_record(ctx)
+        default = param.get_default(ctx, call=False)
+        plain_flag = param.is_flag and not param.secondary_opts  # off unless given
+        has_default = not plain_flag and isinstance(default, (str, int, float, bool))
+        if has_default or getattr(param, "config_key", None):
+            assert "[default: " in text, f"{command.name} {param.opts}: default not shown"
+
+
+def test_train_flags_show_the_config_defaults() -> None:
+    """train's flags default to None (so that only a given flag overrides --config), and
+    --help shows the config's own default for each."""
+    from alexnet_dali.config import FLAG_KEYS
+
+    train = main.commands["train"]
+    ctx = click.Context(train, info_name="train")
+    shown = {p.name: p.get_help_record(ctx)[1] for p in train.params
+             if isinstance(p, click.Option) and p.name in FLAG_KEYS}
+    assert set(shown) == set(FLAG_KEYS)
+    assert "[default: 90]" in shown["epochs"] and "[default: 0.01]" in shown["lr"]
+    assert "[default: runs/alexnet]" in shown["run_dir"]
+    assert "[default: no-model-parallel]" in shown["model_parallel"]
+    assert "[default: pca-noise]" in shown["pca_noise"]
+    assert "[default: 2]" in shown["workers"]  # loader.num_threads
+
+
+def test_choices_are_explained() -> None:
+    result = CliRunner().invoke(main, ["train", "--help"])
+    text = " ".join(result.output.split())
+    assert "paper: two towers" in text and "owt: torchvision's one tower" in text
+    assert "he: Kaiming normal" in text
+    # No example trains an ablation into a run dir named after the paper.
+    for line in result.output.splitlines():
+        assert not ("runs/paper" in line and "--set" in line), line
