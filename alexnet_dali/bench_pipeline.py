@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from alexnet_dali.errors import DataError
+from alexnet_dali.errors import ConfigError, DataError
 from alexnet_dali.pipelines.spec import ColourStats, ShardSet, pca_matrix
 from alexnet_dali.tools.shards import read_index
 
@@ -149,6 +149,9 @@ def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, t
     from alexnet_dali.loader import build_train_loader
     from alexnet_dali.pipelines.spec import load_colour_stats, load_shard_set
 
+    if decoder == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("--decoder gpu: CUDA is not available on this machine; use "
+                          "--decoder cpu")
     root = bench_data(data, Path(workdir), images, threads)
     device = torch.device("cuda", 0) if decoder == "gpu" else torch.device("cpu")
     sync = torch.cuda.synchronize if decoder == "gpu" else (lambda: None)

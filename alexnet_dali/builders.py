@@ -52,18 +52,31 @@ def build_network(cfg: TrainConfig, info: DistInfo) -> tuple[torch.nn.Module, to
     from alexnet_dali.model_parallel import ModelParallelAlexNet
 
     if cfg.model_parallel:
-        if info.device.type == "cuda":  # rank r uses GPUs 2r and 2r+1; with one GPU, GPU + CPU
-            count = torch.cuda.device_count()
-            first = torch.device(f"cuda:{(info.local_rank * 2) % count}")
-            second = f"cuda:{(info.local_rank * 2 + 1) % count}" if count > 1 else "cpu"
-            devices = (first, torch.device(second))
-        else:
-            devices = (torch.device("cpu"), torch.device("cpu"))
+        gpus = torch.cuda.device_count() if info.device.type == "cuda" else 0
+        devices = model_parallel_devices(info.device, info.local_rank, gpus)
         return ModelParallelAlexNet(cfg.model, devices=devices), devices[0]
     model = build_model(cfg.model).to(info.device)
     if channels_last_of(cfg, info.device):
         model = model.to(memory_format=torch.channels_last)
     return model, info.device
+
+
+def model_parallel_devices(device: torch.device, local_rank: int,
+                           gpus: int) -> tuple[torch.device, torch.device]:
+    """The devices of tower 1 and tower 2 for one rank: GPUs 2r and 2r+1 (r: local rank), or
+    the CPU twice when the run is on the CPU (the split network, for testing: no speed-up).
+    Fewer than two GPUs per rank is refused rather than silently sharing a GPU or using the
+    CPU for one tower."""
+    if device.type != "cuda":
+        return torch.device("cpu"), torch.device("cpu")
+    first = 2 * local_rank
+    if first + 1 >= gpus:
+        raise ConfigError(
+            f"--model-parallel needs two GPUs per process: local rank {local_rank} would use "
+            f"cuda:{first} and cuda:{first + 1}, but {gpus} GPU(s) are visible; drop "
+            "--model-parallel (the grouped network computes the same on one GPU), or start "
+            "half as many processes per node")
+    return torch.device(f"cuda:{first}"), torch.device(f"cuda:{first + 1}")
 
 
 def per_rank_batch(cfg: TrainConfig, world_size: int) -> int:

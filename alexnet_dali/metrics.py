@@ -52,7 +52,14 @@ def errors_from_counts(correct: torch.Tensor, total: int,
     """Correct counts (len(ks),) over `total` samples → {"top{k}_err": fraction} per k."""
     if total <= 0:
         raise ValueError("errors_from_counts: no samples were evaluated")
-    return {f"top{k}_err": 1.0 - float(c) / total for k, c in zip(ks, correct.tolist())}
+    return {f"top{k}_err": round_significant((total - c) / total)
+            for k, c in zip(ks, correct.tolist())}
+
+
+def round_significant(value: float, digits: int = 6) -> float:
+    """`value` rounded to `digits` significant digits: 14 / 70 gives 0.2 in JSON, where
+    1 - 56 / 70 gives 0.19999999999999996."""
+    return float(f"{value:.{digits}g}")
 
 
 class TopKMeter:
@@ -81,8 +88,8 @@ class TopKMeter:
         total = int(counts[-1])
         errors = errors_from_counts(counts[:-1], total, self.ks)
         out: dict[str, float] = {}
-        for k in self.ks:
+        for k, correct in zip(self.ks, counts[:-1].tolist()):
             out[f"top{k}_err"] = errors[f"top{k}_err"]
-            out[f"top{k}_acc"] = 1.0 - errors[f"top{k}_err"]
+            out[f"top{k}_acc"] = round_significant(correct / total)
         out["samples"] = total
         return out

@@ -58,3 +58,23 @@ def test_bad_manifests_are_data_errors_naming_the_file(tmp_path: Path, content: 
 def test_a_missing_split_names_the_splits_there_are(shard_dataset: Path) -> None:
     with pytest.raises(DataError, match=r"no split 'test' \(have \['train', 'val'\]\)"):
         read_manifest(shard_dataset).split("test")
+
+
+def test_a_missing_manifest_says_what_the_folder_is(tmp_path: Path) -> None:
+    """Without a command name (read_manifest's own message) the advice is still exact."""
+    from alexnet_dali.tools.manifest import missing_manifest_message
+
+    (tmp_path / "imagenet" / "val" / "n01").mkdir(parents=True)
+    (tmp_path / "imagenet" / "val" / "n01" / "a.jpg").write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError) as raised:
+        read_manifest(tmp_path / "imagenet")
+    assert str(raised.value) == (
+        f"{tmp_path}/imagenet/manifest.json: not found: {tmp_path}/imagenet holds source images, "
+        f"not shards; run `alexnet-dali preprocess {tmp_path}/imagenet "
+        f"{tmp_path}/imagenet-shards` first, then pass {tmp_path}/imagenet-shards")
+    assert missing_manifest_message(tmp_path / "empty") == (
+        f"{tmp_path}/empty/manifest.json: not found; run `alexnet-dali preprocess SRC "
+        f"{tmp_path}/empty` first")
+    assert "imagenet-shards` first, then `alexnet-dali eval " in missing_manifest_message(
+        tmp_path / "imagenet" / "val", "eval")

@@ -70,3 +70,16 @@ def test_bad_shapes_are_rejected() -> None:
         topk_correct(LOGITS, LABELS[:2])
     with pytest.raises(ValueError, match="views"):
         tencrop_probabilities(LOGITS)
+
+
+def test_errors_are_counts_derived_and_rounded_for_json() -> None:
+    """14 wrong of 70: 0.2 exactly in JSON (1 - 56/70 would be 0.19999999999999996)."""
+    from alexnet_dali.metrics import round_significant
+
+    meter = TopKMeter()
+    meter.correct = torch.tensor([56, 70])
+    meter.total = 70
+    result = meter.result()
+    assert (result["top1_err"], result["top1_acc"], result["top5_err"]) == (0.2, 0.8, 0.0)
+    assert 1 - 56 / 70 != 0.2  # the float that used to reach eval.json
+    assert round_significant(2 / 3) == 0.666667 and round_significant(1 / 3000) == 0.000333333

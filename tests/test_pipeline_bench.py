@@ -59,3 +59,17 @@ def test_reference_needs_the_shard_index(tmp_path: Path) -> None:
     root = write_dataset(tmp_path / "d", {"train": 2}, per_shard=2)
     with pytest.raises(DataError, match=r"train-000000\.tar: no \.idx index.*preprocess"):
         PillowReference(load_shard_set(root, "train"), load_colour_stats(root), 224, "float32")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message of a machine without CUDA")
+def test_bench_gpu_decoder_without_cuda_is_one_error_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "alexnet_dali.cli", "bench", "pipeline",
+                           "--decoder", "gpu", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "error: --decoder gpu: CUDA is not available on this machine; use --decoder cpu"]
+    assert not any(tmp_path.iterdir())  # refused before generating the bench dataset

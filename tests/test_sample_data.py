@@ -104,3 +104,13 @@ def test_every_data_command_help_shows_an_example():
                  ["bench", "preprocess"]):
         result = runner.invoke(main, [*args, "--help"])
         assert result.exit_code == 0 and "Example" in result.output, args
+
+
+def test_sample_data_quiet_prints_only_its_summary(tmp_path):
+    args = ["sample-data", str(tmp_path / "raw"), "--classes", "2", "--train-per-class", "2",
+            "--val-per-class", "1", "--max-side", "160"]
+    loud = CliRunner().invoke(main, args)
+    assert loud.exit_code == 0 and "sample-data: 100%" in loud.output
+    quiet = CliRunner().invoke(main, [*args, "--quiet"])
+    assert quiet.exit_code == 0
+    assert quiet.output == f"wrote {tmp_path / 'raw'}: train 4 files, val 2 files\n"

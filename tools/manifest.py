@@ -204,14 +204,69 @@ def _typed(cls: type, value: Any, path: Path, where: str) -> Any:
                         "(or merge-manifest) to rewrite it") from None
 
 
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SOURCE_ARCHIVES = ("ILSVRC2012_img_*.tar", "*.parquet")  # ImageNet as downloaded
+
+
+def holds_source_images(folder: Path, depth: int = 3, budget: int = 2000) -> bool:
+    """True when `folder` has image files within `depth` levels (an ImageFolder tree:
+    SRC/train/<class>/x.JPEG) or ImageNet's download archives; looks at ≤ `budget` entries."""
+    if any(next(folder.glob(pattern), None) for pattern in SOURCE_ARCHIVES):
+        return True
+    level = [folder]
+    for _ in range(depth + 1):
+        below = []
+        for entry in (e for d in level for e in _entries(d)):
+            budget -= 1
+            if budget < 0:
+                return False
+            if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
+                return True
+            if entry.is_dir():
+                below.append(entry)
+        level = below
+    return False
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
+def missing_manifest_message(out: str | Path, command: str | None = None) -> str:
+    """Why OUT has no manifest and exactly what to run: the shard folder when OUT is a split
+    folder inside it, `preprocess OUT SHARDS` (beside OUT) when OUT holds source images;
+    `command` (e.g. "train") is named as the step after."""
+    out = Path(out)
+    path = out / MANIFEST_NAME
+    then = f"`alexnet-dali {command} {{}}`" if command else "pass {}"
+    if (out.parent / MANIFEST_NAME).is_file():
+        return (f"{path}: not found: {out} is the {out.name!r} folder inside the shard folder "
+                f"{out.parent}; use the shard folder: " + then.format(out.parent))
+    if out.is_dir() and holds_source_images(out):
+        src = out.parent if out.name in ("train", "val") else out  # SRC/train given for SRC
+        name = src.name or src.resolve().name
+        shards = src.parent / f"{name}-shards"
+        return (f"{path}: not found: {out} holds source images, not shards; run `alexnet-dali "
+                f"preprocess {src} {shards}` first, then " + then.format(shards))
+    return f"{path}: not found; run `alexnet-dali preprocess SRC {out}` first"
+
+
+def require_manifest(out: str | Path, command: str) -> None:
+    """A DataError saying exactly what to run when OUT is not a shard folder (no manifest)."""
+    if not (Path(out) / MANIFEST_NAME).is_file():
+        raise DataError(missing_manifest_message(out, command))
+
+
 def read_manifest(out: str | Path) -> Manifest:
     """Read and check `OUT/manifest.json`; every problem is a DataError naming the file."""
     path = Path(out) / MANIFEST_NAME
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"{path}: not found; run `alexnet-dali preprocess SRC {out}` first") \
-            from None
+        raise DataError(missing_manifest_message(out)) from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
     try:
