@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from alexnet_dali.errors import report_user_errors
+from alexnet_dali.errors import Interrupted, report_user_errors
 
 
 def _parse_part(value: str) -> tuple[int, int]:
@@ -27,9 +27,10 @@ def _parse_part(value: str) -> tuple[int, int]:
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
 @click.option("--with-odd-files", is_flag=True,
               help="Add CMYK, grayscale, PNG/GIF/16-bit as .JPEG, RGBA, truncated, empty, text.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @report_user_errors
 def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side, seed,
-                with_odd_files) -> None:
+                with_odd_files, quiet) -> None:
     """Generate a small seeded ImageNet-style dataset (OUT/{train,val}/<class>/*.JPEG).
 
     \b
@@ -43,7 +44,7 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
     config = SampleDataConfig(classes, train_per_class, val_per_class, min_side, max_side, seed,
                               with_odd_files)
     with tqdm(total=classes * (train_per_class + val_per_class), unit="img",
-              desc="sample-data") as bar:
+              desc="sample-data", disable=quiet) as bar:
         counts = write_sample_data(out, config, progress=bar.update)
     click.echo(f"wrote {out}: " + ", ".join(f"{k} {v} files" for k, v in counts.items()))
 
@@ -56,12 +57,13 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
 @click.option("--quality", default=90, show_default=True, help="JPEG quality of the output.")
 @click.option("--draft/--no-draft", default=True, show_default=True,
               help="Decode big JPEGs at reduced DCT scale while >= 2x the size remains.")
-@click.option("--max-pixels", default=None, type=int,
-              help="Reject images with more pixels (decompression bombs) [default: 178956970].")
+@click.option("--max-pixels", default=None, type=int, show_default="178956970, Pillow's limit",
+              help="Reject images with more pixels (decompression bombs).")
 @click.option("--seed", default=0, show_default=True, help="Shuffle seed (recorded).")
 @click.option("--shard-size", default=1000, show_default=True, help="Samples per shard.")
 @click.option("--workers", default=0, show_default=True, help="Processes; 0 = all cores.")
-@click.option("--split", default=None, help="SRC is one ImageFolder (or flat folder): this split.")
+@click.option("--split", default=None, show_default="SRC/train and SRC/val",
+              help="SRC is one ImageFolder (or flat folder): this split.")
 @click.option("--val-labels", type=click.Path(exists=True, dir_okay=False), default=None,
               help="File name -> class lines for a flat val folder (ILSVRC-2012 style).")
 @click.option("--part", default="1/1", show_default=True, help="Build share i of n of the shards.")
@@ -84,7 +86,11 @@ def preprocess(src, out, size, quality, draft, max_pixels, seed, shard_size, wor
 
     image = ImageSettings(size, quality, draft, max_pixels or DEFAULT_MAX_PIXELS)
     config = PreprocessConfig(image, seed, shard_size, workers, _parse_part(part))
-    manifest = run(src, out, config, split=split, val_labels=val_labels, progress=not quiet)
+    try:
+        manifest = run(src, out, config, split=split, val_labels=val_labels, progress=not quiet)
+    except KeyboardInterrupt:
+        raise Interrupted(f"finished shards in {out} are kept; run the same command again to "
+                          "resume") from None
     click.echo(summary(out, manifest))
 
 
@@ -107,7 +113,8 @@ def merge_manifest(out) -> None:
 @click.command("pca-stats", short_help="RGB mean/std/covariance/PCA of the train shards.")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.option("--workers", default=0, show_default=True, help="Processes; 0 = all cores.")
-@click.option("--max-images", type=int, default=None, help="Use only this many train images.")
+@click.option("--max-images", type=int, default=None, show_default="all",
+              help="Use only this many train images.")
 @click.option("--mean-image/--no-mean-image", default=True, show_default=True,
               help="Also save the 256x256x3 mean image (mean_image.npy).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

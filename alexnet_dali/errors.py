@@ -3,19 +3,23 @@
 Every stage raises a `UserError` subclass for input a user must fix: a config key or value, a
 missing or broken data file, a checkpoint that does not fit the run. The message names the
 file, key or value and says what to do. Every command is wrapped in `report_user_errors`: such an
-error prints one `error: ...` line on stderr and exits with status 2. Anything else is a bug and
-keeps its traceback; `alexnet-dali --debug CMD` (or ALEXNET_DALI_DEBUG=1) shows the traceback of
-user errors too. This module imports nothing of the project, so every stage can use it.
+error prints one `error: ...` line on stderr and exits with status 2. Ctrl-C prints one
+`interrupted: ...` line (saying how to go on when the command resumes) and exits with status 130,
+as a shell reports a process SIGINT ended. Anything else is a bug and keeps its traceback;
+`alexnet-dali --debug CMD` (or ALEXNET_DALI_DEBUG=1) shows the traceback of user errors too.
+This module imports nothing of the project, so every stage can use it.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from typing import Any, Callable
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 DEBUG_ENV = "ALEXNET_DALI_DEBUG"
 DEBUG_META = "alexnet_dali.debug"  # key in click's context meta, set by `alexnet-dali --debug`
 
@@ -40,6 +44,16 @@ class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not fit this run."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C stopped a command; the message says what was kept and how to go on."""
+
+
+def signal_exit_status(signal_name: str) -> int:
+    """128 + the signal's number (SIGINT 130, SIGTERM 143): what a shell reports for a process
+    the signal ended, and what `train` exits with after saving on one."""
+    return 128 + signal.Signals[signal_name].value
+
+
 def debug_requested() -> bool:
     """True with `alexnet-dali --debug` or ALEXNET_DALI_DEBUG set (not to "" or "0")."""
     if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
@@ -51,7 +65,8 @@ def debug_requested() -> bool:
 
 
 def report_user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a CLI command: a UserError becomes one `error: ...` line and exit status 2."""
+    """Decorate a CLI command: a UserError becomes one `error: ...` line and exit status 2;
+    Ctrl-C (KeyboardInterrupt, or Interrupted saying how to go on) one line and status 130."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -60,9 +75,18 @@ def report_user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except UserError as e:
             if debug_requested():
                 raise
-            message = " ".join(str(e).splitlines())  # one line, also for chained library text
-            print(f"error: {message}", file=sys.stderr, flush=True)
+            _report("error", e)
             sys.exit(EXIT_USER_ERROR)
+        except (Interrupted, KeyboardInterrupt) as e:
+            if debug_requested():
+                raise
+            _report("interrupted", e)
+            sys.exit(EXIT_INTERRUPTED)
 
     wrapper.reports_user_errors = True  # type: ignore[attr-defined]  # checked by the CLI tests
     return wrapper
+
+
+def _report(kind: str, error: BaseException) -> None:
+    message = " ".join(str(error).splitlines())  # one line, also for chained library text
+    print(f"{kind}: {message}" if message else kind, file=sys.stderr, flush=True)

@@ -58,7 +58,7 @@ def evaluate(
     counts = torch.cat([meter.counts().double(), loss_sum])
     counts = distributed.all_reduce(counts.to(device)).cpu()
     result = meter.result(counts[:-1].long())
-    result["loss"] = counts[-1].item() / max(result["samples"], 1)
+    result["loss"] = metrics.round_significant(counts[-1].item() / max(result["samples"], 1))
     return result
 
 
@@ -109,6 +109,9 @@ def evaluate_checkpoint(
                       checkpoint=state["path"], epoch=state["epoch"],
                       global_step=state["global_step"], world_size=info.world_size)
         if info.is_main:
+            crop = "ten-crop" if tencrop else "center crop"
+            print(f"scored {state['path']} (epoch {state['epoch']}, global step "
+                  f"{state['global_step']}) on {split} of {data}, {crop}:")
             print(format_table(result))
             if json_path:
                 write_json(result, json_path)

@@ -1,4 +1,5 @@
-"""Run logging: `RUN/metrics.jsonl` (one JSON object a line) and TensorBoard scalars when installed.
+"""Run logging: `RUN/metrics.jsonl` (one JSON object a line) and TensorBoard scalars when installed,
+and the one-line notes a run prints about itself (resumed from where, complete, devices, stalled).
 
 Line shapes (the figures read them):
   {"kind": "train", "epoch": 1, "step": 40, "loss": 2.1, "lr": 0.01, "images_per_s": 850.0}
@@ -9,8 +10,12 @@ Line shapes (the figures read them):
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+CHANCE_EPOCHS = 3  # after this many epochs at chance, say what usually helps
+CHANCE_MARGIN = 0.05  # "at chance": val top-1 error at least 1 - 1/classes minus this
 
 
 class RunLog:
@@ -60,3 +65,40 @@ class RunLog:
         """Flush TensorBoard files."""
         if self.writer is not None:
             self.writer.close()
+
+
+def resume_line(path: str, epoch: int, epochs: int, step_in_epoch: int, steps: int,
+                global_step: int) -> str:
+    """What a resumed run continues from (epoch 0-based, as in the checkpoint)."""
+    return (f"resuming from {path}: epoch {epoch + 1} of {epochs}, {step_in_epoch} of {steps} "
+            f"steps done, global step {global_step}")
+
+
+def complete_line(path: str, done: int, epochs: int, global_step: int) -> str:
+    """What `train --resume` says of a run that has already trained its `epochs` (`done`)."""
+    return (f"{path}: the run is complete ({done} of {epochs} epochs, global step "
+            f"{global_step}); nothing to do (to train longer: --resume --epochs N)")
+
+
+def devices_line(devices: Sequence[Any]) -> str:
+    """Where the towers of a --model-parallel run compute."""
+    first, second = (str(d) for d in devices)
+    line = f"model-parallel: tower 1 on {first}, tower 2 on {second}"
+    if first == "cpu":
+        line += " (the split network on the CPU, for testing: no speed-up over one device)"
+    return line
+
+
+def chance_note(top1_err: float, classes: int, samples: int, epoch: int) -> str:
+    """A one-line hint when, after CHANCE_EPOCHS epochs, the val top-1 error is still at chance
+    (the paper's recipe stalls on small data and short runs), else "". "At chance": within
+    CHANCE_MARGIN of 1 - 1/classes, or within two standard deviations of a guess's accuracy
+    on `samples` val images, whichever is wider (70 images: 0.10)."""
+    chance = 1 - 1 / classes
+    margin = max(CHANCE_MARGIN, 2 * math.sqrt(chance * (1 - chance) / max(samples, 1)))
+    if epoch != CHANCE_EPOCHS or top1_err < chance - margin:
+        return ""
+    return (f"note: after {epoch} epochs the val top-1 error {top1_err:.3f} is at chance "
+            f"({chance:.3f} for {classes} classes). The paper's recipe (N(0, 0.01) init, lr "
+            "0.01, plateau schedule) often stalls on small data or short runs: try --config "
+            "configs/demo.toml (docs/TRAINING.md)")

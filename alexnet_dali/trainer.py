@@ -30,9 +30,10 @@ from alexnet_dali.builders import (
 )
 from alexnet_dali.config import TrainConfig, from_dict, to_dict
 from alexnet_dali.distributed import DistInfo
+from alexnet_dali.errors import signal_exit_status
 from alexnet_dali.evaluation import autocast, evaluate
 from alexnet_dali.optim import LRSchedule, build_optimizer, group_sizes, load_optimizer_state
-from alexnet_dali.runlog import RunLog
+from alexnet_dali.runlog import RunLog, chance_note, complete_line, devices_line, resume_line
 
 class StopRequest:
     """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and exits cleanly."""
@@ -102,6 +103,7 @@ def _state(run: "Run") -> dict[str, Any]:
         "global_step": run.pos.global_step, "rng": rngs, "loader_checkpoints": loader_ckpts,
         "config": to_dict(run.cfg), "manifest_sha256": run.manifest_sha256,
         "world_size": run.info.world_size, "best_top1_err": run.best_top1_err,
+        "devices": [str(d) for d in run.devices],
     }
 
 
@@ -115,6 +117,7 @@ class Run:
         self.precision = precision_of(cfg, info.device)
         _seed_everything(cfg, info.rank)
         self.net, self.input_device = build_network(cfg, info)
+        self.devices = tuple(getattr(self.net, "devices", (self.input_device,)))  # rank 0's
         torch.manual_seed(cfg.seed * 1000 + info.rank + 1)  # own dropout masks per rank
         self.model = self.net
         if info.world_size > 1:
@@ -239,6 +242,10 @@ def _end_epoch(run: Run) -> dict[str, float]:
         tqdm.write(f"epoch {pos.epoch + 1}: val loss {result['loss']:.4f} top-1 err "
                    f"{result['top1_err']:.4f} top-5 err {result['top5_err']:.4f}"
                    + (f"; lr -> {run.schedule.lr:.3g}" if dropped else ""))
+        note = chance_note(result["top1_err"], run.cfg.model.num_classes, result["samples"],
+                           pos.epoch + 1)
+        if note:
+            tqdm.write(note)
     pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
     run.save()
     return result
@@ -264,6 +271,12 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
             raise ckpt_io.CheckpointError(
                 f"{cfg.run_dir}: already holds checkpoints ({existing.name}); pass --resume to "
                 "continue that run, or choose another --run-dir")
+        if state is not None and int(state["epoch"]) >= cfg.epochs:
+            if info.is_main:
+                tqdm.write(complete_line(state["path"], state["epoch"], cfg.epochs,
+                                         state["global_step"]))
+            return {"completed": True, "epoch": int(state["epoch"]), "val": {}, "signal": "",
+                    "global_step": int(state["global_step"])}
         if state is not None and info.is_main:
             for path in ckpt_io.set_aside_newer(cfg.run_dir, int(state["global_step"])):
                 tqdm.write(f"{path.name} is newer than the checkpoint resumed from: moved to "
@@ -272,8 +285,12 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
         run = Run(cfg, info, state, allow_mismatch)
         if info.is_main:
             save_resolved_config(cfg)
-            if run.log.note:
-                tqdm.write(run.log.note)
+            resumed = state and resume_line(state["path"], run.pos.epoch, cfg.epochs,
+                                            run.pos.step_in_epoch, _steps_this_epoch(run),
+                                            run.pos.global_step)
+            for line in (run.log.note, resumed, cfg.model_parallel and devices_line(run.devices)):
+                if line:
+                    tqdm.write(line)
         last: dict[str, float] = {}
         completed = True
         while run.pos.epoch < cfg.epochs:
@@ -281,7 +298,8 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
                 path = run.save()
                 if info.is_main:
                     tqdm.write(f"{stop.signal_name}: saved {path} at epoch {run.pos.epoch + 1} "
-                               f"step {run.pos.step_in_epoch}; continue with --resume")
+                               f"step {run.pos.step_in_epoch}; exit status "
+                               f"{signal_exit_status(stop.signal_name)}; continue with --resume")
                 completed = False
                 break
             last = _end_epoch(run)

@@ -41,6 +41,8 @@ def test_train_eval_tencrop_figures(shard_dataset, tmp_path):
     assert result["views"] == 10 and result["samples"] == 32 and result["epoch"] == 1
     assert result["top1_err"] == pytest.approx(1 - result["top1_acc"])
     assert "top-1 err" in ev.output
+    assert (f"scored {run_dir}/checkpoints/ckpt-0001-0000002.pt (epoch 1, global step 2) on val "
+            f"of {shard_dataset}, ten-crop:") in ev.output
 
     figures = runner.invoke(main, ["figures", str(run_dir), "--train-images", "16",
                                    "--queries", "2", "--neighbours", "3"])
@@ -94,7 +96,10 @@ def test_model_parallel_run_saves_the_grouped_layout_that_eval_reads(tmp_path):
                                  "--max-steps-per-epoch", "1", "--init", "he", "--lr", "0.001",
                                  "--set", "model.num_classes=4"])
     assert train.exit_code == 0, train.output
+    assert "model-parallel: tower 1 on cpu, tower 2 on cpu (the split network on the CPU, for " \
+           "testing" in train.output
     state = torch.load(latest_checkpoint(tmp_path), weights_only=True)
+    assert state["devices"] == ["cpu", "cpu"]  # what ran, beside config's model_parallel
     grouped = build_model(ModelConfig(num_classes=4)).state_dict()
     assert {k: v.shape for k, v in state["model"].items()} == {
         k: v.shape for k, v in grouped.items()}
@@ -195,3 +200,51 @@ def test_a_checkpoint_from_before_parameter_groups_is_refused_then_resumed_with_
     resolved = json.loads((tmp_path / "config.json").read_text())
     # The old run goes on as it was trained: LRN read literally, biases decayed.
     assert resolved["model"]["lrn_formula"] == "text" and resolved["optim"]["bias_decay"] is True
+
+
+@pytest.mark.parametrize("top1_err", [0.75, 0.5])
+def test_a_run_at_chance_after_three_epochs_gets_one_note(tmp_path, monkeypatch, top1_err):
+    """Validation is replaced by a fixed result: at chance (4 classes: 0.75) the note comes once,
+    after epoch 3, pointing to the short-run recipe; clearly below chance it never comes."""
+    import alexnet_dali.trainer as trainer
+
+    monkeypatch.setattr(trainer, "evaluate", lambda *args, **kwargs: {
+        "loss": 1.386, "top1_err": top1_err, "top5_err": 0.0, "samples": 1000})
+    train = CliRunner().invoke(main, ["train", "synthetic", "--run-dir", str(tmp_path),
+                                      "--device", "cpu", "--batch-size", "2", "--epochs", "4",
+                                      "--max-steps-per-epoch", "1", "--lr", "0",
+                                      "--set", "model.num_classes=4"])
+    assert train.exit_code == 0, train.output
+    notes = [line for line in train.output.splitlines() if line.startswith("note: after")]
+    if top1_err == 0.75:
+        assert notes == ["note: after 3 epochs the val top-1 error 0.750 is at chance (0.750 "
+                         "for 4 classes). The paper's recipe (N(0, 0.01) init, lr 0.01, plateau "
+                         "schedule) often stalls on small data or short runs: try --config "
+                         "configs/demo.toml (docs/TRAINING.md)"]
+        lines = train.output.splitlines()
+        after = lines[lines.index(notes[0]) - 1]
+        assert after.startswith("epoch 3: val loss 1.3860 top-1 err 0.7500"), after
+    else:
+        assert notes == []
+
+
+@pytest.mark.parametrize("given, says", [
+    ("raw", "raw holds source images, not shards; run `alexnet-dali preprocess {raw} "
+            "{tmp}/raw-shards` first, then `alexnet-dali train {tmp}/raw-shards`"),
+    ("raw/train", "raw/train holds source images, not shards; run `alexnet-dali preprocess {raw} "
+                  "{tmp}/raw-shards` first, then `alexnet-dali train {tmp}/raw-shards`"),
+    ("shards/train", "shards/train is the 'train' folder inside the shard folder {tmp}/shards; "
+                     "use the shard folder: `alexnet-dali train {tmp}/shards`"),
+])
+def test_train_on_the_wrong_folder_says_exactly_what_to_run(tmp_path, given, says):
+    (tmp_path / "raw" / "train" / "n01").mkdir(parents=True)
+    (tmp_path / "raw" / "train" / "n01" / "x.JPEG").write_bytes(b"")
+    (tmp_path / "shards" / "train").mkdir(parents=True)
+    (tmp_path / "shards" / "manifest.json").write_text("{}")
+    result = CliRunner().invoke(main, ["train", str(tmp_path / given), "--run-dir",
+                                       str(tmp_path / "run")])
+    assert result.exit_code == 2
+    expected = says.format(raw=tmp_path / "raw", tmp=tmp_path)
+    assert result.output == f"error: {tmp_path / given}/manifest.json: not found: {tmp_path}/" \
+                            f"{expected}\n"
+    assert not (tmp_path / "raw-shards").exists() and not (tmp_path / "run").exists()

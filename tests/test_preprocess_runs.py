@@ -207,3 +207,34 @@ def test_resume_after_sigkill_of_the_cli(tmp_path):
     subprocess.run([*args[:5], str(tmp_path / "out"), *args[5:]], check=True,
                    capture_output=True)
     assert output_bytes(tmp_path / "out") == output_bytes(tmp_path / "ref")
+
+
+def test_ctrl_c_says_that_rerunning_resumes_and_exits_130(tmp_path):
+    """SIGINT to the process group (a terminal's Ctrl-C reaches the worker processes too): one
+    line saying the finished shards are kept and how to resume, exit 130; re-running completes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_sample_data(tmp_path / "src", SampleDataConfig(classes=2, train_per_class=40,
+                                                          val_per_class=0, min_side=400,
+                                                          max_side=900, seed=1))
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "alexnet_dali.cli", "preprocess", str(tmp_path / "src"),
+            str(out), "--shard-size", "2", "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("train/train-*.json"))) < 3:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stderr.splitlines() == [f"interrupted: finished shards in {out} are kept; run the "
+                                   "same command again to resume"]
+    assert not (out / "manifest.json").exists()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "train: found 80 = written 80 + rejected 0" in done.stdout

@@ -72,17 +72,40 @@ def test_resume_after_sigkill_mid_epoch_is_bitwise_exact(shard_dataset, tmp_path
         assert torch.equal(expected[name], got[name]), f"{name} differs after resume"
 
 
-def test_sigterm_saves_at_the_next_step_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_then_exits_128_plus_its_number_and_resume_says_where(tmp_path, sig):
+    """SIGTERM -> 143, Ctrl-C (SIGINT to the process group, as a terminal sends it) -> 130,
+    each after a checkpoint; --resume names the checkpoint and step, and on a finished run
+    says it is complete (exit 0)."""
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "alexnet_dali.cli", "train", "synthetic", "--run-dir",
            str(run_dir), "--device", "cpu", "--threads", "2", "--batch-size", "2", "--epochs", "1",
            "--max-steps-per-epoch", "1000", "--log-every", "1", "--set", "model.num_classes=4"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     _wait_for(run_dir / "metrics.jsonl", proc)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert "SIGTERM: saved" in out + err and "resume with --resume" in err
-    state = torch.load(latest_checkpoint(run_dir), weights_only=True)
+    os.killpg(proc.pid, sig)
+    err = proc.communicate(timeout=120)[0]
+    status = 128 + sig
+    assert proc.returncode == status, err
+    path = latest_checkpoint(run_dir)
+    assert f"{sig.name}: saved {path} at epoch 1 step " in err
+    assert f"exit status {status}; continue with --resume" in err
+    state = torch.load(path, weights_only=True)
     assert state["epoch"] == 0 and 1 <= state["step_in_epoch"] < 1000
     assert state["global_step"] == state["step_in_epoch"]
+
+    done = state["step_in_epoch"]
+    resumed = subprocess.run([*cmd[:-6], "--max-steps-per-epoch", str(done + 1), "--resume"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stdout
+    assert (f"resuming from {path}: epoch 1 of 1, {done} of {done + 1} steps done, global step "
+            f"{done}") in resumed.stdout
+    again = subprocess.run([*cmd[:-6], "--resume"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout
+    final = latest_checkpoint(run_dir)
+    assert again.stdout.splitlines()[-1] == (
+        f"{final}: the run is complete (1 of 1 epochs, global step {done + 1}); nothing to do "
+        "(to train longer: --resume --epochs N)")

@@ -369,3 +369,38 @@ def test_paper_toml_is_the_papers_recipe_as_its_authors_ran_it():
         expected = set(to_dict(cfg)[section]) - {"num_classes", "step_epochs", "warmup_epochs",
                                                   "crop"}
         assert expected <= set(written[section]), (section, expected - set(written[section]))
+
+
+def test_model_parallel_devices_two_gpus_per_rank_cpu_twice_or_a_clear_refusal():
+    from alexnet_dali.builders import model_parallel_devices
+    from alexnet_dali.errors import ConfigError as UserConfigError
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda:0")
+    assert model_parallel_devices(cpu, 0, gpus=0) == (cpu, cpu)
+    assert model_parallel_devices(cuda, 0, gpus=2) == (torch.device("cuda:0"),
+                                                       torch.device("cuda:1"))
+    assert model_parallel_devices(torch.device("cuda:1"), 1, gpus=4) == (
+        torch.device("cuda:2"), torch.device("cuda:3"))
+    with pytest.raises(UserConfigError, match=r"needs two GPUs per process.*1 GPU\(s\) are "
+                                              r"visible; drop --model-parallel"):
+        model_parallel_devices(cuda, 0, gpus=1)
+    with pytest.raises(UserConfigError, match="cuda:2 and cuda:3, but 3 GPU"):
+        model_parallel_devices(torch.device("cuda:1"), 1, gpus=3)
+
+
+def test_status_lines_say_where_a_run_stands():
+    from alexnet_dali.runlog import chance_note, complete_line, devices_line, resume_line
+
+    assert resume_line("r/ckpt-0002-0000020.pt", 2, 6, 3, 10, 23) == (
+        "resuming from r/ckpt-0002-0000020.pt: epoch 3 of 6, 3 of 10 steps done, global step 23")
+    assert complete_line("c.pt", 6, 6, 60).startswith("c.pt: the run is complete (6 of 6 epochs")
+    assert devices_line(["cuda:0", "cuda:1"]) == (
+        "model-parallel: tower 1 on cuda:0, tower 2 on cuda:1")
+    assert "for testing" in devices_line([torch.device("cpu")] * 2)
+    # The chance note: once, after 3 epochs, while the error is at chance: within 0.05, or two
+    # standard deviations of a guess's accuracy on the val images (70: 2·sqrt(.25·.75/70)).
+    assert "configs/demo.toml" in chance_note(0.75, 4, 10_000, 3)
+    assert chance_note(0.71, 4, 10_000, 3) and not chance_note(0.69, 4, 10_000, 3)
+    assert chance_note(0.6857, 4, 70, 3) and not chance_note(0.64, 4, 70, 3)
+    assert not chance_note(0.75, 4, 70, 2) and not chance_note(0.75, 4, 70, 4)
+    assert not chance_note(0.9, 1000, 50_000, 3)  # a real run that learns: far below 0.999
