@@ -24,7 +24,7 @@ class PillowReference:
     """Map-style torch Dataset: tar bytes → Pillow decode → crop/flip/PCA/normalise (NumPy)."""
 
     def __init__(self, shards: ShardSet, stats: ColourStats, crop: int, dtype: str,
-                 pca_scale: str = "eigenvalue", seed: int = 0) -> None:
+                 pca_scale: str = "sqrt", seed: int = 0) -> None:
         if shards.indexes is None:
             raise ValueError(f"{shards.tars[0]}: no .idx index beside the shards; "
                              "re-run `alexnet-dali preprocess`, which writes them")

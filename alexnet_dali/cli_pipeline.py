@@ -48,3 +48,36 @@ def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decod
 
 
 BENCH_COMMANDS.append(bench_pipeline)
+
+
+@click.command("colour-noise")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Shard folder (manifest.json, pca.json); default: generate one in --workdir.")
+@click.option("--workdir", type=click.Path(file_okay=False), default="/tmp/alexnet-dali-bench",
+              show_default=True, help="Where the generated bench dataset is kept.")
+@click.option("--images", default=2048, show_default=True, help="Size of the generated dataset.")
+@click.option("--stats", type=click.Choice(["imagenet", "data"]), default="imagenet",
+              show_default=True, help="imagenet: cuda-convnet2's ImageNet PCA; data: pca.json.")
+@click.option("--pca-std", default=0.1, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--batches", default=8, show_default=True)
+@click.option("--threads", default=2, show_default=True)
+def bench_colour_noise(data, workdir, images, stats, pca_std, batch_size, batches,
+                       threads) -> None:
+    """The PCA colour shift's std per channel in the train loader, per pca_scale.
+
+    \b
+    Example (ImageNet's colour statistics on the generated dataset):
+      alexnet-dali bench colour-noise --batches 8 --batch-size 64
+    """
+    from pathlib import Path
+
+    from alexnet_dali.bench_colour import run_colour_bench
+    from alexnet_dali.bench_pipeline import bench_data
+
+    root = bench_data(data, Path(workdir), images, threads)
+    run_colour_bench(root, imagenet=stats == "imagenet", batches=batches, batch_size=batch_size,
+                     threads=threads, pca_std=pca_std)
+
+
+BENCH_COMMANDS.append(bench_colour_noise)

@@ -23,6 +23,20 @@ def mean_and_std(spec: PipelineSpec) -> tuple[tuple[float, ...], tuple[float, ..
     return mean, std
 
 
+def train_divisor(spec: PipelineSpec) -> tuple[float, ...]:
+    """The training graph's divisor: `mean_and_std`'s, × (1 + pca_std) with `pca_rescale`.
+
+    cuda-convnet2 multiplies each noised, mean-subtracted batch by 1/(1 + color_noise) so that
+    training inputs keep the overall scale of the (noise-free) test inputs; folded into `std`,
+    it costs nothing.
+    """
+    aug = spec.augment
+    _, std = mean_and_std(spec)
+    if aug.pca_noise and aug.pca_rescale:
+        return tuple(s * (1.0 + aug.pca_std) for s in std)
+    return std
+
+
 @pipeline_def(enable_checkpointing=True)
 def train_pipeline(spec: PipelineSpec):
     """Outputs images N×3×crop×crop (spec.layout, spec.dtype) and int64 labels N.
@@ -43,10 +57,11 @@ def train_pipeline(spec: PipelineSpec):
         alpha, shift = pca_lighting(pca_matrix(spec.stats, aug.pca_scale), aug.pca_std)
     else:
         alpha, shift = fn.constant(fdata=[0.0, 0.0, 0.0], shape=[3]), None
-    mean, std = mean_and_std(spec)
+    mean, _ = mean_and_std(spec)
     out = normalize(
         images, crop=aug.crop, anchor=anchor, span=spec.shards.image_size - aug.crop,
-        mirror=mirror, mean=mean, shift=shift, std=std, dtype=spec.dtype, layout=spec.layout,
+        mirror=mirror, mean=mean, shift=shift, std=train_divisor(spec), dtype=spec.dtype,
+        layout=spec.layout,
     )
     if spec.return_draws:
         return out, labels, anchor[0], anchor[1], mirror, alpha, decoded

@@ -38,7 +38,12 @@ def pca_of(data: Path) -> dict:
 
 def reference(decoded: np.ndarray, x: int, y: int, mirror: int, alpha: np.ndarray, data: Path,
               aug: AugmentConfig) -> np.ndarray:
-    """HWC uint8 → CHW float64 exactly as paper section 4.1 describes, from the draws."""
+    """HWC uint8 → CHW float64 exactly as paper section 4.1 describes, from the draws.
+
+    The colour noise as cuda-convnet2 applies it: added to the mean-subtracted image, shift
+    = Σ_i p_i·α_i·√λ_i (λ_i itself with pca_scale="eigenvalue"), then with `pca_rescale` the
+    noised image × 1/(1 + pca_std).
+    """
     pca = pca_of(data)
     img = decoded.astype(np.float64)
     if aug.mean == "image":
@@ -51,6 +56,8 @@ def reference(decoded: np.ndarray, x: int, y: int, mirror: int, alpha: np.ndarra
         if aug.pca_scale == "sqrt":
             lam = np.sqrt(lam)
         img = img + sum(p[:, i] * alpha[i] * lam[i] for i in range(3))
+        if aug.pca_rescale:
+            img = img / (1.0 + aug.pca_std)
     img = img[y:y + aug.crop, x:x + aug.crop]
     if mirror:
         img = img[:, ::-1]
@@ -70,7 +77,11 @@ AUGMENTS = {
     "no-augmentation": AugmentConfig(random_crop=False, flip=False, pca_noise=False),
     "mean-image-std": AugmentConfig(mean="image", std_normalize=True),
     "no-mean": AugmentConfig(mean="none", pca_std=0.5),
-    "sqrt-eigenvalues": AugmentConfig(pca_scale="sqrt"),
+    "eigenvalue-scale": AugmentConfig(pca_scale="eigenvalue"),
+    "rescale": AugmentConfig(pca_rescale=True),
+    "rescale-eigenvalue-mean-image-std": AugmentConfig(
+        mean="image", std_normalize=True, pca_rescale=True, pca_std=0.3, pca_scale="eigenvalue"),
+    "rescale-without-noise": AugmentConfig(pca_noise=False, pca_rescale=True),
 }
 
 

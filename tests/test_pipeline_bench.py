@@ -47,7 +47,7 @@ def test_reference_does_the_same_work(tmp_path: Path) -> None:
     alpha = rng.normal(0.0, 0.1, 3)
     with tarfile.open(shards.tars[0]) as tar:
         decoded = np.asarray(Image.open(tar.extractfile("000000000.jpg")).convert("RGB"))
-    shift = np.asarray(stats.eigenvectors) @ (alpha * np.asarray(stats.eigenvalues))
+    shift = np.asarray(stats.eigenvectors) @ (alpha * np.sqrt(stats.eigenvalues))  # √λ default
     expected = decoded[y:y + 224, x:x + 224].astype(np.float64) - np.asarray(stats.mean) + shift
     if mirror:
         expected = expected[:, ::-1]
