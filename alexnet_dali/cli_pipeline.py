@@ -28,14 +28,19 @@ BENCH_COMMANDS: list = []
               help="Untimed batches per turn, on top of the batches a pipeline holds in flight.")
 @click.option("--batches", default=10, show_default=True, help="Batches per repetition.")
 @click.option("--reps", default=5, show_default=True)
-@click.option("--skip-reference", is_flag=True, help="Time only the DALI pipeline.")
+@click.option("--skip-reference", is_flag=True, help="Leave out the DataLoader + Pillow row.")
+@click.option("--baseline", is_flag=True,
+              help="Add the minimal DALI graph (read, decode, random crop/mirror, fixed mean).")
 def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decoder_load, dtype,
-                   prefetch, warmup, batches, reps, skip_reference) -> None:
+                   prefetch, warmup, batches, reps, skip_reference, baseline) -> None:
     """Images/s of the DALI train pipeline vs a DataLoader + Pillow doing the same work.
 
     \b
     Example (2 CPU cores, generated 2048-image dataset):
       alexnet-dali bench pipeline --threads 2 --batch-size 64 --batches 8 --reps 5
+    \b
+    The project's graph vs the minimal one (pipelines/baseline.py), same shards, one run:
+      alexnet-dali bench pipeline --baseline --skip-reference --batch-size 128 --reps 7
     \b
     On a GPU machine, nvJPEG + hardware decoder:
       alexnet-dali bench pipeline --data shards/ --decoder gpu --threads 16 --batch-size 256
@@ -44,7 +49,8 @@ def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decod
 
     run_bench(data, workdir=workdir, images=images, batch_size=batch_size, threads=threads,
               decoder=decoder, hw_decoder_load=hw_decoder_load, dtype=dtype, prefetch=prefetch,
-              warmup=warmup, batches=batches, reps=reps, skip_reference=skip_reference)
+              warmup=warmup, batches=batches, reps=reps, skip_reference=skip_reference,
+              baseline=baseline)
 
 
 BENCH_COMMANDS.append(bench_pipeline)

@@ -77,8 +77,9 @@ def pipeline_device(loader: LoaderConfig, device: torch.device) -> str:
     return "gpu" if device.type == "cuda" else "cpu"
 
 
-def _pipeline_args(spec: PipelineSpec, loader: LoaderConfig, batch_size: int,
-                   device: torch.device, seed: int) -> dict:
+def pipeline_args(spec: PipelineSpec, loader: LoaderConfig, batch_size: int,
+                  device: torch.device, seed: int) -> dict:
+    """The `Pipeline` arguments every loader graph runs with (threads, prefetch, executor)."""
     device_id = None
     if spec.device == "gpu":
         device_id = device.index if device.index is not None else torch.cuda.current_device()
@@ -116,16 +117,21 @@ def copy_batch(batch, device: torch.device) -> torch.Tensor:
     return torch.from_dlpack(batch.as_tensor()).to(device)
 
 
-def to_torch(outputs, loader: LoaderConfig, device: torch.device) -> list[torch.Tensor]:
-    """DALI TensorLists → torch tensors on `device`; images cast/permuted per `loader`."""
-    tensors = [copy_batch(o, device) for o in outputs]
-    images = tensors[0]
+def images_to_torch(batch, loader: LoaderConfig, device: torch.device) -> torch.Tensor:
+    """The graph's image batch → a torch tensor on `device`, cast/permuted per `loader`."""
+    images = copy_batch(batch, device)
     wanted = getattr(torch, loader.dtype)
     if images.dtype != wanted:  # bfloat16 (DALI has none), float16 from a CPU graph
         images = images.to(wanted)
     if loader.layout == "NHWC":  # logically NCHW, channels_last in memory
         images = images.movedim(-1, -3)
-    return [images, *tensors[1:]]
+    return images
+
+
+def to_torch(outputs, loader: LoaderConfig, device: torch.device) -> list[torch.Tensor]:
+    """DALI TensorLists → torch tensors on `device`; images cast/permuted per `loader`."""
+    return [images_to_torch(outputs[0], loader, device),
+            *(copy_batch(o, device) for o in outputs[1:])]
 
 
 def find_corrupt_jpeg(tars: tuple[str, ...]) -> tuple[str, str, str] | None:
@@ -226,7 +232,7 @@ def build_train_loader(
         raise ValueError(f"{data_dir}: {spec.shards.samples} training samples are fewer than one "
                          f"global batch ({world_size} ranks × {batch_size}); lower it")
     blob, step = (None, 0) if checkpoint is None else _parse_checkpoint(checkpoint, spec, steps)
-    pipe = train_pipeline(spec, checkpoint=blob, **_pipeline_args(
+    pipe = train_pipeline(spec, checkpoint=blob, **pipeline_args(
         spec, loader, batch_size, device, rank_seed(seed, rank)))
     pipe.build()
     _check_epoch_size(pipe, spec)
@@ -291,7 +297,7 @@ def build_eval_loader(
                          world_size=world_size, device=device, return_draws=return_draws)
     spec = replace(spec, shuffle_buffer=1)
     pipe = eval_pipeline(spec, tencrop=tencrop,
-                         **_pipeline_args(spec, loader, batch_size, device, 0))
+                         **pipeline_args(spec, loader, batch_size, device, 0))
     pipe.build()
     _check_epoch_size(pipe, spec)
     return EvalLoader(pipe, spec, loader, batch_size, device)

@@ -21,7 +21,13 @@ def labels_from_digits(digits: DataNode) -> DataNode:
 
 
 def read_shards(spec: PipelineSpec, training: bool) -> tuple[DataNode, DataNode]:
-    """Encoded JPEG bytes (uint8, 1-D) and int64 labels of this rank's part of the split.
+    """Encoded JPEG bytes (uint8, 1-D) and int64 labels of this rank's part of the split."""
+    jpegs, digits = read_members(spec, training)
+    return jpegs, labels_from_digits(digits)
+
+
+def read_members(spec: PipelineSpec, training: bool) -> tuple[DataNode, DataNode]:
+    """The `.jpg` and `.cls` members (uint8, 1-D) of this rank's part of the split, as stored.
 
     Training shuffles (buffer of `shuffle_buffer` samples) and moves to the next reader shard
     every epoch; evaluation reads in order, sticks to its shard and pads its last batch.
@@ -42,7 +48,7 @@ def read_shards(spec: PipelineSpec, training: bool) -> tuple[DataNode, DataNode]
         name=READER_NAME,
         **index,
     )
-    return jpegs, labels_from_digits(digits)
+    return jpegs, digits
 
 
 def decode(jpegs: DataNode, device: str, hw_decoder_load: float) -> DataNode:
