@@ -28,12 +28,13 @@ from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.pipelines.eval import eval_pipeline
 from alexnet_dali.pipelines.readers import READER_NAME
 from alexnet_dali.pipelines.spec import (
+    DataDirError,
     PipelineSpec,
     load_colour_stats,
     load_shard_set,
 )
 from alexnet_dali.pipelines.train import train_pipeline
-from alexnet_dali.tools.shards import iter_shard
+from alexnet_dali.tools.shards import LABEL_DIGITS, iter_shard
 
 CHECKPOINT_FORMAT = "alexnet-dali-loader-1"
 
@@ -128,10 +129,33 @@ def images_to_torch(batch, loader: LoaderConfig, device: torch.device) -> torch.
     return images
 
 
+DIGIT_WEIGHTS = 10 ** torch.arange(LABEL_DIGITS - 1, -1, -1)
+
+
+def labels_from_digits(digits: torch.Tensor) -> torch.Tensor:
+    """N×LABEL_DIGITS ASCII digits (uint8, the `.cls` members) → int64 class ids N.
+
+    One vectorised step on the whole batch; the DALI graph hands the bytes over untouched.
+    """
+    if digits.shape[1:] != (LABEL_DIGITS,) or ((digits < 48) | (digits > 57)).any():
+        raise DataDirError(f"a .cls member in this batch is not {LABEL_DIGITS} ASCII digits "
+                           f"(batch shape {tuple(digits.shape)}); re-run `alexnet-dali preprocess`")
+    return ((digits.long() - ord("0")) * DIGIT_WEIGHTS).sum(dim=1)
+
+
+def labels_to_torch(digits, device: torch.device) -> torch.Tensor:
+    """The graph's `.cls` digits (a CPU TensorList) → int64 labels N on `device`."""
+    if not digits.is_dense_tensor():
+        raise DataDirError(f".cls members of different lengths in one batch; each must be "
+                           f"{LABEL_DIGITS} ASCII digits: re-run `alexnet-dali preprocess`")
+    return labels_from_digits(torch.from_dlpack(digits.as_tensor())).to(device)
+
+
 def to_torch(outputs, loader: LoaderConfig, device: torch.device) -> list[torch.Tensor]:
-    """DALI TensorLists → torch tensors on `device`; images cast/permuted per `loader`."""
-    return [images_to_torch(outputs[0], loader, device),
-            *(copy_batch(o, device) for o in outputs[1:])]
+    """DALI (images, `.cls` digits, *draws) → torch tensors on `device`: images per `loader`,
+    int64 labels, the draws as they are."""
+    return [images_to_torch(outputs[0], loader, device), labels_to_torch(outputs[1], device),
+            *(copy_batch(o, device) for o in outputs[2:])]
 
 
 def find_corrupt_jpeg(tars: tuple[str, ...]) -> tuple[str, str, str] | None:

@@ -106,7 +106,7 @@ def write_dataset(root: Path, splits: dict[str, int], per_shard: int = 8, seed: 
 
 
 def test_writer_and_graph_labels(tmp_path: Path) -> None:
-    """The DALI graph turns the 6 ASCII digits back into the written ids, in shard order."""
+    """The loader turns the 6 ASCII digits the graph hands over back into the written ids."""
     import torch
 
     from alexnet_dali.config import AugmentConfig, LoaderConfig
@@ -122,3 +122,20 @@ def test_writer_and_graph_labels(tmp_path: Path) -> None:
     assert labels.dtype == torch.int64
     assert labels.tolist() == [label_of(i) for i in range(11)]
     assert max(labels.tolist()) > 99_999  # six significant digits decoded
+
+
+def test_labels_from_digits_against_int() -> None:
+    """The vectorised conversion equals int(b"...") per row; other widths or bytes are refused."""
+    import pytest
+    import torch
+
+    from alexnet_dali.loader import labels_from_digits
+    from alexnet_dali.pipelines.spec import DataDirError
+
+    ids = [0, 7, 17, 123_456, 999_999, 100_000]
+    digits = torch.tensor([list(f"{i:06d}".encode()) for i in ids], dtype=torch.uint8)
+    assert labels_from_digits(digits).tolist() == [int(bytes(row.tolist())) for row in digits]
+    with pytest.raises(DataDirError, match="not 6 ASCII digits"):
+        labels_from_digits(digits[:, :5])
+    with pytest.raises(DataDirError, match="not 6 ASCII digits"):
+        labels_from_digits(torch.tensor([list(b"00001a")], dtype=torch.uint8))
