@@ -36,7 +36,9 @@ from alexnet_dali.pipelines.spec import (
 from alexnet_dali.pipelines.train import train_pipeline
 from alexnet_dali.tools.shards import LABEL_DIGITS, iter_shard
 
-CHECKPOINT_FORMAT = "alexnet-dali-loader-1"
+# 2: the lean train graph. DALI restores a checkpoint only into the graph that wrote it (it
+# names operators by their position), so a 1 cannot be restored and is refused by name.
+CHECKPOINT_FORMAT = "alexnet-dali-loader-2"
 
 
 class CorruptSampleError(RuntimeError):
@@ -231,9 +233,13 @@ def _parse_checkpoint(checkpoint: bytes | str, spec: PipelineSpec,
     text = checkpoint.decode() if isinstance(checkpoint, bytes) else checkpoint
     try:
         state = json.loads(text)
-        assert state["format"] == CHECKPOINT_FORMAT
-    except (ValueError, KeyError, AssertionError):
+        found_format = state["format"]
+    except (ValueError, KeyError, TypeError):
         raise ValueError("loader checkpoint: not a TrainLoader.checkpoint() string") from None
+    if found_format != CHECKPOINT_FORMAT:
+        raise ValueError(f"loader checkpoint: format {found_format!r} comes from another version "
+                         f"of the train graph (this one writes {CHECKPOINT_FORMAT!r}) and DALI "
+                         "cannot restore it; resume from a checkpoint this version wrote")
     expected = (spec.shard_id, spec.num_shards, steps)
     found = (state["shard_id"], state["num_shards"], state["steps_per_epoch"])
     if found != expected:
