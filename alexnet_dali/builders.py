@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from alexnet_dali.config import ConfigError, TrainConfig
+from alexnet_dali.config import TrainConfig
+from alexnet_dali.errors import ConfigError
 from alexnet_dali.distributed import DistInfo
 from alexnet_dali.tools.manifest import read_manifest
 

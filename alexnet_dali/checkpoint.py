@@ -15,14 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from alexnet_dali.errors import CheckpointError
+
 CKPT_RE = re.compile(r"^ckpt-(\d{4,})-(\d{7,})\.pt$")
 # Config keys added after checkpoints existed, with the value that reproduces how an older
 # checkpoint was trained: the LRN read literally, weight decay on biases too.
 LEGACY_CONFIG = {"model": {"lrn_formula": "text"}, "optim": {"bias_decay": True}}
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit this run."""
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:

@@ -1,8 +1,10 @@
-"""CLI command of the pipeline stage: `bench pipeline` (the benchmark is `bench_pipeline.py`)."""
+"""CLI commands of the pipeline stage: `bench pipeline`, `bench colour-noise` (bench_*.py)."""
 
 from __future__ import annotations
 
 import click
+
+from alexnet_dali.errors import report_user_errors
 
 COMMANDS: list = []
 BENCH_COMMANDS: list = []
@@ -31,6 +33,7 @@ BENCH_COMMANDS: list = []
 @click.option("--skip-reference", is_flag=True, help="Leave out the DataLoader + Pillow row.")
 @click.option("--baseline", is_flag=True,
               help="Add the minimal DALI graph (read, decode, random crop/mirror, fixed mean).")
+@report_user_errors
 def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decoder_load, dtype,
                    prefetch, warmup, batches, reps, skip_reference, baseline) -> None:
     """Images/s of the DALI train pipeline vs a DataLoader + Pillow doing the same work.
@@ -68,6 +71,7 @@ BENCH_COMMANDS.append(bench_pipeline)
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--batches", default=8, show_default=True)
 @click.option("--threads", default=2, show_default=True)
+@report_user_errors
 def bench_colour_noise(data, workdir, images, stats, pca_std, batch_size, batches,
                        threads) -> None:
     """The PCA colour shift's std per channel in the train loader, per pca_scale.

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from alexnet_dali.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -110,10 +112,6 @@ class TrainConfig:
 
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key a user must fix."""
 
 
 # Keys older versions wrote into config.json and checkpoints, dropped when read again:

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet_dali.config import ConfigError, ModelConfig
+from alexnet_dali.config import ModelConfig
+from alexnet_dali.errors import ConfigError
 
 # Kernels per conv layer (both towers together) and which layers see only their own tower.
 PAPER_WIDTHS = (96, 256, 384, 384, 256)

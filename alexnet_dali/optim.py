@@ -18,7 +18,8 @@ from typing import Any, Iterable
 
 import torch
 
-from alexnet_dali.config import ConfigError, OptimConfig
+from alexnet_dali.config import OptimConfig
+from alexnet_dali.errors import ConfigError
 
 
 class PaperSGD(torch.optim.Optimizer):

@@ -18,6 +18,8 @@ import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.data_node import DataNode
 
+from alexnet_dali.errors import ConfigError
+
 DALI_DTYPES = {"float32": types.FLOAT, "float16": types.FLOAT16}
 
 
@@ -33,7 +35,8 @@ def random_crop(image_size: int, crop: int, random: bool = True) -> tuple[DataNo
     """
     span = image_size - crop
     if span < 0:
-        raise ValueError(f"crop {crop} is larger than the {image_size}x{image_size} shard images")
+        raise ConfigError(f"augment.crop = {crop} is larger than the {image_size}x{image_size} "
+                          "shard images; lower it, or preprocess with --size of at least it")
     if not random:
         center = fn.constant(fdata=crop_positions(span)[span // 2], shape=[])
         return center, center

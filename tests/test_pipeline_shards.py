@@ -130,12 +130,12 @@ def test_labels_from_digits_against_int() -> None:
     import torch
 
     from alexnet_dali.loader import labels_from_digits
-    from alexnet_dali.pipelines.spec import DataDirError
+    from alexnet_dali.errors import DataError
 
     ids = [0, 7, 17, 123_456, 999_999, 100_000]
     digits = torch.tensor([list(f"{i:06d}".encode()) for i in ids], dtype=torch.uint8)
     assert labels_from_digits(digits).tolist() == [int(bytes(row.tolist())) for row in digits]
-    with pytest.raises(DataDirError, match="not 6 ASCII digits"):
+    with pytest.raises(DataError, match="not 6 ASCII digits"):
         labels_from_digits(digits[:, :5])
-    with pytest.raises(DataDirError, match="not 6 ASCII digits"):
+    with pytest.raises(DataError, match="not 6 ASCII digits"):
         labels_from_digits(torch.tensor([list(b"00001a")], dtype=torch.uint8))
