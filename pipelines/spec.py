@@ -64,8 +64,8 @@ def load_shard_set(data_dir: str | Path, split: str) -> ShardSet:
     return ShardSet(split, tars, indexes if have_all else None, entry.samples, size)
 
 
-def pca_matrix(stats: ColourStats, scale: str = "eigenvalue") -> np.ndarray:
-    """3x3 float32 M with shift = M·α: P·diag(λ) ("eigenvalue") or P·diag(√λ) ("sqrt")."""
+def pca_matrix(stats: ColourStats, scale: str = "sqrt") -> np.ndarray:
+    """3x3 float32 M with shift = M·α: P·diag(√λ) ("sqrt") or P·diag(λ) ("eigenvalue")."""
     p = np.asarray(stats.eigenvectors, dtype=np.float64)
     lam = np.asarray(stats.eigenvalues, dtype=np.float64)
     if scale == "sqrt":
