@@ -67,7 +67,8 @@ def colour_shifts(data_dir: Path, augment: AugmentConfig, *, batches: int, batch
     import torch
 
     from alexnet_dali.loader import build_train_loader
-    from alexnet_dali.pipelines.spec import load_colour_stats, load_shard_set
+    from alexnet_dali.pipelines.spec import load_shard_set
+    from alexnet_dali.tools.pca import load_colour_stats
 
     if augment.mean != "channel" or augment.std_normalize or augment.pca_rescale:
         raise ValueError("colour_shifts reads the shift off (x - mean + shift): use mean="
@@ -93,7 +94,7 @@ def colour_shifts(data_dir: Path, augment: AugmentConfig, *, batches: int, batch
 def run_colour_bench(data_dir: Path, *, imagenet: bool, batches: int, batch_size: int,
                      threads: int, pca_std: float = 0.1) -> dict[str, np.ndarray]:
     """Print the measured and the formula's shift std per channel for each pca_scale."""
-    from alexnet_dali.pipelines.spec import load_colour_stats
+    from alexnet_dali.tools.pca import load_colour_stats
 
     print(f"data {data_dir}; colour statistics: "
           f"{'ImageNet (cuda-convnet2 stdevs)' if imagenet else 'the data pca.json'}; "

@@ -15,7 +15,7 @@ from test_pipeline_shards import write_dataset
 from alexnet_dali.bench_colour import IMAGENET_STATS, colour_shifts, formula_std
 from alexnet_dali.cli import main
 from alexnet_dali.config import AugmentConfig
-from alexnet_dali.pipelines.spec import load_colour_stats
+from alexnet_dali.tools.pca import load_colour_stats
 
 
 @pytest.fixture(scope="module")
