@@ -13,7 +13,6 @@ The drawing itself is in `plots.py`.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -23,6 +22,7 @@ import numpy as np
 
 from alexnet_dali.errors import DataError, report_user_errors
 from alexnet_dali.plots import draw_conv1, draw_curves, draw_neighbours, save_figure
+from alexnet_dali.runlog import METRICS_NAME, read_metrics
 
 if TYPE_CHECKING:  # torch is imported inside the functions: `alexnet-dali --help` stays fast
     import torch
@@ -31,22 +31,6 @@ if TYPE_CHECKING:  # torch is imported inside the functions: `alexnet-dali --hel
 FILTERS_PER_ROW = 16
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl file; a bad line is an error naming the file and line."""
-    path = Path(path)
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{number}: not a JSON line ({e}); fix or delete it") from None
-        if not isinstance(record, dict) or "kind" not in record or "step" not in record:
-            raise DataError(f"{path}:{number}: expected an object with 'kind' and 'step'; fix or "
-                            "delete it")
-        records.append(record)
-    return records
 
 
 def conv1_grid(weight: torch.Tensor, towers: int) -> np.ndarray:
@@ -120,8 +104,7 @@ def fc7_of_split(model: torch.nn.Module, data_dir: Path, split: str, limit: int,
 def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """The newest checkpoint's model (grouped, CPU, eval mode), its TrainConfig and the
     checkpoint itself."""
-    from alexnet_dali.checkpoint import load_checkpoint
-    from alexnet_dali.trainer import model_from_checkpoint
+    from alexnet_dali.checkpoint import load_checkpoint, model_from_checkpoint
 
     state = load_checkpoint(run_dir)
     model, cfg = model_from_checkpoint(state)
@@ -191,7 +174,7 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
     from alexnet_dali.tools.manifest import MANIFEST_NAME
 
     run_dir = Path(run_dir)
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir / METRICS_NAME
     has_checkpoint = latest_checkpoint(run_dir) is not None
     if not metrics.is_file() and not has_checkpoint:
         raise DataError(f"{run_dir}: not a training run (neither metrics.jsonl nor "
@@ -224,6 +207,8 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
     else:
         log(f"{data}: no {MANIFEST_NAME}, so no fc7 neighbours figure (pass --data SHARDS)")
     return written
+
+
 @click.command(
     "figures",
     short_help="Training curves, conv1 filter grid (Fig. 3), fc7 neighbours (Fig. 4).")

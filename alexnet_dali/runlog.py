@@ -1,5 +1,6 @@
-"""Run logging: `RUN/metrics.jsonl` (one JSON object a line) and TensorBoard scalars when installed,
-and the one-line notes a run prints about itself (resumed from where, complete, devices, stalled).
+"""Run logging: `RUN/metrics.jsonl` (one JSON object a line) and TensorBoard scalars when installed;
+`read_metrics` is the file's one reader. Also the one-line notes a run prints about itself
+(resumed from where, complete, devices, stalled at chance).
 
 Line shapes (the figures read them):
   {"kind": "train", "epoch": 1, "step": 40, "loss": 2.1, "lr": 0.01, "images_per_s": 850.0}
@@ -14,6 +15,9 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from alexnet_dali.errors import DataError
+
+METRICS_NAME = "metrics.jsonl"
 CHANCE_EPOCHS = 3  # after this many epochs at chance, say what usually helps
 CHANCE_MARGIN = 0.05  # "at chance": val top-1 error at least 1 - 1/classes minus this
 
@@ -23,7 +27,7 @@ class RunLog:
 
     def __init__(self, run_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True):
         self.enabled = enabled
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = Path(run_dir) / METRICS_NAME
         self.writer = None
         self.note = ""
         if not enabled:
@@ -102,3 +106,21 @@ def chance_note(top1_err: float, classes: int, samples: int, epoch: int) -> str:
             f"({chance:.3f} for {classes} classes). The paper's recipe (N(0, 0.01) init, lr "
             "0.01, plateau schedule) often stalls on small data or short runs: try --config "
             "configs/demo.toml (docs/TRAINING.md)")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file; a bad line is an error naming the file and line."""
+    path = Path(path)
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{number}: not a JSON line ({e}); fix or delete it") from None
+        if not isinstance(record, dict) or "kind" not in record or "step" not in record:
+            raise DataError(f"{path}:{number}: expected an object with 'kind' and 'step'; fix or "
+                            "delete it")
+        records.append(record)
+    return records

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_pipeline_shards import label_of, write_dataset
+from helpers import label_of, write_dataset
 
 from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
@@ -92,6 +92,9 @@ def test_checkpoint_from_other_setup_is_refused(data: Path) -> None:
         train(data, batch_size=2, checkpoint=state)
     with pytest.raises(CheckpointError, match="not a TrainLoader"):
         train(data, checkpoint="{}")
+    older = json.dumps({**json.loads(state), "format": "alexnet-dali-loader-1"})
+    with pytest.raises(CheckpointError, match="'alexnet-dali-loader-1' comes from another"):
+        train(data, checkpoint=older)
 
 
 def test_two_ranks_train_equal_steps_disjoint_shards(data: Path) -> None:
@@ -177,7 +180,6 @@ def test_preprocessed_shards(shard_dataset: Path) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_mixed_decode_matches_cpu(data: Path) -> None:
     """device="mixed" decoding + GPU augmentation equals the CPU graph up to decoder rounding."""
     gpu = torch.device("cuda", 0)
