@@ -74,20 +74,34 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
 @click.option("--seed", default=0, show_default=True, help="Shuffle seed (recorded).")
 @click.option("--shard-size", default=1000, show_default=True, help="Samples per shard.")
 @click.option("--workers", default=0, show_default=True, help="Processes; 0 = all cores.")
-@click.option("--split", default=None, help="SRC is one ImageFolder (or flat folder): this split.")
+@click.option("--layout", type=click.Choice(["official", "kaggle", "hf", "folders"]),
+              default=None, help="Input layout [default: detected from SRC's content].")
+@click.option("--split", default=None, help="Build only this split (folders: SRC may be the "
+              "split's folder itself).")
 @click.option("--val-labels", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="File name -> class lines for a flat val folder (ILSVRC-2012 style).")
+              help="Labels of a flat val folder: '<file> <class>' lines (LOC_val_solution.csv) "
+              "or one class a line (imagenet_2012_validation_synset_labels.txt).")
+@click.option("--class-names", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="'<wnid> <words>' lines (LOC_synset_mapping.txt): class words; for hf also "
+              "the class list.")
 @click.option("--part", default="1/1", show_default=True, help="Build share i of n of the shards.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_fail_on_data_error
-def preprocess(src, out, size, quality, draft, max_pixels, seed, shard_size, workers, split,
-               val_labels, part, quiet) -> None:
+def preprocess(src, out, size, quality, draft, max_pixels, seed, shard_size, workers, layout,
+               split, val_labels, class_names, part, quiet) -> None:
     """Convert images to shuffled 256x256 JPEG tar shards + DALI indexes + manifest.json.
 
     \b
+    SRC layouts (detected; --layout overrides):
+      official  ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz
+      kaggle    LOC_synset_mapping.txt, LOC_val_solution.csv, ILSVRC/Data/CLS-LOC/
+      hf        Hugging Face imagenet-1k: data/{train,validation}-*.parquet
+      folders   train/<class>/..., val/<class>/... (or a flat val folder + --val-labels)
+    \b
     Examples:
       alexnet-dali preprocess demo/raw demo/shards
-      alexnet-dali preprocess /data/ILSVRC/train /data/shards --split train --part 3/8
+      alexnet-dali preprocess /data/ILSVRC2012 /data/shards          # the official tars
+      alexnet-dali preprocess /data/ILSVRC2012 /data/shards --split train --part 3/8
       alexnet-dali preprocess /data/ILSVRC/val /data/shards --split val --val-labels val.txt
     Re-running resumes: finished shards are kept. With --part, the last part to finish (or
     `alexnet-dali merge-manifest OUT`) writes the manifest.
@@ -97,7 +111,8 @@ def preprocess(src, out, size, quality, draft, max_pixels, seed, shard_size, wor
 
     image = ImageSettings(size, quality, draft, max_pixels or DEFAULT_MAX_PIXELS)
     config = PreprocessConfig(image, seed, shard_size, workers, _parse_part(part))
-    manifest = run(src, out, config, split=split, val_labels=val_labels, progress=not quiet)
+    manifest = run(src, out, config, split=split, val_labels=val_labels, progress=not quiet,
+                   layout=layout, class_names=class_names)
     click.echo(summary(out, manifest))
 
 

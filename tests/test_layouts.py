@@ -224,3 +224,21 @@ def test_workers_parts_and_resume_identical_for_containers(roots, outputs, tmp_p
     monkeypatch.setattr(pp, "write_shard", real_write)
     run(roots[layout], tmp_path / "resumed")
     assert shard_bytes(tmp_path / "resumed") == reference
+
+
+def test_cli_prints_notes_and_summary(roots, tmp_path):
+    from click.testing import CliRunner
+
+    from alexnet_dali.cli import main
+
+    args = ["preprocess", str(roots["kaggle"]), str(tmp_path / "out"), "--workers", "1",
+            "--shard-size", "8", "--quiet", "--class-names", str(roots["mapping"])]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "note: this looks like ImageNet-1k but has 4 classes, not 1000" in result.output
+    assert "train: found 23 = written 22 + rejected 1" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(main, ["preprocess", str(empty), str(tmp_path / "o2")])
+    assert result.exit_code == 1
+    assert "Error: " in result.output and "no known input layout; looked for" in result.output
