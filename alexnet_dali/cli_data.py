@@ -155,13 +155,16 @@ def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
     click.echo(summary(result))
 
 
-@click.command("preprocess", short_help="Preprocess speed, draft vs no draft decoding.")
+@click.command("preprocess", short_help="Preprocess speed and quality: Pillow vs libjpeg-turbo, "
+               "folders vs official tar.")
 @click.option("--small", default=40, show_default=True, help="Images of ~500x375.")
 @click.option("--large", default=20, show_default=True, help="Images of ~2000x1500.")
 @click.option("--workers", default=1, show_default=True, help="preprocess worker processes.")
 @click.option("--repeats", default=2, show_default=True, help="Timed runs per setting (best).")
 def bench_preprocess(small, large, workers, repeats) -> None:
-    """Time preprocess on generated photo-sized JPEGs with and without draft decoding.
+    """Time preprocess on generated photo-sized JPEGs: today's Pillow path, the libjpeg-turbo
+    path on the same folder, and the libjpeg-turbo path reading an official-style train tar;
+    PSNR against a full-resolution decode + Lanczos reference.
 
     \b
     Example:

@@ -50,7 +50,7 @@ class PreprocessConfig:
         """The manifest's `settings` (workers and part do not change the output)."""
         return {"size": self.image.size, "quality": self.image.quality,
                 "filter": images.FILTER_NAME, "draft": self.image.draft,
-                "draft_factor": images.DRAFT_FACTOR, "max_pixels": self.image.max_pixels,
+                **self.image.describe(), "max_pixels": self.image.max_pixels,
                 "seed": self.seed, "shard_size": self.shard_size, "version": __version__}
 
 
