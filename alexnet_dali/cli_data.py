@@ -68,7 +68,11 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
               "central square).")
 @click.option("--quality", default=90, show_default=True, help="JPEG quality of the output.")
 @click.option("--draft/--no-draft", default=True, show_default=True,
-              help="Decode big JPEGs at reduced DCT scale while >= 2x the size remains.")
+              help="Decode big JPEGs at 1/2, 1/4 or 1/8 DCT scale while the shorter side stays "
+              ">= the size (turbo) or 2x the size (pillow).")
+@click.option("--decoder", type=click.Choice(["turbo", "pillow"]), default="turbo",
+              show_default=True, help="JPEG decoder/encoder: libjpeg-turbo via simplejpeg, or "
+              "Pillow for everything (slower; recorded in the manifest).")
 @click.option("--max-pixels", default=None, type=int,
               help="Reject images with more pixels (decompression bombs) [default: 178956970].")
 @click.option("--seed", default=0, show_default=True, help="Shuffle seed (recorded).")
@@ -87,8 +91,8 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
 @click.option("--part", default="1/1", show_default=True, help="Build share i of n of the shards.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_fail_on_data_error
-def preprocess(src, out, size, quality, draft, max_pixels, seed, shard_size, workers, layout,
-               split, val_labels, class_names, part, quiet) -> None:
+def preprocess(src, out, size, quality, draft, decoder, max_pixels, seed, shard_size, workers,
+               layout, split, val_labels, class_names, part, quiet) -> None:
     """Convert images to shuffled 256x256 JPEG tar shards + DALI indexes + manifest.json.
 
     \b
@@ -109,7 +113,7 @@ def preprocess(src, out, size, quality, draft, max_pixels, seed, shard_size, wor
     from alexnet_dali.tools.images import DEFAULT_MAX_PIXELS, ImageSettings
     from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess as run, summary
 
-    image = ImageSettings(size, quality, draft, max_pixels or DEFAULT_MAX_PIXELS)
+    image = ImageSettings(size, quality, draft, max_pixels or DEFAULT_MAX_PIXELS, decoder)
     config = PreprocessConfig(image, seed, shard_size, workers, _parse_part(part))
     manifest = run(src, out, config, split=split, val_labels=val_labels, progress=not quiet,
                    layout=layout, class_names=class_names)
