@@ -1,79 +1,20 @@
-"""CLI commands of the train stage: `train`, `eval`, `bench train` (and MODEL's `figures`).
+"""CLI commands of the train stage: `train`, `eval`, `figures`, `bench train`.
 
-Config resolution happens in one place, `resolve_config`: defaults < TOML/JSON file < --set
-key=value < named flags, built through `config.from_dict` (unknown keys are errors).
+Configs are resolved in one place, `config.resolve_config`: defaults < TOML/JSON file < --set
+key=value < named flags (unknown keys are errors).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
 
-from alexnet_dali.config import ConfigError, TrainConfig, from_dict, load_toml, merge, to_dict
-
-# named flag -> dotted config key
-FLAG_KEYS = {
-    "run_dir": "run_dir", "epochs": "epochs", "batch_size": "batch_size", "lr": "optim.lr",
-    "seed": "seed", "device": "device", "precision": "precision", "compile": "compile",
-    "model_parallel": "model_parallel", "max_steps_per_epoch": "max_steps_per_epoch",
-    "threads": "threads", "workers": "loader.num_threads", "arch": "model.arch",
-    "init": "model.init", "update": "optim.update", "schedule": "optim.schedule",
-    "checkpoint_every": "checkpoint_every", "keep_checkpoints": "keep_checkpoints",
-    "deterministic": "deterministic", "pca_noise": "augment.pca_noise",
-    "std_normalize": "augment.std_normalize", "log_every": "log_every",
-}
-
-
-def _nested(dotted: str, value: Any) -> dict[str, Any]:
-    out: dict[str, Any] = value
-    for part in reversed(dotted.split(".")):
-        out = {part: out}
-    return out
-
-
-def parse_set(item: str) -> dict[str, Any]:
-    """`optim.lr=0.001` -> {"optim": {"lr": 0.001}}; the value is read as TOML, else a string."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set model.lrn=false")
-    key, raw = (s.strip() for s in item.split("=", 1))
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return _nested(key, value)
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """A TOML config, or a run's saved config.json."""
-    path = Path(path)
-    if path.suffix == ".json":
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: not a readable JSON config ({e})") from None
-    return load_toml(path)
-
-
-def resolve_config(data: str | None, *, config_file: str | None = None, sets: tuple[str, ...] = (),
-                   flags: dict[str, Any] | None = None,
-                   base: dict[str, Any] | None = None) -> TrainConfig:
-    """defaults (or `base`, e.g. a checkpoint's config) < config file < --set < named flags."""
-    values = base if base is not None else to_dict(TrainConfig())
-    if config_file:
-        values = merge(values, load_config_file(config_file))
-    for item in sets:
-        values = merge(values, parse_set(item))
-    for name, value in (flags or {}).items():
-        if value is not None:
-            values = merge(values, _nested(FLAG_KEYS[name], value))
-    if data is not None:
-        values["data"] = str(data)
-    return from_dict(TrainConfig, values, where=config_file or "config")
+from alexnet_dali.config import resolve_config
+from alexnet_dali.figures import figures_command  # matplotlib is imported inside the command
 
 
 def _fail(e: Exception) -> None:
@@ -214,12 +155,5 @@ def bench_train_command(data: str | None, json_path: str | None, **options: Any)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
 
 
-COMMANDS: list = [train_command, eval_command]
+COMMANDS: list = [train_command, eval_command, figures_command]
 BENCH_COMMANDS: list = [bench_train_command]
-
-try:  # MODEL's figures command (matplotlib is imported inside it)
-    from alexnet_dali.figures import figures_command
-except ImportError:  # pragma: no cover - figures.py not present
-    pass
-else:
-    COMMANDS.append(figures_command)

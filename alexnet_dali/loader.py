@@ -77,12 +77,12 @@ def pipeline_device(loader: LoaderConfig, device: torch.device) -> str:
     return "gpu" if device.type == "cuda" else "cpu"
 
 
-def _pipeline_args(spec: PipelineSpec, loader: LoaderConfig, device: torch.device,
-                   seed: int) -> dict:
+def _pipeline_args(spec: PipelineSpec, loader: LoaderConfig, batch_size: int,
+                   device: torch.device, seed: int) -> dict:
     device_id = None
     if spec.device == "gpu":
         device_id = device.index if device.index is not None else torch.cuda.current_device()
-    return dict(batch_size=loader.batch_size, num_threads=loader.num_threads,
+    return dict(batch_size=batch_size, num_threads=loader.num_threads,
                 device_id=device_id, seed=seed, prefetch_queue_depth=loader.prefetch,
                 exec_dynamic=True)
 
@@ -213,20 +213,21 @@ def _parse_checkpoint(checkpoint: bytes | str, spec: PipelineSpec,
 
 
 def build_train_loader(
-    data_dir: str | Path, *, loader: LoaderConfig, augment: AugmentConfig, rank: int,
-    world_size: int, device: torch.device, seed: int, checkpoint: bytes | str | None = None,
-    return_draws: bool = False,
+    data_dir: str | Path, *, loader: LoaderConfig, augment: AugmentConfig, batch_size: int,
+    rank: int, world_size: int, device: torch.device, seed: int,
+    checkpoint: bytes | str | None = None, return_draws: bool = False,
 ) -> TrainLoader:
-    """The training loader of one rank; `checkpoint` (from TrainLoader.checkpoint) resumes."""
+    """The training loader of one rank, `batch_size` samples a batch (the per-rank batch);
+    `checkpoint` (from TrainLoader.checkpoint) resumes."""
     spec = pipeline_spec(data_dir, "train", loader=loader, augment=augment, rank=rank,
                          world_size=world_size, device=device, return_draws=return_draws)
-    steps = spec.shards.samples // (world_size * loader.batch_size)
+    steps = spec.shards.samples // (world_size * batch_size)
     if steps == 0:
         raise ValueError(f"{data_dir}: {spec.shards.samples} training samples are fewer than one "
-                         f"global batch ({world_size} ranks × {loader.batch_size}); lower it")
+                         f"global batch ({world_size} ranks × {batch_size}); lower it")
     blob, step = (None, 0) if checkpoint is None else _parse_checkpoint(checkpoint, spec, steps)
-    pipe = train_pipeline(spec, checkpoint=blob,
-                          **_pipeline_args(spec, loader, device, rank_seed(seed, rank)))
+    pipe = train_pipeline(spec, checkpoint=blob, **_pipeline_args(
+        spec, loader, batch_size, device, rank_seed(seed, rank)))
     pipe.build()
     _check_epoch_size(pipe, spec)
     return TrainLoader(pipe, spec, loader, device, steps, step)
@@ -235,7 +236,7 @@ def build_train_loader(
 def _check_epoch_size(pipe, spec: PipelineSpec) -> None:
     found = pipe.reader_meta(READER_NAME)["epoch_size"]
     if found != spec.shards.samples:
-        raise ValueError(f"{spec.shards.tars[0]}...: manifest.json lists {spec.shards.samples} "
+        raise ValueError(f"{spec.shards.tars[0]}...: the manifest lists {spec.shards.samples} "
                          f"{spec.shards.split} samples but the shards hold {found}; re-run "
                          "`alexnet-dali preprocess`")
 
@@ -243,11 +244,11 @@ def _check_epoch_size(pipe, spec: PipelineSpec) -> None:
 class EvalLoader:
     """One rank's evaluation batches: (images, labels int64 N, valid bool N) on `device`."""
 
-    def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig,
+    def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig, batch_size: int,
                  device: torch.device) -> None:
         self._pipe, self._spec, self._loader, self._device = pipe, spec, loader, device
+        self.batch_size = batch = batch_size
         sizes = shard_sizes(spec.shards.samples, spec.num_shards)
-        batch = loader.batch_size
         self.rank_samples = sizes[spec.shard_id]
         self._own_steps = -(-self.rank_samples // batch)
         self._unread = 0  # batches of the reader's pass left by a consumer that stopped early
@@ -261,7 +262,7 @@ class EvalLoader:
         for _ in range(self._unread):  # realign the reader with the start of its shard
             run_pipeline(self._pipe, self._spec)
         self._unread = self._own_steps
-        batch = self._loader.batch_size
+        batch = self.batch_size
         images = labels = None
         for step in range(self.steps):
             if step < self._own_steps:
@@ -281,14 +282,16 @@ class EvalLoader:
 
 def build_eval_loader(
     data_dir: str | Path, *, split: str = "val", loader: LoaderConfig, augment: AugmentConfig,
-    rank: int, world_size: int, device: torch.device, tencrop: bool = False,
+    batch_size: int, rank: int, world_size: int, device: torch.device, tencrop: bool = False,
     return_draws: bool = False,
 ) -> EvalLoader:
-    """The evaluation loader of one rank: center crop, or ten views (N×10×3×H×W) with tencrop."""
+    """The evaluation loader of one rank, `batch_size` samples a batch: center crop, or ten views
+    (N×10×3×H×W) with tencrop."""
     spec = pipeline_spec(data_dir, split, loader=loader, augment=augment, rank=rank,
                          world_size=world_size, device=device, return_draws=return_draws)
     spec = replace(spec, shuffle_buffer=1)
-    pipe = eval_pipeline(spec, tencrop=tencrop, **_pipeline_args(spec, loader, device, 0))
+    pipe = eval_pipeline(spec, tencrop=tencrop,
+                         **_pipeline_args(spec, loader, batch_size, device, 0))
     pipe.build()
     _check_epoch_size(pipe, spec)
-    return EvalLoader(pipe, spec, loader, device)
+    return EvalLoader(pipe, spec, loader, batch_size, device)

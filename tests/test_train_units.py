@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 from alexnet_dali import checkpoint as ckpt_io
-from alexnet_dali.cli_train import parse_set, resolve_config
-from alexnet_dali.config import ConfigError, OptimConfig, TrainConfig
+from alexnet_dali.config import (ConfigError, OptimConfig, TrainConfig, from_dict, parse_set,
+                                 resolve_config, to_dict)
 from alexnet_dali.optim import LRSchedule, PaperSGD, build_optimizer
 
 
@@ -104,6 +105,18 @@ def test_config_errors_name_the_problem(tmp_path):
     with pytest.raises(ConfigError, match="key=value"):
         parse_set("optim.lr")
     assert parse_set("model.arch=owt") == {"model": {"arch": "owt"}}
+
+
+def test_an_old_config_with_loader_batch_size_still_loads(tmp_path):
+    """loader.batch_size (per rank) was a field once; old config.json/checkpoints drop it."""
+    old = to_dict(TrainConfig(batch_size=64))
+    old["loader"]["batch_size"] = 32
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old))
+    cfg = resolve_config("d", config_file=str(path))
+    assert cfg == TrainConfig(data="d", batch_size=64)
+    assert from_dict(TrainConfig, old) == TrainConfig(batch_size=64)
+    assert "batch_size" not in to_dict(cfg)["loader"]
 
 
 def test_checkpoint_atomic_keep_last_and_weights_only(tmp_path):

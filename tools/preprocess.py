@@ -214,9 +214,7 @@ def pending_jobs(out: Path, split: str, jobs: list[ShardJob],
 def known_classes(out: Path) -> Classes | None:
     """The classes of shards already in OUT (manifest or any split's plan), if any."""
     if (out / mf.MANIFEST_NAME).exists():
-        entries = mf.load_manifest(out)["classes"]
-        return Classes(tuple(c["name"] for c in entries),
-                       tuple(c.get("words", "") for c in entries))
+        return Classes(*zip(*((c.name, c.words) for c in mf.read_manifest(out).classes)))
     for plan_path in sorted(out.glob(f"*/{mf.PLAN_NAME}")):
         plan = mf.read_json(plan_path)
         return Classes(tuple(plan["classes"]), tuple(plan.get("class_words", [""] * len(
