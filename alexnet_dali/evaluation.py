@@ -84,7 +84,7 @@ def evaluate_checkpoint(
     split: str = "val", batch_size: int = 64, device: str = "auto", workers: int | None = None,
 ) -> dict[str, Any]:
     """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report."""
-    from alexnet_dali.builders import precision_of, resolve_for_data
+    from alexnet_dali.builders import check_same_classes, precision_of, resolve_for_data
     from alexnet_dali.checkpoint import load_checkpoint
     from alexnet_dali.config import ConfigError
     from alexnet_dali.trainer import model_from_checkpoint
@@ -92,6 +92,7 @@ def evaluate_checkpoint(
     info = distributed.setup(device)
     try:
         state = load_checkpoint(checkpoint)
+        check_same_classes(state.get("classes"), str(data), state["path"])
         model, cfg = model_from_checkpoint(state)
         classes = resolve_for_data(dataclasses.replace(cfg, data=str(data))).model.num_classes
         if classes != cfg.model.num_classes:

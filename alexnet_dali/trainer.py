@@ -24,6 +24,7 @@ from alexnet_dali import distributed
 from alexnet_dali.builders import (
     build_loaders,
     build_network,
+    class_list,
     manifest_sha256,
     precision_of,
     resolve_for_data,
@@ -101,6 +102,7 @@ def _state(run: "Run") -> dict[str, Any]:
         "epoch": run.pos.epoch, "step_in_epoch": run.pos.step_in_epoch,
         "global_step": run.pos.global_step, "rng": rngs, "loader_checkpoints": loader_ckpts,
         "config": to_dict(run.cfg), "manifest_sha256": run.manifest_sha256,
+        "classes": run.classes,
         "world_size": run.info.world_size, "best_top1_err": run.best_top1_err,
     }
 
@@ -112,6 +114,7 @@ class Run:
                  allow_mismatch: bool):
         self.cfg, self.info = cfg, info
         self.manifest_sha256 = manifest_sha256(cfg.data)
+        self.classes = class_list(cfg.data)
         self.precision = precision_of(cfg, info.device)
         _seed_everything(cfg, info.rank)
         self.net, self.input_device = build_network(cfg, info)
