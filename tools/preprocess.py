@@ -141,8 +141,11 @@ def converted(sources: SourceList, jobs: list[ShardJob], config: PreprocessConfi
     """Results for every source of `jobs`, in order; at most 4 batches per worker in flight."""
     if workers <= 1:
         _init_worker(config.image)
-        for batch in _batches(sources, jobs):
-            yield from convert_batch(batch)
+        try:
+            for batch in _batches(sources, jobs):
+                yield from convert_batch(batch)
+        finally:
+            _READER.close()
         return
     # a worker killed by the OS raises BrokenProcessPool here instead of hanging the run
     with ProcessPoolExecutor(workers, get_context("spawn"), _init_worker,
