@@ -242,3 +242,14 @@ def test_cli_prints_notes_and_summary(roots, tmp_path):
     result = CliRunner().invoke(main, ["preprocess", str(empty), str(tmp_path / "o2")])
     assert result.exit_code == 1
     assert "Error: " in result.output and "no known input layout; looked for" in result.output
+
+
+def test_layout_option_overrides_detection(mini, roots, tmp_path):
+    src = write_extracted(mini, tmp_path / "src")  # extracted train/ and val/ beside the devkit
+    (src / "ILSVRC2012_devkit_t12.tar.gz").write_bytes(
+        (roots["official"] / "ILSVRC2012_devkit_t12.tar.gz").read_bytes())
+    assert detect_layout(src) == "official"
+    with pytest.raises(DataError, match="no train or val images found in the official layout"):
+        run(src, tmp_path / "out1")
+    manifest, _ = run(src, tmp_path / "out2", layout="folders", class_names=roots["mapping"])
+    assert manifest["classes"][0] == {"id": 0, "name": WNIDS[0], "words": WORDS[WNIDS[0]]}
