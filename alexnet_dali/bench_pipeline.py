@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from alexnet_dali.errors import DataError
 from alexnet_dali.pipelines.spec import ColourStats, ShardSet, pca_matrix
 from alexnet_dali.tools.shards import read_index
 
@@ -26,8 +27,8 @@ class PillowReference:
     def __init__(self, shards: ShardSet, stats: ColourStats, crop: int, dtype: str,
                  pca_scale: str = "eigenvalue", seed: int = 0) -> None:
         if shards.indexes is None:
-            raise ValueError(f"{shards.tars[0]}: no .idx index beside the shards; "
-                             "re-run `alexnet-dali preprocess`, which writes them")
+            raise DataError(f"{shards.tars[0]}: no .idx index beside the shards; "
+                            "re-run `alexnet-dali preprocess`, which writes them")
         self.tars, self.crop, self.dtype, self.seed = shards.tars, crop, dtype, seed
         # (shard number, {ext: IndexEntry}) per sample, in shard order
         self.items = [(t, sample) for t, index in enumerate(shards.indexes)

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from alexnet_dali.config import ConfigError, TrainConfig
+from alexnet_dali.config import TrainConfig
+from alexnet_dali.errors import CheckpointError, ConfigError
 from alexnet_dali.distributed import DistInfo
 from alexnet_dali.tools.manifest import read_manifest
 
@@ -38,7 +39,7 @@ def check_same_classes(saved: list[list[str]] | None, data: str, checkpoint: str
         i = next((i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b),
                  min(len(mine), len(theirs)))
         there, here = ((names + ["none"])[min(i, len(names))] for names in (theirs, mine))
-        raise ConfigError(f"{checkpoint} was trained on another class list than {data} "
+        raise CheckpointError(f"{checkpoint} was trained on another class list than {data} "
                           f"({len(theirs)} vs {len(mine)} classes; class id {i} is {there} "
                           f"there, {here} here); evaluate it on shards with its classes")
 

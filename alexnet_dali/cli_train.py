@@ -7,20 +7,14 @@ key=value < named flags (unknown keys are errors).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from alexnet_dali.config import resolve_config
+from alexnet_dali.errors import report_user_errors
 from alexnet_dali.figures import figures_command  # matplotlib is imported inside the command
-
-
-def _fail(e: Exception) -> None:
-    """Print a user-fixable error (ConfigError, the data dir's ValueErrors, ...) and exit 2."""
-    click.echo(f"error: {e}", err=True)
-    sys.exit(2)
 
 
 @click.command("train")
@@ -56,6 +50,7 @@ def _fail(e: Exception) -> None:
               help="Continue from CKPT, or (bare --resume) from the run dir's newest checkpoint.")
 @click.option("--allow-mismatch", is_flag=True,
               help="Resume even if world size, batch size or dataset changed.")
+@report_user_errors
 def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
                   resume: str | None, allow_mismatch: bool, **flags: Any) -> None:
     """Train AlexNet on preprocessed shards DATA (or `synthetic`).
@@ -74,17 +69,14 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
     from alexnet_dali import checkpoint as ckpt_io
     from alexnet_dali.trainer import train
 
-    try:
-        state = None
-        if resume:  # bare --resume: the newest checkpoint of --run-dir (or the config's run_dir)
-            run_dir = flags.get("run_dir") or resolve_config(data, config_file=config_file,
-                                                             sets=sets).run_dir
-            state = ckpt_io.load_checkpoint(run_dir if resume == "latest" else resume)
-        base = state["config"] if state and not config_file else None
-        cfg = resolve_config(data, config_file=config_file, sets=sets, flags=flags, base=base)
-        summary = train(cfg, resume=state, allow_mismatch=allow_mismatch)
-    except (ValueError, ckpt_io.CheckpointError, RuntimeError) as e:  # ConfigError too
-        _fail(e)
+    state = None
+    if resume:  # bare --resume: the newest checkpoint of --run-dir (or the config's run_dir)
+        run_dir = flags.get("run_dir") or resolve_config(data, config_file=config_file,
+                                                         sets=sets).run_dir
+        state = ckpt_io.load_checkpoint(run_dir if resume == "latest" else resume)
+    base = state["config"] if state and not config_file else None
+    cfg = resolve_config(data, config_file=config_file, sets=sets, flags=flags, base=base)
+    summary = train(cfg, resume=state, allow_mismatch=allow_mismatch)
     if summary["signal"]:
         click.echo(f"stopped by {summary['signal']}; resume with --resume", err=True)
 
@@ -100,6 +92,7 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--workers", type=int, default=None, help="DALI CPU threads per rank.")
+@report_user_errors
 def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, split: str,
                  batch_size: int, device: str, workers: int | None) -> None:
     """Top-1/top-5 error of a checkpoint over the whole split of DATA (center or ten-crop).
@@ -111,14 +104,10 @@ def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, spl
     \b
     The model is rebuilt from the checkpoint's own config; each sample is counted once.
     """
-    from alexnet_dali.checkpoint import CheckpointError
     from alexnet_dali.evaluation import evaluate_checkpoint
 
-    try:
-        evaluate_checkpoint(data, ckpt, tencrop=tencrop, json_path=json_path, split=split,
-                            batch_size=batch_size, device=device, workers=workers)
-    except (ValueError, CheckpointError, RuntimeError) as e:  # ConfigError too
-        _fail(e)
+    evaluate_checkpoint(data, ckpt, tencrop=tencrop, json_path=json_path, split=split,
+                        batch_size=batch_size, device=device, workers=workers)
 
 
 @click.command(
@@ -135,6 +124,7 @@ def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, spl
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0: default).")
 @click.option("--compile", is_flag=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@report_user_errors
 def bench_train_command(data: str | None, json_path: str | None, **options: Any) -> None:
     """Training images/s on synthetic input vs fed by the DALI pipeline from DATA, and the ratio.
 
@@ -147,10 +137,7 @@ def bench_train_command(data: str | None, json_path: str | None, **options: Any)
     """
     from alexnet_dali.bench_train import run_bench
 
-    try:
-        result = run_bench(data, **options)
-    except (ValueError, RuntimeError) as e:  # ConfigError too
-        _fail(e)
+    result = run_bench(data, **options)
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
 

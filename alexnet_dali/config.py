@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from alexnet_dali.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -53,6 +55,9 @@ class ModelConfig:
     num_classes: int = 1000
     towers: int = 2  # 2: conv2/4/5 see their own tower (groups=2); 1: every layer sees all
     lrn: bool = True
+    # LRN denominator k + (α/n)·Σa² ("code": what cuda-convnet and Caffe compute with α = 1e-4,
+    # n = 5) or k + α·Σa² ("text": the paper's formula read literally). docs/PAPER.md
+    lrn_formula: Literal["code", "text"] = "code"
     overlap_pool: bool = True  # 3/2 max pooling; False: 2/2
     dropout: float = 0.5  # on fc6 and fc7 only; 0 switches it off
     activation: Literal["relu", "tanh"] = "relu"
@@ -67,6 +72,8 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     update: Literal["pytorch", "paper"] = "pytorch"
+    bias_decay: bool = False  # False: weight decay on weights only (1-D params undecayed)
+    bias_lr_mult: float = 1.0  # biases' lr / weights' lr (cuda-convnet2 and Caffe use 2)
     schedule: Literal["plateau", "step", "constant"] = "plateau"
     plateau_patience: int = 1  # epochs without val-error improvement before lr /= 10
     max_drops: int = 3  # the paper divides the lr by 10 three times in all
@@ -102,10 +109,6 @@ class TrainConfig:
 
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key a user must fix."""
 
 
 # Keys older versions wrote into config.json and checkpoints, dropped when read again:

@@ -86,7 +86,7 @@ def evaluate_checkpoint(
     """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report."""
     from alexnet_dali.builders import check_same_classes, precision_of, resolve_for_data
     from alexnet_dali.checkpoint import load_checkpoint
-    from alexnet_dali.config import ConfigError
+    from alexnet_dali.errors import ConfigError
     from alexnet_dali.trainer import model_from_checkpoint
 
     info = distributed.setup(device)

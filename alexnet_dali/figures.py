@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 
+from alexnet_dali.errors import DataError, report_user_errors
+
 if TYPE_CHECKING:  # torch is imported inside the functions: `alexnet-dali --help` stays fast
     import torch
 
@@ -34,9 +36,10 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: not a JSON line ({e}); fix or delete it") from None
+            raise DataError(f"{path}:{number}: not a JSON line ({e}); fix or delete it") from None
         if not isinstance(record, dict) or "kind" not in record or "step" not in record:
-            raise ValueError(f"{path}:{number}: expected an object with 'kind' and 'step'")
+            raise DataError(f"{path}:{number}: expected an object with 'kind' and 'step'; fix or "
+                            "delete it")
         records.append(record)
     return records
 
@@ -187,8 +190,8 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
 
     if latest_checkpoint(run_dir) is None:
         if not written:
-            raise FileNotFoundError(f"{run_dir}: neither metrics.jsonl nor checkpoints/ckpt-*.pt; "
-                                    "pass the run dir of `alexnet-dali train`")
+            raise DataError(f"{run_dir}: neither metrics.jsonl nor checkpoints/ckpt-*.pt; "
+                            "pass the run dir of `alexnet-dali train`")
         return written
     model, cfg = load_run_model(run_dir)
     towers = cfg.model.towers if cfg.model.arch == "paper" else 1
@@ -223,6 +226,7 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
 @click.option("--neighbours", default=6, show_default=True, help="Train neighbours per val image.")
 @click.option("--train-images", default=1024, show_default=True,
               help="How many train images (from the start of the split) to search.")
+@report_user_errors
 def figures_command(run_dir: str, data_dir: str | None, out_dir: str | None, queries: int,
                     neighbours: int, train_images: int) -> None:
     """Training curves, conv1 filters (Fig. 3) and fc7 nearest neighbours (Fig. 4) of a run.

@@ -25,6 +25,7 @@ from nvidia.dali.plugin.pytorch.torch_utils import to_torch_type
 from nvidia.dali.tensors import TensorListGPU
 
 from alexnet_dali.config import AugmentConfig, LoaderConfig
+from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
 from alexnet_dali.pipelines.eval import eval_pipeline
 from alexnet_dali.pipelines.readers import READER_NAME
 from alexnet_dali.pipelines.spec import (
@@ -38,10 +39,6 @@ from alexnet_dali.tools.shards import iter_shard
 CHECKPOINT_FORMAT = "alexnet-dali-loader-1"
 
 
-class CorruptSampleError(RuntimeError):
-    """A shard holds a sample DALI cannot decode (DALI cannot skip it)."""
-
-
 def pipeline_spec(
     data_dir: str | Path, split: str, *, loader: LoaderConfig, augment: AugmentConfig,
     rank: int, world_size: int, device: torch.device, return_draws: bool = False,
@@ -51,7 +48,7 @@ def pipeline_spec(
         raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
     shards = load_shard_set(data_dir, split)
     if shards.samples < world_size:
-        raise ValueError(f"{data_dir}: split {split!r} has {shards.samples} samples, "
+        raise DataError(f"{data_dir}: split {split!r} has {shards.samples} samples, "
                          f"fewer than the {world_size} ranks")
     pipe_device = pipeline_device(loader, device)
     return PipelineSpec(
@@ -70,7 +67,7 @@ def pipeline_spec(
 def pipeline_device(loader: LoaderConfig, device: torch.device) -> str:
     """Where the graph runs: "gpu" (mixed decode) for a CUDA device unless loader.device="cpu"."""
     if loader.device == "gpu" and device.type != "cuda":
-        raise ValueError(f"loader.device = 'gpu' needs a CUDA torch device, got {device}; "
+        raise ConfigError(f"loader.device = 'gpu' needs a CUDA torch device, got {device}; "
                          "set loader.device = 'cpu' or 'auto'")
     if loader.device == "cpu":
         return "cpu"
@@ -203,12 +200,14 @@ def _parse_checkpoint(checkpoint: bytes | str, spec: PipelineSpec,
         state = json.loads(text)
         assert state["format"] == CHECKPOINT_FORMAT
     except (ValueError, KeyError, AssertionError):
-        raise ValueError("loader checkpoint: not a TrainLoader.checkpoint() string") from None
+        raise CheckpointError("loader checkpoint: not a TrainLoader.checkpoint() string; "
+                              "resume from a checkpoint `alexnet-dali train` wrote") from None
     expected = (spec.shard_id, spec.num_shards, steps)
     found = (state["shard_id"], state["num_shards"], state["steps_per_epoch"])
     if found != expected:
-        raise ValueError(f"loader checkpoint is for (rank, world size, steps/epoch) {found}, "
-                         f"this run has {expected}; resume with the same data, ranks and batch")
+        raise CheckpointError(
+            f"loader checkpoint is for (rank, world size, steps/epoch) {found}, this run has "
+            f"{expected}; resume with the same data, ranks and batch")
     return base64.b64decode(state["dali"]), int(state["step_in_epoch"])
 
 
@@ -223,8 +222,8 @@ def build_train_loader(
                          world_size=world_size, device=device, return_draws=return_draws)
     steps = spec.shards.samples // (world_size * batch_size)
     if steps == 0:
-        raise ValueError(f"{data_dir}: {spec.shards.samples} training samples are fewer than one "
-                         f"global batch ({world_size} ranks × {batch_size}); lower it")
+        raise ConfigError(f"{data_dir}: {spec.shards.samples} training samples are fewer than one "
+                          f"global batch ({world_size} ranks × {batch_size}); lower it")
     blob, step = (None, 0) if checkpoint is None else _parse_checkpoint(checkpoint, spec, steps)
     pipe = train_pipeline(spec, checkpoint=blob, **_pipeline_args(
         spec, loader, batch_size, device, rank_seed(seed, rank)))
@@ -236,9 +235,9 @@ def build_train_loader(
 def _check_epoch_size(pipe, spec: PipelineSpec) -> None:
     found = pipe.reader_meta(READER_NAME)["epoch_size"]
     if found != spec.shards.samples:
-        raise ValueError(f"{spec.shards.tars[0]}...: the manifest lists {spec.shards.samples} "
-                         f"{spec.shards.split} samples but the shards hold {found}; re-run "
-                         "`alexnet-dali preprocess`")
+        raise DataError(f"{spec.shards.tars[0]}...: the manifest lists {spec.shards.samples} "
+                        f"{spec.shards.split} samples but the shards hold {found}; re-run "
+                        "`alexnet-dali preprocess`")
 
 
 class EvalLoader:

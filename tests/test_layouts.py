@@ -20,7 +20,7 @@ from miniature import (LEAVES, ODD_REJECTS, WNIDS, WORDS, make_miniature, write_
 from alexnet_dali.tools import preprocess as pp
 from alexnet_dali.tools.imagenet import parse_meta
 from alexnet_dali.tools.layouts import detect_layout
-from alexnet_dali.tools.scan import DataError
+from alexnet_dali.errors import DataError
 
 CONFIG = pp.PreprocessConfig(shard_size=4, workers=1, seed=3)
 
@@ -240,8 +240,8 @@ def test_cli_prints_notes_and_summary(roots, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = CliRunner().invoke(main, ["preprocess", str(empty), str(tmp_path / "o2")])
-    assert result.exit_code == 1
-    assert "Error: " in result.output and "no known input layout; looked for" in result.output
+    assert result.exit_code == 2
+    assert "error: " in result.output and "no known input layout; looked for" in result.output
 
 
 def test_layout_option_overrides_detection(mini, roots, tmp_path):

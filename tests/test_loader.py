@@ -11,13 +11,8 @@ import torch
 from test_pipeline_shards import label_of, write_dataset
 
 from alexnet_dali.config import AugmentConfig, LoaderConfig
-from alexnet_dali.loader import (
-    CorruptSampleError,
-    build_eval_loader,
-    build_train_loader,
-    shard_sizes,
-)
-from alexnet_dali.pipelines.spec import DataDirError
+from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
+from alexnet_dali.loader import build_eval_loader, build_train_loader, shard_sizes
 
 CPU = torch.device("cpu")
 LOADER = LoaderConfig(num_threads=1, prefetch=2, shuffle_buffer=8)
@@ -93,9 +88,9 @@ def test_restored_loader_continues_exactly(data: Path, consumed: int) -> None:
 
 def test_checkpoint_from_other_setup_is_refused(data: Path) -> None:
     state = train(data).checkpoint()
-    with pytest.raises(ValueError, match="world size"):
+    with pytest.raises(CheckpointError, match="world size"):
         train(data, batch_size=2, checkpoint=state)
-    with pytest.raises(ValueError, match="not a TrainLoader"):
+    with pytest.raises(CheckpointError, match="not a TrainLoader"):
         train(data, checkpoint="{}")
 
 
@@ -149,23 +144,23 @@ def test_corrupt_jpeg_names_shard_and_key(tmp_path: Path) -> None:
 
 
 def test_bad_data_dirs_are_named(tmp_path: Path, data: Path) -> None:
-    with pytest.raises(DataDirError, match="manifest.json: not found"):
+    with pytest.raises(DataError, match="manifest.json: not found"):
         train(tmp_path)
     root = write_dataset(tmp_path / "d", {"train": 8}, per_shard=8)
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["splits"]["train"]["samples"] = 9
     (root / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="lists 9 train samples but the shards hold 8"):
+    with pytest.raises(DataError, match="lists 9 train samples but the shards hold 8"):
         train(root)
     pca = json.loads((data / "pca.json").read_text())
     (root / "pca.json").write_text(json.dumps({**pca, "mean_image": None}))
-    with pytest.raises(DataDirError, match="needs a mean image"):
+    with pytest.raises(DataError, match="needs a mean image"):
         train(root, augment=AugmentConfig(mean="image"))
     (root / "pca.json").write_text(json.dumps({**pca, "mean_image": "mean_image.npy"}))
     (root / "mean_image.npy").unlink(missing_ok=True)
-    with pytest.raises(DataDirError, match=r"mean_image\.npy: cannot read the mean image"):
+    with pytest.raises(DataError, match=r"mean_image\.npy: cannot read the mean image"):
         train(root, augment=AugmentConfig(mean="image"))
-    with pytest.raises(ValueError, match="fewer than one global batch"):
+    with pytest.raises(ConfigError, match="fewer than one global batch"):
         train(data, batch_size=16, world_size=2)
 
 

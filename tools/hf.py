@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet_dali.errors import DataError
 from alexnet_dali.tools.imagenet import Classes, import_optional
-from alexnet_dali.tools.scan import DataError, SplitScan
+from alexnet_dali.tools.scan import SplitScan
 from alexnet_dali.tools.sources import PARQUET, SourceListBuilder
 
 SPLIT_PREFIXES = {"train": "train", "val": "validation"}

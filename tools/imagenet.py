@@ -13,7 +13,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from alexnet_dali.tools.scan import DataError
+from alexnet_dali.errors import DataError
 
 DEVKIT_TAR = "ILSVRC2012_devkit_t12.tar.gz"
 DEVKIT_DIR = "ILSVRC2012_devkit_t12"

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet_dali.errors import DataError
 from alexnet_dali.tools import hf, official
 from alexnet_dali.tools.imagenet import (CLASSES, DEVKIT_DIR, DEVKIT_TAR, WNID, Classes,
                                          read_devkit, read_synset_words, size_warnings)
-from alexnet_dali.tools.scan import DataError, SplitScan, list_classes, scan_flat, \
-    scan_image_folder
+from alexnet_dali.tools.scan import SplitScan, list_classes, scan_flat, scan_image_folder
 
 LAYOUTS = ("official", "kaggle", "hf", "folders")
 SPLITS = ("train", "val")

@@ -16,8 +16,9 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+from alexnet_dali.errors import DataError
 from alexnet_dali.tools.imagenet import WNID, Classes, Devkit, val_number
-from alexnet_dali.tools.scan import DataError, SplitScan
+from alexnet_dali.tools.scan import SplitScan
 from alexnet_dali.tools.sources import TAR, Reject, SourceListBuilder
 from alexnet_dali.tools.tarindex import TarListing, list_tar
 

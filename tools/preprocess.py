@@ -25,10 +25,11 @@ import numpy as np
 from tqdm import tqdm
 
 from alexnet_dali import __version__
+from alexnet_dali.errors import DataError
 from alexnet_dali.tools import images, layouts
 from alexnet_dali.tools import manifest as mf
 from alexnet_dali.tools.imagenet import Classes
-from alexnet_dali.tools.scan import DataError, SplitScan
+from alexnet_dali.tools.scan import SplitScan
 from alexnet_dali.tools.sources import Locator, SourceList, SourceReader
 from alexnet_dali.tools.shards import ShardWriter, encode_label, sha256_file
 

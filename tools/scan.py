@@ -17,11 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from alexnet_dali.errors import DataError
 from alexnet_dali.tools.sources import DIR, Reject, SourceList, SourceListBuilder, valid_name
-
-
-class DataError(ValueError):
-    """Input a user must fix (the message names the file and what to do)."""
 
 
 @dataclass(frozen=True)
