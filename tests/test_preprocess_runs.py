@@ -178,17 +178,26 @@ def test_fifo_is_rejected_instead_of_blocking(tmp_path):
     assert "not a regular file" in (tmp_path / "out" / "train" / "rejects.tsv").read_text()
 
 
-def test_resume_after_sigkill_of_the_cli(tmp_path):
+@pytest.mark.parametrize("layout", ["folders", "official"])
+def test_resume_after_sigkill_of_the_cli(tmp_path, layout):
     """A real kill -9 mid-run: records mark complete shards; a re-run completes identically."""
     import signal
     import subprocess
     import sys
     import time
 
-    write_sample_data(tmp_path / "src", SampleDataConfig(classes=2, train_per_class=40,
-                                                          val_per_class=0, min_side=400,
-                                                          max_side=900, seed=1))
-    args = [sys.executable, "-m", "alexnet_dali.cli", "preprocess", str(tmp_path / "src"),
+    from miniature import tar_bytes
+
+    src = tmp_path / "src"
+    write_sample_data(src, SampleDataConfig(classes=2, train_per_class=40, val_per_class=0,
+                                            min_side=400, max_side=900, seed=1))
+    if layout == "official":  # the same images as ILSVRC2012_img_train.tar, a tar of class tars
+        inner = [(f"{d.name}.tar", tar_bytes([(p.name, p.read_bytes()) for p in sorted(
+            d.iterdir())])) for d in sorted((src / "train").iterdir())]
+        src = tmp_path / "official"
+        src.mkdir()
+        (src / "ILSVRC2012_img_train.tar").write_bytes(tar_bytes(inner))
+    args = [sys.executable, "-m", "alexnet_dali.cli", "preprocess", str(src),
             "--shard-size", "2", "--workers", "1", "--quiet"]
     subprocess.run([*args[:5], str(tmp_path / "ref"), *args[5:]], check=True,
                    capture_output=True)
