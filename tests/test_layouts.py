@@ -235,7 +235,8 @@ def test_cli_prints_notes_and_summary(roots, tmp_path):
             "--shard-size", "8", "--quiet", "--class-names", str(roots["mapping"])]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "note: this looks like ImageNet-1k but has 4 classes, not 1000" in result.output
+    assert "warning: this looks like ImageNet-1k but has 4 classes, not 1000" in result.output
+    assert "note: " in result.output and "test: skipped" in result.output
     assert "train: found 23 = written 22 + rejected 1" in result.output
     empty = tmp_path / "empty"
     empty.mkdir()

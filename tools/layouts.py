@@ -51,6 +51,7 @@ class Dataset:
     splits: dict[str, SplitScan]
     notes: tuple[str, ...] = ()
     class_where: str = "class {}"  # where a class's images come from, for messages
+    warnings: tuple[str, ...] = ()  # likely mistakes in the data (the run goes on)
 
 
 def detect_layout(src: Path, split: str | None = None) -> str:
@@ -80,14 +81,15 @@ def read_dataset(src: Path, layout: str, options: ReadOptions) -> Dataset:
     if not dataset.splits:
         raise DataError(f"{src}: no {options.split or 'train or val'} images found in the "
                         f"{layout} layout; looked for {LOOKED_FOR}")
-    notes = list(dataset.notes) + empty_class_notes(dataset)
+    warnings = empty_class_warnings(dataset)
     wnids = all(WNID.fullmatch(n) for n in dataset.classes.names)
     if layout != "folders" or (wnids and len(dataset.classes.names) >= 0.9 * CLASSES):
-        notes += size_warnings(dataset.classes, {k: s.found for k, s in dataset.splits.items()})
-    return replace(dataset, notes=tuple(notes))
+        warnings += size_warnings(dataset.classes,
+                                  {k: s.found for k, s in dataset.splits.items()})
+    return replace(dataset, warnings=tuple(warnings))
 
 
-def empty_class_notes(dataset: Dataset) -> list[str]:
+def empty_class_warnings(dataset: Dataset) -> list[str]:
     """A warning per class without train images: it still takes an id, shifting later ones."""
     if "train" not in dataset.splits:
         return []

@@ -227,8 +227,8 @@ def known_classes(out: Path) -> Classes | None:
 
 
 def print_note(text: str) -> None:
-    """Default note sink: one `note:` line on stderr (beside the progress bar)."""
-    tqdm.write(f"note: {text}", file=sys.stderr)
+    """Default sink of notes and warnings: one line on stderr (beside the progress bar)."""
+    tqdm.write(text, file=sys.stderr)
 
 
 def build_split(out: Path, split: str, split_scan: SplitScan, classes: Classes,
@@ -272,7 +272,9 @@ def preprocess(src: str | Path, out: str | Path, config: PreprocessConfig,
         raise DataError(f"{out}: holds shards of {len(known.names)} other classes than SRC's "
                         f"{len(dataset.classes.names)}; use a new output folder")
     for note in dataset.notes:
-        notify(note)
+        notify(f"note: {note}")
+    for warning in dataset.warnings:
+        notify(f"warning: {warning}")
     for name, split_scan in dataset.splits.items():
         build_split(out, name, split_scan, dataset.classes, config, progress)
     if config.part[1] > 1 and not mf.all_shards_done(out):
