@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from alexnet_dali.config import TrainConfig
-from alexnet_dali.errors import CheckpointError, ConfigError
+from alexnet_dali.errors import ConfigError
 from alexnet_dali.distributed import DistInfo
 from alexnet_dali.tools.manifest import read_manifest
 
@@ -28,20 +28,6 @@ def class_list(data: str) -> list[list[str]] | None:
     """DATA's classes in id order as [name (WNID), words] pairs, carried into checkpoints; None
     for synthetic data."""
     return None if data == SYNTHETIC else [[c.name, c.words] for c in read_manifest(data).classes]
-
-
-def check_same_classes(saved: list[list[str]] | None, data: str, checkpoint: str) -> None:
-    """Refuse to score a checkpoint on shards with another class list (same ids, same WNIDs)."""
-    if saved is None or data == SYNTHETIC:  # checkpoints from before class lists were saved
-        return
-    mine, theirs = [c.name for c in read_manifest(data).classes], [name for name, _ in saved]
-    if mine != theirs:
-        i = next((i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b),
-                 min(len(mine), len(theirs)))
-        there, here = ((names + ["none"])[min(i, len(names))] for names in (theirs, mine))
-        raise CheckpointError(f"{checkpoint} was trained on another class list than {data} "
-                          f"({len(theirs)} vs {len(mine)} classes; class id {i} is {there} "
-                          f"there, {here} here); evaluate it on shards with its classes")
 
 
 def resolve_for_data(cfg: TrainConfig) -> TrainConfig:
