@@ -130,7 +130,8 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
                                                          sets=sets).run_dir
         state = ckpt_io.load_checkpoint(run_dir if resume == "latest" else resume)
     base = state["config"] if state and not config_file else None
-    cfg = resolve_config(data, config_file=config_file, sets=sets, flags=flags, base=base)
+    cfg = resolve_config(data, config_file=config_file, sets=sets, flags=flags, base=base,
+                         base_name=f"{state['path']}:config" if base else "")
     summary = train(cfg, resume=state, allow_mismatch=allow_mismatch)
     if summary["signal"]:  # a checkpoint was saved; say so to scripts (a requeue tests it)
         sys.exit(signal_exit_status(summary["signal"]))
@@ -145,12 +146,12 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the results to this JSON file.")
 @click.option("--split", default="val", show_default=True, help="Which split of DATA to score.")
-@click.option("--batch-size", type=int, default=64, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per batch and rank.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="auto: cuda when available, else cpu.")
-@click.option("--workers", type=int, default=None, show_default="the checkpoint's",
-              help="DALI CPU threads per rank.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              show_default="the checkpoint's", help="DALI CPU threads per rank.")
 @report_user_errors
 def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, split: str,
                  batch_size: int, device: str, workers: int | None) -> None:
@@ -176,17 +177,19 @@ def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, spl
 @click.command(
     "train", short_help="Training images/s: synthetic input vs fed by DALI, and the ratio.")
 @click.argument("data", required=False)
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per step.")
-@click.option("--steps", type=int, default=10, show_default=True, help="Timed steps per source.")
-@click.option("--warmup", type=int, default=2, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per step.")
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed steps per source.")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
               help="Untimed steps per source first.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="auto: cuda when available, else cpu.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
               show_default=True, help="auto: bf16 autocast on a GPU, fp32 on a CPU.")
-@click.option("--workers", type=int, default=TrainConfig().loader.num_threads,
+@click.option("--workers", type=click.IntRange(min=1), default=TrainConfig().loader.num_threads,
               show_default=True, help="DALI CPU threads.")
-@click.option("--threads", type=int, default=0, show_default=True,
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="torch CPU threads; 0: torch's default.")
 @click.option("--compile", is_flag=True, help="torch.compile the model first.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),

@@ -118,8 +118,7 @@ def class_names(data_dir: Path) -> list[str]:
 
     names = []
     for entry in sorted(read_manifest(data_dir).classes, key=lambda c: c.id):
-        words = getattr(entry, "words", "") or ""  # manifests before class words have none
-        names.append(words.split(",")[0].strip() or entry.name or str(entry.id))
+        names.append(entry.words.split(",")[0].strip() or entry.name or str(entry.id))
     return names
 
 
