@@ -122,8 +122,6 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
     from alexnet_dali.tools.manifest import require_manifest
     from alexnet_dali.trainer import train
 
-    if data != SYNTHETIC:
-        require_manifest(data, "train")
     state = None
     if resume:  # bare --resume: the newest checkpoint of --run-dir (or the config's run_dir)
         run_dir = flags.get("run_dir") or resolve_config(data, config_file=config_file,
@@ -132,6 +130,8 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
     base = state["config"] if state and not config_file else None
     cfg = resolve_config(data, config_file=config_file, sets=sets, flags=flags, base=base,
                          base_name=f"{state['path']}:config" if base else "")
+    if data != SYNTHETIC:  # after the config's checks, which read no data
+        require_manifest(data, "train")
     summary = train(cfg, resume=state, allow_mismatch=allow_mismatch)
     if summary["signal"]:  # a checkpoint was saved; say so to scripts (a requeue tests it)
         sys.exit(signal_exit_status(summary["signal"]))

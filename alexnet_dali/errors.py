@@ -12,11 +12,12 @@ This module imports nothing of the project, so every stage can use it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
@@ -52,6 +53,20 @@ def signal_exit_status(signal_name: str) -> int:
     """128 + the signal's number (SIGINT 130, SIGTERM 143): what a shell reports for a process
     the signal ended, and what `train` exits with after saving on one."""
     return 128 + signal.Signals[signal_name].value
+
+
+@contextlib.contextmanager
+def ctrl_c_blocked_for_new_workers() -> Iterator[None]:
+    """Start worker processes inside this: SIGINT is blocked meanwhile, and a process started
+    here inherits the block and keeps it. A terminal's Ctrl-C goes to the whole process group;
+    only the main process then sees it, reports it once and stops its workers, instead of each
+    worker printing a KeyboardInterrupt traceback. A SIGINT arriving meanwhile is delivered to
+    this process on leaving."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def debug_requested() -> bool:

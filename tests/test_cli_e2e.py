@@ -216,7 +216,7 @@ def test_a_run_at_chance_after_three_epochs_gets_one_note(tmp_path, monkeypatch,
         "loss": 1.386, "top1_err": top1_err, "top5_err": 0.0, "samples": 1000})
     train = CliRunner().invoke(main, ["train", "synthetic", "--run-dir", str(tmp_path),
                                       "--device", "cpu", "--batch-size", "2", "--epochs", "4",
-                                      "--max-steps-per-epoch", "1", "--lr", "0",
+                                      "--max-steps-per-epoch", "1", "--lr", "1e-9",
                                       "--set", "model.num_classes=4"])
     assert train.exit_code == 0, train.output
     notes = [line for line in train.output.splitlines() if line.startswith("note: after")]

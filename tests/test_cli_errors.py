@@ -71,3 +71,21 @@ def test_debug_shows_the_traceback_of_a_user_error(tmp_path: Path, how: str):
     assert done.returncode == 1
     assert "Traceback (most recent call last)" in done.stderr
     assert "alexnet_dali.errors.DataError: " in done.stderr and "manifest.json" in done.stderr
+
+
+def test_workers_started_under_the_block_never_see_ctrl_c():
+    """A terminal's Ctrl-C reaches every process of the group; workers started inside
+    ctrl_c_blocked_for_new_workers keep SIGINT blocked (no traceback from each), while the
+    main process gets its mask back."""
+    import multiprocessing
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    from alexnet_dali.errors import ctrl_c_blocked_for_new_workers
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    with ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as pool:
+        with ctrl_c_blocked_for_new_workers():
+            mask = pool.submit(signal.pthread_sigmask, signal.SIG_BLOCK, [])
+        assert signal.SIGINT in mask.result(timeout=120)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before

@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from alexnet_dali.errors import DataError
+from alexnet_dali.errors import DataError, ctrl_c_blocked_for_new_workers
 from alexnet_dali.tools.imagenet import WNID, Classes, Devkit, val_number
 from alexnet_dali.tools.scan import SplitScan
 from alexnet_dali.tools.sources import TAR, Reject, SourceListBuilder
@@ -31,7 +31,9 @@ def parallel_map(func: Callable, args: list[tuple], workers: int) -> Iterable:
     if workers <= 1 or len(args) <= 1:
         return [func(*a) for a in args]
     with ProcessPoolExecutor(min(workers, len(args)), get_context("spawn")) as pool:
-        return list(pool.map(func, *zip(*args), chunksize=max(1, len(args) // (8 * workers))))
+        with ctrl_c_blocked_for_new_workers():  # map submits every task, starting the workers
+            results = pool.map(func, *zip(*args), chunksize=max(1, len(args) // (8 * workers)))
+        return list(results)
 
 
 def class_tars(path: Path) -> tuple[list[tuple[str, int, int]], list[Reject]]:

@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from alexnet_dali.tools import manifest as mf
-from alexnet_dali.errors import DataError
+from alexnet_dali.errors import DataError, ctrl_c_blocked_for_new_workers
 from alexnet_dali.tools.shards import iter_shard
 
 PCA_NAME = "pca.json"
@@ -116,7 +116,8 @@ def accumulate(tasks: list[tuple[str, int, bool]], workers: int,
     bar = tqdm(total=sum(t[1] for t in tasks), unit="img", desc="pca-stats",
                disable=not progress, dynamic_ncols=True)
     total = None
-    pool = get_context("spawn").Pool(workers) if workers > 1 else None
+    with ctrl_c_blocked_for_new_workers():
+        pool = get_context("spawn").Pool(workers) if workers > 1 else None
     with bar, pool or nullcontext():
         parts = pool.imap(shard_sums, tasks) if pool else map(shard_sums, tasks)
         for task, part in zip(tasks, parts):

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from alexnet_dali import __version__
-from alexnet_dali.errors import DataError
+from alexnet_dali.errors import DataError, ctrl_c_blocked_for_new_workers
 from alexnet_dali.tools import images, layouts
 from alexnet_dali.tools import manifest as mf
 from alexnet_dali.tools.imagenet import Classes
@@ -153,7 +153,8 @@ def converted(sources: SourceList, jobs: list[ShardJob], config: PreprocessConfi
                              (config.image,)) as pool:
         pending: deque = deque()
         for batch in _batches(sources, jobs):
-            pending.append(pool.submit(convert_batch, batch))
+            with ctrl_c_blocked_for_new_workers():  # submit starts the workers as needed
+                pending.append(pool.submit(convert_batch, batch))
             if len(pending) >= 4 * workers:
                 yield from pending.popleft().result()
         while pending:
