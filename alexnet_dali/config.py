@@ -28,6 +28,10 @@ class AugmentConfig:
     pca_scale: Literal["eigenvalue", "sqrt"] = "eigenvalue"
     mean: Literal["channel", "image", "none"] = "channel"  # what is subtracted from each pixel
     std_normalize: bool = False  # divide by the per-channel std too (not the paper; short runs)
+    # Explicit per-channel values (0-255 scale) instead of pca.json's mean / std; empty: pca.json's.
+    # Imported torchvision weights use 255·(0.485, 0.456, 0.406) and 255·(0.229, 0.224, 0.225).
+    mean_rgb: tuple[float, ...] = ()
+    std_rgb: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from alexnet_dali.pipelines.spec import (
     PipelineSpec,
     load_colour_stats,
     load_shard_set,
+    needs_colour_stats,
 )
 from alexnet_dali.pipelines.train import train_pipeline
 from alexnet_dali.tools.shards import iter_shard
@@ -45,6 +46,7 @@ class CorruptSampleError(RuntimeError):
 def pipeline_spec(
     data_dir: str | Path, split: str, *, loader: LoaderConfig, augment: AugmentConfig,
     rank: int, world_size: int, device: torch.device, return_draws: bool = False,
+    training: bool = True,
 ) -> PipelineSpec:
     """The PipelineSpec of one rank: shard_id = global rank, num_shards = world size."""
     if not 0 <= rank < world_size:
@@ -56,7 +58,8 @@ def pipeline_spec(
     pipe_device = pipeline_device(loader, device)
     return PipelineSpec(
         shards=shards,
-        stats=load_colour_stats(data_dir, need_mean_image=augment.mean == "image"),
+        stats=load_colour_stats(data_dir, need_mean_image=augment.mean == "image")
+        if needs_colour_stats(augment, training) else None,
         augment=augment, shard_id=rank, num_shards=world_size,
         device=pipe_device, hw_decoder_load=loader.hw_decoder_load,
         # DALI emits float16 on the GPU; on the CPU its float16 conversion is slower than
@@ -286,7 +289,8 @@ def build_eval_loader(
 ) -> EvalLoader:
     """The evaluation loader of one rank: center crop, or ten views (N×10×3×H×W) with tencrop."""
     spec = pipeline_spec(data_dir, split, loader=loader, augment=augment, rank=rank,
-                         world_size=world_size, device=device, return_draws=return_draws)
+                         world_size=world_size, device=device, return_draws=return_draws,
+                         training=False)
     spec = replace(spec, shuffle_buffer=1)
     pipe = eval_pipeline(spec, tencrop=tencrop, **_pipeline_args(spec, loader, device, 0))
     pipe.build()

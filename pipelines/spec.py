@@ -48,7 +48,7 @@ class PipelineSpec:
     """Everything one rank's pipeline needs; `device` is where decode and augmentation run."""
 
     shards: ShardSet
-    stats: ColourStats
+    stats: ColourStats | None  # None: the recipe needs no pca.json (`needs_colour_stats`)
     augment: AugmentConfig = AugmentConfig()
     shard_id: int = 0
     num_shards: int = 1
@@ -142,6 +142,32 @@ def check_pca_is_current(data_dir: Path, pca: dict) -> None:
         raise DataDirError(
             f"{data_dir / 'pca.json'}: computed from other train shards than manifest.json lists "
             f"now (train was rebuilt); re-run `alexnet-dali pca-stats {data_dir}`")
+
+
+def needs_colour_stats(augment: AugmentConfig, training: bool) -> bool:
+    """Whether pca.json must be read: for PCA noise, the mean image, or a mean/std not given
+    explicitly (augment.mean_rgb / std_rgb)."""
+    return ((training and augment.pca_noise) or augment.mean == "image"
+            or (augment.mean == "channel" and not augment.mean_rgb)
+            or (augment.std_normalize and not augment.std_rgb))
+
+
+def channel_mean_and_std(
+    augment: AugmentConfig, stats: ColourStats | None,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean to subtract (0 with the mean image or mean="none") and divisor (1 without
+    std_normalize); explicit `mean_rgb` / `std_rgb` win over pca.json's (`stats` may be None)."""
+    for name in ("mean_rgb", "std_rgb"):
+        values = getattr(augment, name)
+        if values and (len(values) != 3 or (name == "std_rgb" and min(values) <= 0)):
+            raise ValueError(f"augment.{name}={list(values)}: give 3 values (R, G, B) on the 0-255 "
+                             "scale" + (", all > 0" if name == "std_rgb" else ""))
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if augment.mean == "channel":
+        mean = tuple(float(v) for v in augment.mean_rgb) if augment.mean_rgb else stats.mean
+    if augment.std_normalize:
+        std = tuple(float(v) for v in augment.std_rgb) if augment.std_rgb else stats.std
+    return mean, std
 
 
 def pca_matrix(stats: ColourStats, scale: str = "eigenvalue") -> np.ndarray:
