@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from alexnet_dali.pipelines.spec import ColourStats
+
 CKPT_RE = re.compile(r"^ckpt-(\d{4,})-(\d{7,})\.pt$")
 
 
@@ -178,3 +180,31 @@ def optimizer_changes(ckpt: dict[str, Any], *, model_parallel: bool, update: str
             "restart the optimizer's momentum from zero."
         )
     return changes
+
+
+def colour_stats_record(stats: ColourStats) -> dict[str, Any]:
+    """The training data's colour statistics as a checkpoint entry (the mean image as a tensor),
+    so `predict` and `export` normalise like training without the shards at hand."""
+    record: dict[str, Any] = {
+        "mean": list(stats.mean), "std": list(stats.std),
+        "eigenvalues": list(stats.eigenvalues),
+        "eigenvectors": [list(row) for row in stats.eigenvectors],
+    }
+    if stats.mean_image is not None:
+        record["mean_image"] = torch.from_numpy(np.ascontiguousarray(stats.mean_image,
+                                                                     dtype=np.float32))
+    return record
+
+
+def recorded_colour_stats(state: dict[str, Any]) -> ColourStats | None:
+    """Inverse of `colour_stats_record`; None for a checkpoint that records none."""
+    record = state.get("colour_stats")
+    if not record:
+        return None
+    image = record.get("mean_image")
+    return ColourStats(
+        mean=tuple(record["mean"]), std=tuple(record["std"]),
+        eigenvalues=tuple(record["eigenvalues"]),
+        eigenvectors=tuple(tuple(row) for row in record["eigenvectors"]),
+        mean_image=None if image is None else image.numpy().astype(np.float32),
+    )

@@ -24,6 +24,7 @@ from alexnet_dali import distributed
 from alexnet_dali.builders import (
     build_loaders,
     build_network,
+    colour_stats_of,
     manifest_sha256,
     precision_of,
     resolve_for_data,
@@ -102,6 +103,7 @@ def _state(run: "Run") -> dict[str, Any]:
         "global_step": run.pos.global_step, "rng": rngs, "loader_checkpoints": loader_ckpts,
         "config": to_dict(run.cfg), "manifest_sha256": run.manifest_sha256,
         "world_size": run.info.world_size, "best_top1_err": run.best_top1_err,
+        "colour_stats": run.colour_stats and ckpt_io.colour_stats_record(run.colour_stats),
     }
 
 
@@ -113,6 +115,7 @@ class Run:
         self.cfg, self.info = cfg, info
         self.manifest_sha256 = manifest_sha256(cfg.data)
         self.precision = precision_of(cfg, info.device)
+        self.colour_stats = colour_stats_of(cfg)  # recorded in checkpoints for predict/export
         _seed_everything(cfg, info.rank)
         self.net, self.input_device = build_network(cfg, info)
         torch.manual_seed(cfg.seed * 1000 + info.rank + 1)  # own dropout masks per rank
