@@ -159,8 +159,10 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--workers", type=int, default=None, help="DALI CPU threads per rank.")
+@click.option("--per-class", is_flag=True,
+              help="Also accuracy and samples per class (names), worst first; in --json too.")
 def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, split: str,
-                 batch_size: int, device: str, workers: int | None) -> None:
+                 batch_size: int, device: str, workers: int | None, per_class: bool) -> None:
     """Top-1/top-5 error of a checkpoint over the whole split of DATA (center or ten-crop).
 
     \b
@@ -175,7 +177,8 @@ def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, spl
 
     try:
         evaluate_checkpoint(data, ckpt, tencrop=tencrop, json_path=json_path, split=split,
-                            batch_size=batch_size, device=device, workers=workers)
+                            batch_size=batch_size, device=device, workers=workers,
+                            per_class=per_class)
     except (ValueError, CheckpointError, RuntimeError) as e:  # ConfigError too
         _fail(e)
 
