@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from alexnet_dali import __version__, cli_data, cli_pipeline, cli_train
+from alexnet_dali import __version__, cli_data, cli_pipeline, cli_train, cli_use
 
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "terminal_width": 100}
@@ -20,6 +20,7 @@ def main() -> None:
 
     \b
     Flow: sample-data -> preprocess -> pca-stats -> train -> eval --tencrop
+    Use: predict, export, import-weights torchvision
     """
 
 
@@ -28,7 +29,7 @@ def bench() -> None:
     """Benchmarks that print measurements (preprocess, pipeline, train)."""
 
 
-for module in (cli_data, cli_pipeline, cli_train):
+for module in (cli_data, cli_pipeline, cli_train, cli_use):
     for command in module.COMMANDS:
         main.add_command(command)
     for command in module.BENCH_COMMANDS:
