@@ -11,6 +11,8 @@ OUT.json beside the module records the class ids and names and this input contra
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +81,9 @@ def export_model(inference: InferenceModel, fmt: str, out: str | Path,
     module = NormalizedAlexNet(inference.model, inference.normalization, crop).eval()
     example = torch.randint(0, 256, (2, 3, crop, crop)).float()
     if fmt == "torchscript":
-        torch.jit.save(torch.jit.script(module), str(out))
+        with warnings.catch_warnings():  # torch 2.13 deprecates torch.jit; libtorch still loads it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(torch.jit.script(module), str(out))
     else:
         _export_onnx(module, example, out)
     info = export_info(inference, fmt, out)
@@ -97,16 +101,25 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, out: Path) -> None:
         raise ExportError("ONNX export needs the onnx extra: pip install 'alexnet-dali[onnx]' "
                           "(or use --format torchscript)") from None
     batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(module, (example,), input_names=["images"],
-                                output_names=["logits"], dynamic_shapes={"images": {0: batch}},
-                                dynamo=True, verbose=False)
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # it warns about torchvision ops this model does not use
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.onnx.export(module, (example,), input_names=["images"],
+                                        output_names=["logits"], verbose=False, dynamo=True,
+                                        dynamic_shapes={"images": {0: batch}})
+    finally:
+        logger.setLevel(level)
     program.save(str(out))
 
 
 def run_exported(fmt: str, path: str | Path, images: torch.Tensor) -> torch.Tensor:
     """Logits of the exported module at `path` (ONNX through onnxruntime) for float32 images."""
     if fmt == "torchscript":
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.load(str(path)).eval()(images)
     import onnxruntime
 
