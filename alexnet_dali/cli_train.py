@@ -1,4 +1,4 @@
-"""CLI commands of the train stage: `train`, `eval`, `bench train` (and MODEL's `figures`).
+"""CLI commands of the train stage: `train`, `eval`, `figures`, `bench train`.
 
 Config resolution happens in one place, `resolve_config`: defaults < TOML/JSON file < --set
 key=value < named flags, built through `config.from_dict` (unknown keys are errors).
@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from alexnet_dali.config import ConfigError, TrainConfig, from_dict, load_toml, merge, to_dict
+from alexnet_dali.figures import figures_command  # matplotlib is imported inside the command
 
 # named flag -> dotted config key
 FLAG_KEYS = {
@@ -217,12 +218,5 @@ def bench_train_command(data: str | None, json_path: str | None, **options: Any)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
 
 
-COMMANDS: list = [train_command, eval_command]
+COMMANDS: list = [train_command, eval_command, figures_command]
 BENCH_COMMANDS: list = [bench_train_command]
-
-try:  # MODEL's figures command (matplotlib is imported inside it)
-    from alexnet_dali.figures import figures_command
-except ImportError:  # pragma: no cover - figures.py not present
-    pass
-else:
-    COMMANDS.append(figures_command)

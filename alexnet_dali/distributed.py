@@ -82,8 +82,3 @@ def gather_objects(obj: Any) -> list[Any]:
     dist.all_gather_object(out, obj)
     return out
 
-
-def barrier() -> None:
-    """Wait for every rank (a no-op alone)."""
-    if active():
-        dist.barrier()

@@ -98,7 +98,7 @@ def _state(run: "Run") -> dict[str, Any]:
     return {
         "format": "alexnet-dali-checkpoint", "format_version": 1,
         "model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.schedule.state_dict(), "scaler": {},
+        "scheduler": run.schedule.state_dict(),
         "epoch": run.pos.epoch, "step_in_epoch": run.pos.step_in_epoch,
         "global_step": run.pos.global_step, "rng": rngs, "loader_checkpoints": loader_ckpts,
         "config": to_dict(run.cfg), "manifest_sha256": run.manifest_sha256,

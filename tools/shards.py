@@ -28,11 +28,6 @@ def encode_label(class_id: int) -> bytes:
     return f"{class_id:0{LABEL_DIGITS}d}".encode("ascii")
 
 
-def decode_label(data: bytes) -> int:
-    """`.cls` bytes -> class id (the webdataset convention: int of the ASCII text)."""
-    return int(data)
-
-
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
@@ -143,6 +138,21 @@ def format_index(samples: list[list[IndexEntry]]) -> str:
     for entries in samples:
         lines.append(" ".join(f"{e.ext} {e.offset} {e.size} {e.name}" for e in entries) + "\n")
     return "".join(lines)
+
+
+def read_index(path: str | Path) -> list[dict[str, IndexEntry]]:
+    """A DALI webdataset index (`format_index`'s text) -> per sample, {ext: IndexEntry}."""
+    lines = Path(path).read_text(encoding="ascii").splitlines()
+    version, _, count = lines[0].partition(" ")
+    if version != INDEX_VERSION or not count.isdigit() or int(count) != len(lines) - 1:
+        raise ValueError(f"{path}: not a {INDEX_VERSION} webdataset index of {count} samples")
+    samples = []
+    for line in lines[1:]:
+        fields = line.split(" ")
+        entries = [IndexEntry(fields[i], int(fields[i + 1]), int(fields[i + 2]), fields[i + 3])
+                   for i in range(0, len(fields), 4)]
+        samples.append({e.ext: e for e in entries})
+    return samples
 
 
 def iter_shard(tar_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
