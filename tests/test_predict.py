@@ -25,7 +25,7 @@ from alexnet_dali.pipelines.spec import load_colour_stats
 from alexnet_dali.predict import gather_files, load_image, predict_files
 from alexnet_dali.tools.manifest import load_manifest, read_json, sidecar_path
 
-PROB_TOL = 1e-4  # measured max |Δp| is ~1e-6 (fp32 normalisation order, DALI vs torch)
+PROB_TOL = 1e-4  # measured max |Δp|: 4.8e-7 on 100 photos (fp32 rounding, DALI vs torch)
 CPU = torch.device("cpu")
 
 
