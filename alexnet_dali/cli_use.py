@@ -135,10 +135,11 @@ def import_weights_command(source: str, file: str, run_dir: str, data: str | Non
     """
     from alexnet_dali.checkpoint import CheckpointError
     from alexnet_dali.import_weights import import_torchvision
-    from alexnet_dali.tools.manifest import load_manifest
+    from alexnet_dali.tools.manifest import read_manifest
 
     try:
-        classes = load_manifest(data)["classes"] if data else None
+        classes = ([{"id": c.id, "name": c.name} for c in read_manifest(data).classes]
+                   if data else None)
         path = import_torchvision(file, run_dir, classes=classes)
     except (ValueError, CheckpointError) as e:
         _fail(e)

@@ -194,8 +194,10 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
     towers = cfg.model.towers if cfg.model.arch == "paper" else 1
     written.append(save_image(conv1_grid(model.conv1.weight, towers), out / "conv1_filters.png",
                               scale=4))
+    from alexnet_dali.tools.manifest import MANIFEST_NAME
+
     data = Path(data_dir or cfg.data)
-    if (data / "manifest.json").is_file():
+    if (data / MANIFEST_NAME).is_file():
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
         val_feats, val_crops = fc7_of_split(model, data, "val", queries, cfg, device)
@@ -203,7 +205,7 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
         _, indices = nearest_neighbours(val_feats, bank, neighbours)
         written.append(plot_neighbours(val_crops, bank_crops, indices, out / "fc7_neighbours.png"))
     else:
-        click.echo(f"{data}: no manifest.json, skipping the fc7 neighbours figure "
+        click.echo(f"{data}: no {MANIFEST_NAME}, skipping the fc7 neighbours figure "
                    "(pass --data SHARDS)", err=True)
     return written
 

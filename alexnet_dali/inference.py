@@ -27,7 +27,7 @@ from alexnet_dali.pipelines.spec import (
     needs_colour_stats,
 )
 from alexnet_dali.tools.images import ImageSettings
-from alexnet_dali.tools.manifest import MANIFEST_NAME, read_json
+from alexnet_dali.tools.manifest import MANIFEST_NAME, Manifest, read_manifest
 
 
 @dataclass(frozen=True)
@@ -82,24 +82,26 @@ def normalization_of(state: dict[str, Any], cfg: TrainConfig,
     return Normalization(tuple(mean), tuple(std), image)
 
 
-def _manifest(cfg: TrainConfig, data: str | None) -> dict[str, Any]:
-    """DATA's (else the training data's) manifest.json, or {} if it is not there."""
-    path = Path(data or cfg.data or ".") / MANIFEST_NAME
-    return read_json(path) if path.is_file() else {}
+def _manifest(cfg: TrainConfig, data: str | None) -> Manifest | None:
+    """DATA's (else the training data's) manifest, if it is there."""
+    folder = Path(data or cfg.data or ".")
+    return read_manifest(folder) if (folder / MANIFEST_NAME).is_file() else None
 
 
 def class_names(state: dict[str, Any], cfg: TrainConfig, data: str | None = None) -> list[str]:
     """One name per class id: the checkpoint's, else the shard manifest's, else the ids."""
     count = cfg.model.num_classes
-    recorded = state.get("classes") or _manifest(cfg, data).get("classes")
-    if recorded and len(recorded) == count:
-        return [str(c["name"]) if isinstance(c, dict) else str(c) for c in recorded]
-    return [str(i) for i in range(count)]
+    names = [str(c["name"]) for c in state.get("classes") or []]
+    if not names:
+        manifest = _manifest(cfg, data)
+        names = [c.name for c in manifest.classes] if manifest else []
+    return names if len(names) == count else [str(i) for i in range(count)]
 
 
 def image_settings_of(cfg: TrainConfig, data: str | None = None) -> ImageSettings:
     """The conversion the shards were made with (manifest settings), else preprocess's default."""
-    settings = _manifest(cfg, data).get("settings", {})
+    manifest = _manifest(cfg, data)
+    settings = manifest.settings if manifest else {}
     default = ImageSettings()
     return ImageSettings(size=int(settings.get("size", default.size)),
                          quality=int(settings.get("quality", default.quality)),

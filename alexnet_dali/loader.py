@@ -238,7 +238,7 @@ def build_train_loader(
 def _check_epoch_size(pipe, spec: PipelineSpec) -> None:
     found = pipe.reader_meta(READER_NAME)["epoch_size"]
     if found != spec.shards.samples:
-        raise ValueError(f"{spec.shards.tars[0]}...: manifest.json lists {spec.shards.samples} "
+        raise ValueError(f"{spec.shards.tars[0]}...: the manifest lists {spec.shards.samples} "
                          f"{spec.shards.split} samples but the shards hold {found}; re-run "
                          "`alexnet-dali preprocess`")
 

@@ -14,11 +14,10 @@ from typing import Literal
 import numpy as np
 
 from alexnet_dali.config import AugmentConfig
-from alexnet_dali.tools.shards import split_fingerprint
+from alexnet_dali.tools.manifest import read_manifest
+from alexnet_dali.tools.scan import DataError
 
-
-class DataDirError(ValueError):
-    """The shard directory (manifest.json, pca.json, shards) is missing or inconsistent."""
+DataDirError = DataError  # the shard directory (manifest, pca.json, shards) is wrong
 
 
 @dataclass(frozen=True)
@@ -71,28 +70,19 @@ def _read_json(path: Path, what: str) -> dict:
 
 def load_shard_set(data_dir: str | Path, split: str) -> ShardSet:
     """The shards of `split` listed in data_dir/manifest.json, with paths made absolute."""
-    data_dir = Path(data_dir)
-    manifest = _read_json(
-        data_dir / "manifest.json", "run `alexnet-dali preprocess SRC OUT` to write the shards"
-    )
-    splits = manifest.get("splits", {})
-    if split not in splits:
-        raise DataDirError(
-            f"{data_dir / 'manifest.json'}: no split {split!r} (have {sorted(splits)})"
-        )
-    entries = splits[split]["shards"]
-    if not entries:
-        raise DataDirError(f"{data_dir / 'manifest.json'}: split {split!r} has no shards")
-    tars = tuple(str(data_dir / e["tar"]) for e in entries)
+    manifest = read_manifest(data_dir)
+    entry = manifest.split(split)
+    if not entry.shards:
+        raise DataDirError(f"{manifest.path}: split {split!r} has no shards; re-run preprocess")
+    tars = tuple(str(manifest.root / s.tar) for s in entry.shards)
     missing = [t for t in tars if not Path(t).is_file()]
     if missing:
         raise DataDirError(
-            f"{missing[0]}: shard listed in manifest.json is missing; re-run preprocess"
-        )
-    indexes = tuple(str(data_dir / e["index"]) for e in entries if e.get("index"))
+            f"{missing[0]}: shard listed in {manifest.path} is missing; re-run preprocess")
+    indexes = tuple(str(manifest.root / s.index) for s in entry.shards if s.index)
     have_all = len(indexes) == len(tars) and all(Path(i).is_file() for i in indexes)
-    size = int(manifest.get("settings", {}).get("size", 256))
-    return ShardSet(split, tars, indexes if have_all else None, int(splits[split]["samples"]), size)
+    size = int(manifest.settings.get("size", 256))
+    return ShardSet(split, tars, indexes if have_all else None, entry.samples, size)
 
 
 def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> ColourStats:
@@ -137,11 +127,11 @@ def check_pca_is_current(data_dir: Path, pca: dict) -> None:
     recorded = pca.get("train_shards_sha256")
     if recorded is None:  # written by a version that did not record it
         return
-    manifest = _read_json(data_dir / "manifest.json", "run `alexnet-dali preprocess SRC OUT`")
-    if split_fingerprint(manifest, "train") != recorded:
+    manifest = read_manifest(data_dir)
+    if manifest.split_fingerprint("train") != recorded:
         raise DataDirError(
-            f"{data_dir / 'pca.json'}: computed from other train shards than manifest.json lists "
-            f"now (train was rebuilt); re-run `alexnet-dali pca-stats {data_dir}`")
+            f"{data_dir / 'pca.json'}: computed from other train shards than {manifest.path} "
+            f"lists now (train was rebuilt); re-run `alexnet-dali pca-stats {data_dir}`")
 
 
 def needs_colour_stats(augment: AugmentConfig, training: bool) -> bool:

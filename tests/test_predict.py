@@ -23,7 +23,7 @@ from alexnet_dali.loader import build_eval_loader
 from alexnet_dali.model import build_model
 from alexnet_dali.pipelines.spec import load_colour_stats
 from alexnet_dali.predict import gather_files, load_image, predict_files
-from alexnet_dali.tools.manifest import load_manifest, read_json, sidecar_path
+from alexnet_dali.tools.manifest import read_json, read_manifest, sidecar_path
 
 PROB_TOL = 1e-4  # measured max |Δp|: 4.8e-7 on 100 photos (fp32 rounding, DALI vs torch)
 CPU = torch.device("cpu")
@@ -44,7 +44,7 @@ def _checkpoint(run_dir: Path, data: Path, augment: AugmentConfig, record_stats:
 
 def val_sources(shards: Path, raw: Path) -> list[str]:
     """The raw val file of every val sample, in the order the eval reader reads the shards."""
-    entries = load_manifest(shards)["splits"]["val"]["shards"]
+    entries = read_manifest(shards).split("val").shards
     return [str(raw / "val" / rel) for i in range(len(entries))
             for _, rel in read_json(sidecar_path(shards, "val", i))["sources"]]
 

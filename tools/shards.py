@@ -1,4 +1,4 @@
-"""WebDataset tar shards: a deterministic GNU-tar writer with a DALI index, and the manifest hash.
+"""WebDataset tar shards: a deterministic GNU-tar writer with a DALI index, and their readers.
 
 A shard holds, per sample, `<key>.jpg` (JPEG bytes) and `<key>.cls` (the class id as
 `LABEL_DIGITS` zero-padded ASCII digits, no newline). Beside it, `<name>.idx` is the index DALI's
@@ -34,22 +34,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while block := f.read(chunk):
             digest.update(block)
-    return digest.hexdigest()
-
-
-def manifest_sha256(path: str | Path) -> str:
-    """The manifest hash: sha256 of `manifest.json`'s bytes (recorded in pca.json, checkpoints)."""
-    return sha256_file(path)
-
-
-def split_fingerprint(manifest: dict, split: str = "train") -> str:
-    """sha256 over a split's shard hashes in manifest order: the data pca.json was computed from.
-
-    Unlike the manifest hash it does not change when another split is (re)built.
-    """
-    digest = hashlib.sha256()
-    for entry in manifest["splits"][split]["shards"]:
-        digest.update(entry["sha256"].encode("ascii"))
     return digest.hexdigest()
 
 
