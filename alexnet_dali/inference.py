@@ -28,6 +28,7 @@ from alexnet_dali.pipelines.spec import (
 )
 from alexnet_dali.tools.images import ImageSettings
 from alexnet_dali.tools.manifest import MANIFEST_NAME, Manifest, read_manifest
+from alexnet_dali.tools.pca import PCA_NAME
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def _training_stats(state: dict[str, Any], cfg: TrainConfig, data: str | None) -
     if recorded is not None and (recorded.mean_image is not None or not need_image):
         return recorded
     source = data or cfg.data
-    if not source or not (Path(source) / "pca.json").is_file():
+    if not source or not (Path(source) / PCA_NAME).is_file():
         raise CheckpointError(
             f"{state.get('path', 'checkpoint')}: records no colour statistics and "
             f"{source or 'its data dir'!r} has no pca.json; pass --data SHARDS, the shard folder "

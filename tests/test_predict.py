@@ -18,7 +18,7 @@ from alexnet_dali.checkpoint import colour_stats_record, save_checkpoint
 from alexnet_dali.cli import main
 from alexnet_dali.config import AugmentConfig, LoaderConfig, ModelConfig, TrainConfig, to_dict
 from alexnet_dali.evaluation import probabilities
-from alexnet_dali.inference import eval_views, load_for_inference
+from alexnet_dali.inference import Normalization, eval_views, load_for_inference
 from alexnet_dali.loader import build_eval_loader
 from alexnet_dali.model import build_model
 from alexnet_dali.pipelines.spec import load_colour_stats
@@ -90,8 +90,6 @@ def test_eval_views_match_the_center_and_ten_crop_definitions():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
     mean_image = rng.normal(0, 20, size=(8, 8, 3)).astype(np.float32)
-    from alexnet_dali.inference import Normalization
-
     norm = Normalization((10.0, 20.0, 30.0), (2.0, 4.0, 5.0), mean_image)
     views = eval_views(torch.from_numpy(images), norm, crop=6, tencrop=True).numpy()
     x = images.astype(np.float64) - mean_image  # NHWC
@@ -153,3 +151,19 @@ def test_predict_converts_odd_files_like_preprocess(tmp_path):
     for name in ("odd_cmyk.JPEG", "odd_gray.JPEG", "odd_rgba.JPEG", "odd_i16.JPEG"):
         pixels = load_image(odd[name], ImageSettings())
         assert pixels.shape == (256, 256, 3) and pixels.dtype == np.uint8, name
+
+
+def test_normalisation_sources_in_order(shard_dataset, tmp_path):
+    from alexnet_dali.checkpoint import CheckpointError
+    from alexnet_dali.inference import normalization_of
+
+    stats = load_colour_stats(shard_dataset)
+    gone = TrainConfig(data=str(tmp_path / "gone"), augment=AugmentConfig(std_normalize=True))
+    recorded = {"colour_stats": colour_stats_record(stats)}
+    assert normalization_of(recorded, gone).std == stats.std  # 2. recorded in the checkpoint
+    assert normalization_of({}, gone, data=str(shard_dataset)).mean == stats.mean  # 3. --data
+    with pytest.raises(CheckpointError, match="pass --data SHARDS"):
+        normalization_of({"path": "old.pt"}, gone)
+    explicit = TrainConfig(data=str(tmp_path / "gone"), augment=AugmentConfig(
+        std_normalize=True, mean_rgb=(1.0, 2.0, 3.0), std_rgb=(4.0, 5.0, 6.0)))
+    assert normalization_of(recorded, explicit) == Normalization((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))
