@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from alexnet_dali.errors import DataError
 from alexnet_dali.pipelines.spec import ColourStats, ShardSet, pca_matrix
 from alexnet_dali.tools.shards import read_index
 
@@ -26,8 +27,8 @@ class PillowReference:
     def __init__(self, shards: ShardSet, stats: ColourStats, crop: int, dtype: str,
                  pca_scale: str = "eigenvalue", seed: int = 0) -> None:
         if shards.indexes is None:
-            raise ValueError(f"{shards.tars[0]}: no .idx index beside the shards; "
-                             "re-run `alexnet-dali preprocess`, which writes them")
+            raise DataError(f"{shards.tars[0]}: no .idx index beside the shards; "
+                            "re-run `alexnet-dali preprocess`, which writes them")
         self.tars, self.crop, self.dtype, self.seed = shards.tars, crop, dtype, seed
         # (shard number, {ext: IndexEntry}) per sample, in shard order
         self.items = [(t, sample) for t, index in enumerate(shards.indexes)
@@ -164,10 +165,10 @@ def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, t
             prefetch_factor=prefetch, persistent_workers=True, drop_last=True))
         next(batches_ref)
         streams["DataLoader + Pillow"] = (batches_ref, threads * prefetch)
-    loader = LoaderConfig(batch_size=batch_size, num_threads=threads, device=decoder,
-                          dtype=dtype, prefetch=prefetch, hw_decoder_load=hw_decoder_load)
-    dali = build_train_loader(root, loader=loader, augment=AugmentConfig(), rank=0,
-                              world_size=1, device=device, seed=0)
+    loader = LoaderConfig(num_threads=threads, device=decoder, dtype=dtype, prefetch=prefetch,
+                          hw_decoder_load=hw_decoder_load)
+    dali = build_train_loader(root, loader=loader, augment=AugmentConfig(), batch_size=batch_size,
+                              rank=0, world_size=1, device=device, seed=0)
     streams = {f"DALI ({decoder})": (cycle(dali), prefetch), **streams}
     rates = measure(streams, batch_size, warmup, batches, reps, sync)
     rows = list(rates.items())

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from alexnet_dali.config import ConfigError, TrainConfig
+from alexnet_dali.config import TrainConfig
+from alexnet_dali.errors import ConfigError
 from alexnet_dali.distributed import DistInfo
 from alexnet_dali.pipelines.spec import ColourStats, load_colour_stats
 from alexnet_dali.tools.manifest import read_manifest
@@ -102,8 +103,8 @@ def build_loaders(cfg: TrainConfig, info: DistInfo, input_device: torch.device,
         return train, val
     from alexnet_dali.loader import build_eval_loader, build_train_loader
 
-    loader_cfg = dataclasses.replace(cfg.loader, batch_size=batch, layout=layout)
-    common = dict(loader=loader_cfg, augment=cfg.augment, rank=info.rank,
+    loader_cfg = dataclasses.replace(cfg.loader, layout=layout)
+    common = dict(loader=loader_cfg, augment=cfg.augment, batch_size=batch, rank=info.rank,
                   world_size=info.world_size, device=input_device)
     train = build_train_loader(cfg.data, seed=cfg.seed, checkpoint=loader_ckpt, **common)
     val = build_eval_loader(cfg.data, split="val", tencrop=False, **common)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from alexnet_dali.errors import report_user_errors
+
 COMMANDS: list = []
 BENCH_COMMANDS: list = []
 
@@ -29,6 +31,7 @@ BENCH_COMMANDS: list = []
 @click.option("--batches", default=10, show_default=True, help="Batches per repetition.")
 @click.option("--reps", default=5, show_default=True)
 @click.option("--skip-reference", is_flag=True, help="Time only the DALI pipeline.")
+@report_user_errors
 def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decoder_load, dtype,
                    prefetch, warmup, batches, reps, skip_reference) -> None:
     """Images/s of the DALI train pipeline vs a DataLoader + Pillow doing the same work.

@@ -6,13 +6,9 @@ import sys
 
 import click
 
+from alexnet_dali.errors import DataError, report_user_errors
+
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
-
-
-def _fail(e: Exception) -> None:
-    """Print a user-fixable error in one line and exit 2."""
-    click.echo(f"error: {e}", err=True)
-    sys.exit(2)
 
 
 def _device(name: str) -> str:
@@ -35,6 +31,7 @@ def _device(name: str) -> str:
 @click.option("--data", default=None,
               help="Shard folder for class names, image settings and (old checkpoints) pca.json; "
                    "default: the one the checkpoint was trained on, if it is still there.")
+@report_user_errors
 def predict_command(inputs: tuple[str, ...], ckpt: str, tencrop: bool, topk: int,
                     json_path: str | None, batch_size: int, device: str, data: str | None) -> None:
     """Classify images: FILES_OR_DIRS (folders walked in sorted order, hidden files skipped).
@@ -50,7 +47,6 @@ def predict_command(inputs: tuple[str, ...], ckpt: str, tencrop: bool, topk: int
     "class", "prob"}, ...]} or {"file", "error"}. Unreadable files are reported and skipped;
     the exit status is 1 if any file failed.
     """
-    from alexnet_dali.checkpoint import CheckpointError
     from alexnet_dali.inference import load_for_inference
     from alexnet_dali.predict import (
         format_predictions,
@@ -59,15 +55,12 @@ def predict_command(inputs: tuple[str, ...], ckpt: str, tencrop: bool, topk: int
         write_predictions,
     )
 
-    try:
-        inference = load_for_inference(ckpt, data)
-        files = gather_files(inputs)
-        if not files:
-            raise ValueError(f"{', '.join(inputs)}: no files found")
-        results = predict_files(inference, files, tencrop=tencrop, topk=topk,
-                                batch_size=batch_size, device=_device(device))
-    except (ValueError, CheckpointError) as e:
-        _fail(e)
+    inference = load_for_inference(ckpt, data)
+    files = gather_files(inputs)
+    if not files:
+        raise DataError(f"{', '.join(inputs)}: no files found; name image files or folders")
+    results = predict_files(inference, files, tencrop=tencrop, topk=topk,
+                            batch_size=batch_size, device=_device(device))
     click.echo(format_predictions(results))
     if json_path:
         write_predictions(results, json_path)
@@ -87,6 +80,7 @@ def predict_command(inputs: tuple[str, ...], ckpt: str, tencrop: bool, topk: int
 @click.option("--data", default=None,
               help="Shard folder for class names and (old checkpoints) pca.json; default: the "
                    "one the checkpoint was trained on, if it is still there.")
+@report_user_errors
 def export_command(out: str, ckpt: str, fmt: str, data: str | None) -> None:
     """Write the checkpoint as a self-contained inference module OUT, and OUT.json beside it.
 
@@ -102,14 +96,10 @@ def export_command(out: str, ckpt: str, fmt: str, data: str | None) -> None:
     normalisation, and the largest |exported - eager| logit on two random images.
     ONNX needs `pip install 'alexnet-dali[onnx]'` (checked with onnxruntime when installed).
     """
-    from alexnet_dali.checkpoint import CheckpointError
-    from alexnet_dali.export import ExportError, export_model
+    from alexnet_dali.export import export_model
     from alexnet_dali.inference import load_for_inference
 
-    try:
-        info = export_model(load_for_inference(ckpt, data), fmt, out)
-    except (ValueError, CheckpointError, ExportError) as e:
-        _fail(e)
+    info = export_model(load_for_inference(ckpt, data), fmt, out)
     click.echo(f"wrote {out} ({fmt}) and {out}.json; {info['check']}")
 
 
@@ -119,6 +109,7 @@ def export_command(out: str, ckpt: str, fmt: str, data: str | None) -> None:
 @click.option("--out", "run_dir", required=True, help="Run dir to write the checkpoint into.")
 @click.option("--data", default=None,
               help="Shard folder whose manifest gives the class names (ImageNet's 1000).")
+@report_user_errors
 def import_weights_command(source: str, file: str, run_dir: str, data: str | None) -> None:
     """Turn torchvision's AlexNet weights FILE (alexnet-owt-7be5be79.pth) into a checkpoint.
 
@@ -133,16 +124,12 @@ def import_weights_command(source: str, file: str, run_dir: str, data: str | Non
     export accept it. Published for these weights (resize 256, center 224): acc@1 56.522,
     acc@5 79.066.
     """
-    from alexnet_dali.checkpoint import CheckpointError
     from alexnet_dali.import_weights import import_torchvision
     from alexnet_dali.tools.manifest import read_manifest
 
-    try:
-        classes = ([{"id": c.id, "name": c.name} for c in read_manifest(data).classes]
-                   if data else None)
-        path = import_torchvision(file, run_dir, classes=classes)
-    except (ValueError, CheckpointError) as e:
-        _fail(e)
+    classes = ([{"id": c.id, "name": c.name} for c in read_manifest(data).classes]
+               if data else None)
+    path = import_torchvision(file, run_dir, classes=classes)
     click.echo(f"wrote {path}")
 
 

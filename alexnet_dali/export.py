@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from alexnet_dali.errors import UserError
 from alexnet_dali.inference import InferenceModel, Normalization
 
 FORMATS = ("torchscript", "onnx")
@@ -27,7 +28,7 @@ INPUT_CONTRACT = ("float32 (TorchScript: uint8 too) RGB images N×3×224×224, N
                   "256 and center-cropped to 256×256 (as `alexnet-dali preprocess` does)")
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError):
     """An export that cannot be made here (a missing optional package, an unknown format)."""
 
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from alexnet_dali.checkpoint import CheckpointError, latest_checkpoint, save_checkpoint
+from alexnet_dali.checkpoint import latest_checkpoint, save_checkpoint
 from alexnet_dali.config import AugmentConfig, ModelConfig, TrainConfig, to_dict
+from alexnet_dali.errors import CheckpointError
 
 # torchvision key prefix → our layer name
 TORCHVISION_LAYERS = {

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from alexnet_dali.checkpoint import CheckpointError, load_checkpoint, recorded_colour_stats
+from alexnet_dali.checkpoint import load_checkpoint, recorded_colour_stats
 from alexnet_dali.config import TrainConfig
+from alexnet_dali.errors import CheckpointError
 from alexnet_dali.pipelines.eval import TENCROP_VIEWS, view_anchor
 from alexnet_dali.pipelines.spec import (
     ColourStats,

@@ -14,10 +14,8 @@ from typing import Literal
 import numpy as np
 
 from alexnet_dali.config import AugmentConfig
+from alexnet_dali.errors import ConfigError, DataError
 from alexnet_dali.tools.manifest import read_manifest
-from alexnet_dali.tools.scan import DataError
-
-DataDirError = DataError  # the shard directory (manifest, pca.json, shards) is wrong
 
 
 @dataclass(frozen=True)
@@ -63,9 +61,9 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise DataDirError(f"{path}: not found; {what}") from None
+        raise DataError(f"{path}: not found; {what}") from None
     except json.JSONDecodeError as e:
-        raise DataDirError(f"{path}: not valid JSON ({e}); {what}") from None
+        raise DataError(f"{path}: not valid JSON ({e}); {what}") from None
 
 
 def load_shard_set(data_dir: str | Path, split: str) -> ShardSet:
@@ -73,11 +71,11 @@ def load_shard_set(data_dir: str | Path, split: str) -> ShardSet:
     manifest = read_manifest(data_dir)
     entry = manifest.split(split)
     if not entry.shards:
-        raise DataDirError(f"{manifest.path}: split {split!r} has no shards; re-run preprocess")
+        raise DataError(f"{manifest.path}: split {split!r} has no shards; re-run preprocess")
     tars = tuple(str(manifest.root / s.tar) for s in entry.shards)
     missing = [t for t in tars if not Path(t).is_file()]
     if missing:
-        raise DataDirError(
+        raise DataError(
             f"{missing[0]}: shard listed in {manifest.path} is missing; re-run preprocess")
     indexes = tuple(str(manifest.root / s.index) for s in entry.shards if s.index)
     have_all = len(indexes) == len(tars) and all(Path(i).is_file() for i in indexes)
@@ -98,15 +96,15 @@ def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> Co
             eigenvectors=tuple(tuple(float(v) for v in row) for row in vectors),
         )
     except (KeyError, TypeError, ValueError) as e:
-        raise DataDirError(f"{path}: malformed ({e!r}); re-run `alexnet-dali pca-stats`") from None
+        raise DataError(f"{path}: malformed ({e!r}); re-run `alexnet-dali pca-stats`") from None
     if vectors.shape != (3, 3) or len(stats.mean) != 3 or len(stats.eigenvalues) != 3:
-        raise DataDirError(f"{path}: expected 3 means/eigenvalues and a 3x3 eigenvector matrix")
+        raise DataError(f"{path}: expected 3 means/eigenvalues and a 3x3 eigenvector matrix")
     check_pca_is_current(Path(data_dir), pca)
     if not need_mean_image:
         return stats
     name = pca.get("mean_image")
     if not name:
-        raise DataDirError(
+        raise DataError(
             f"{path}: augment.mean = 'image' needs a mean image, but pca.json has none; "
             "recompute it with `alexnet-dali pca-stats` (mean image on) or use mean = 'channel'"
         )
@@ -114,11 +112,11 @@ def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> Co
     try:
         image = np.load(image_path).astype(np.float32)
     except (OSError, ValueError) as e:
-        raise DataDirError(
+        raise DataError(
             f"{image_path}: cannot read the mean image ({e}); re-run "
             "`alexnet-dali pca-stats DATA` or use augment.mean = 'channel'") from None
     if image.ndim != 3 or image.shape[2] != 3:
-        raise DataDirError(f"{image_path}: expected an HxWx3 mean image, got shape {image.shape}")
+        raise DataError(f"{image_path}: expected an HxWx3 mean image, got shape {image.shape}")
     return ColourStats(stats.mean, stats.std, stats.eigenvalues, stats.eigenvectors, image)
 
 
@@ -129,7 +127,7 @@ def check_pca_is_current(data_dir: Path, pca: dict) -> None:
         return
     manifest = read_manifest(data_dir)
     if manifest.split_fingerprint("train") != recorded:
-        raise DataDirError(
+        raise DataError(
             f"{data_dir / 'pca.json'}: computed from other train shards than {manifest.path} "
             f"lists now (train was rebuilt); re-run `alexnet-dali pca-stats {data_dir}`")
 
@@ -150,8 +148,8 @@ def channel_mean_and_std(
     for name in ("mean_rgb", "std_rgb"):
         values = getattr(augment, name)
         if values and (len(values) != 3 or (name == "std_rgb" and min(values) <= 0)):
-            raise ValueError(f"augment.{name}={list(values)}: give 3 values (R, G, B) on the 0-255 "
-                             "scale" + (", all > 0" if name == "std_rgb" else ""))
+            raise ConfigError(f"augment.{name}={list(values)}: give 3 values (R, G, B) on the "
+                              "0-255 scale" + (", all > 0" if name == "std_rgb" else ""))
     mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     if augment.mean == "channel":
         mean = tuple(float(v) for v in augment.mean_rgb) if augment.mean_rgb else stats.mean

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from alexnet_dali.checkpoint import CheckpointError
+from alexnet_dali.errors import CheckpointError
 from alexnet_dali.cli import main
 from alexnet_dali.import_weights import import_torchvision
 from alexnet_dali.inference import eval_views, load_for_inference

@@ -121,7 +121,8 @@ def test_exact_sums_do_not_lose_precision_on_constant_images():
 
 
 def test_stale_pca_json_is_refused_after_train_is_rebuilt(shard_dataset, tmp_path):
-    from alexnet_dali.pipelines.spec import DataDirError, load_colour_stats
+    from alexnet_dali.errors import DataError
+    from alexnet_dali.pipelines.spec import load_colour_stats
 
     data = tmp_path / "shards"
     shutil.copytree(shard_dataset, data)
@@ -132,5 +133,5 @@ def test_stale_pca_json_is_refused_after_train_is_rebuilt(shard_dataset, tmp_pat
     load_colour_stats(data)
     manifest["splits"]["train"]["shards"][0]["sha256"] = "0" * 64  # train rebuilt
     (data / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DataDirError, match=r"pca.json: computed from other train shards"):
+    with pytest.raises(DataError, match=r"pca.json: computed from other train shards"):
         load_colour_stats(data)

@@ -14,6 +14,7 @@ from PIL import Image
 from test_pipeline_shards import label_of, write_dataset
 
 from alexnet_dali.cli import main
+from alexnet_dali.errors import DataError
 from alexnet_dali.bench_pipeline import PillowReference
 from alexnet_dali.pipelines.spec import load_colour_stats, load_shard_set
 
@@ -56,5 +57,5 @@ def test_reference_does_the_same_work(tmp_path: Path) -> None:
 
 def test_reference_needs_the_shard_index(tmp_path: Path) -> None:
     root = write_dataset(tmp_path / "d", {"train": 2}, per_shard=2)
-    with pytest.raises(ValueError, match=r"train-000000\.tar: no \.idx index.*preprocess"):
+    with pytest.raises(DataError, match=r"train-000000\.tar: no \.idx index.*preprocess"):
         PillowReference(load_shard_set(root, "train"), load_colour_stats(root), 224, "float32")

@@ -116,9 +116,8 @@ def test_writer_and_graph_labels(tmp_path: Path) -> None:
     with tarfile.open(root / "val" / "val-000000.tar") as tar:
         assert tar.getnames()[:2] == ["000000000.jpg", "000000000.cls"]
         assert tar.extractfile("000000001.cls").read() == f"{label_of(1):06d}".encode()
-    loader = build_eval_loader(root, loader=LoaderConfig(batch_size=4, num_threads=1),
-                               augment=AugmentConfig(), rank=0, world_size=1,
-                               device=torch.device("cpu"))
+    loader = build_eval_loader(root, loader=LoaderConfig(num_threads=1), augment=AugmentConfig(),
+                               batch_size=4, rank=0, world_size=1, device=torch.device("cpu"))
     labels = torch.cat([y[v] for _, y, v in loader])
     assert labels.dtype == torch.int64
     assert labels.tolist() == [label_of(i) for i in range(11)]

@@ -158,7 +158,7 @@ def test_predict_converts_odd_files_like_preprocess(tmp_path):
 
 
 def test_normalisation_sources_in_order(shard_dataset, tmp_path):
-    from alexnet_dali.checkpoint import CheckpointError
+    from alexnet_dali.errors import CheckpointError
     from alexnet_dali.inference import normalization_of
 
     stats = load_colour_stats(shard_dataset)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alexnet_dali.tools.scan import DataError
+from alexnet_dali.errors import DataError
 
 PLAN_NAME = "_plan.json"
 MANIFEST_NAME = "manifest.json"

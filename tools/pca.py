@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from alexnet_dali.tools import manifest as mf
-from alexnet_dali.tools.scan import DataError
+from alexnet_dali.errors import DataError
 from alexnet_dali.tools.shards import iter_shard
 
 PCA_NAME = "pca.json"

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from alexnet_dali.errors import DataError
+
 LABEL_DIGITS = 6
 INDEX_VERSION = "v1.2"  # the version DALI's wds2idx writes
 TMP_SUFFIX = ".tmp"
@@ -24,7 +26,8 @@ TMP_SUFFIX = ".tmp"
 def encode_label(class_id: int) -> bytes:
     """Class id -> `LABEL_DIGITS` ASCII digits (b"000017")."""
     if not 0 <= class_id < 10**LABEL_DIGITS:
-        raise ValueError(f"class id {class_id} does not fit in {LABEL_DIGITS} digits")
+        raise DataError(f"class id {class_id} does not fit in {LABEL_DIGITS} digits; "
+                        f"at most {10**LABEL_DIGITS} classes")
     return f"{class_id:0{LABEL_DIGITS}d}".encode("ascii")
 
 
@@ -129,7 +132,8 @@ def read_index(path: str | Path) -> list[dict[str, IndexEntry]]:
     lines = Path(path).read_text(encoding="ascii").splitlines()
     version, _, count = lines[0].partition(" ")
     if version != INDEX_VERSION or not count.isdigit() or int(count) != len(lines) - 1:
-        raise ValueError(f"{path}: not a {INDEX_VERSION} webdataset index of {count} samples")
+        raise DataError(f"{path}: not a {INDEX_VERSION} webdataset index of {count} samples; "
+                        "re-run `alexnet-dali preprocess`")
     samples = []
     for line in lines[1:]:
         fields = line.split(" ")
