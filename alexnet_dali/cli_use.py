@@ -127,8 +127,7 @@ def import_weights_command(source: str, file: str, run_dir: str, data: str | Non
     from alexnet_dali.import_weights import import_torchvision
     from alexnet_dali.tools.manifest import read_manifest
 
-    classes = ([{"id": c.id, "name": c.name} for c in read_manifest(data).classes]
-               if data else None)
+    classes = [[c.name, ""] for c in read_manifest(data).classes] if data else None
     path = import_torchvision(file, run_dir, classes=classes)
     click.echo(f"wrote {path}")
 

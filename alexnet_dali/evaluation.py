@@ -113,10 +113,9 @@ def evaluate_checkpoint(
     """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report;
     `per_class` adds accuracy and samples per class (by name), worst first."""
     from alexnet_dali.builders import precision_of, resolve_for_data
-    from alexnet_dali.checkpoint import load_checkpoint
+    from alexnet_dali.checkpoint import load_checkpoint, model_from_checkpoint
     from alexnet_dali.errors import ConfigError
     from alexnet_dali.inference import class_names
-    from alexnet_dali.trainer import model_from_checkpoint
 
     info = distributed.setup(device)
     try:

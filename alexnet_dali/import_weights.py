@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from alexnet_dali.checkpoint import latest_checkpoint, save_checkpoint
-from alexnet_dali.config import AugmentConfig, ModelConfig, TrainConfig, to_dict
+from alexnet_dali.checkpoint import latest_checkpoint, new_state, save_checkpoint
+from alexnet_dali.config import AugmentConfig, ModelConfig, TrainConfig
 from alexnet_dali.errors import CheckpointError
 
 # torchvision key prefix → our layer name
@@ -79,10 +78,10 @@ def sha256_of(path: str | Path) -> str:
 
 
 def import_torchvision(path: str | Path, run_dir: str | Path,
-                       classes: list[dict[str, Any]] | None = None) -> Path:
+                       classes: list[list[str]] | None = None) -> Path:
     """Write RUN/checkpoints/ckpt-0000-0000000.pt from torchvision's AlexNet file; its path.
 
-    `classes` ({"id", "name"} per class, e.g. from ImageNet shards' manifest) go into the
+    `classes` ([name, words] per class id, e.g. from ImageNet shards' manifest) go into the
     checkpoint so predict/eval print names; without them the names are the ids.
     """
     existing = latest_checkpoint(run_dir)
@@ -93,11 +92,7 @@ def import_torchvision(path: str | Path, run_dir: str | Path,
         raise CheckpointError(f"{path}: {model_cfg.num_classes} classes, but the class list has "
                               f"{len(classes)}; pass shards with the same classes")
     cfg = TrainConfig(run_dir=str(run_dir), model=model_cfg, augment=torchvision_augment())
-    state = {
-        "format": "alexnet-dali-checkpoint", "format_version": 1, "model": weights,
-        "config": to_dict(cfg), "epoch": 0, "step_in_epoch": 0, "global_step": 0,
-        "source": {"kind": "torchvision", "file": Path(path).name, "sha256": sha256_of(path)},
-    }
-    if classes is not None:
-        state["classes"] = classes
+    source = {"kind": "torchvision", "file": Path(path).name, "sha256": sha256_of(path)}
+    state = new_state(model=weights, config=cfg, epoch=0, global_step=0, classes=classes,
+                      source=source)
     return save_checkpoint(run_dir, state, keep=1)

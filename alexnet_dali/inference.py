@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alexnet_dali.checkpoint import load_checkpoint, recorded_colour_stats
+from alexnet_dali.checkpoint import load_checkpoint, model_from_checkpoint, recorded_colour_stats
 from alexnet_dali.config import TrainConfig
 from alexnet_dali.errors import CheckpointError
 from alexnet_dali.pipelines.eval import TENCROP_VIEWS, view_anchor
@@ -90,13 +90,20 @@ def _manifest(cfg: TrainConfig, data: str | None) -> Manifest | None:
     return read_manifest(folder) if (folder / MANIFEST_NAME).is_file() else None
 
 
+def display_name(name: str, words: str = "") -> str:
+    """What predict and eval print for a class: its words (ImageNet's "tench, Tinca tinca"),
+    else its name (WNID or folder)."""
+    return words or name
+
+
 def class_names(state: dict[str, Any], cfg: TrainConfig, data: str | None = None) -> list[str]:
     """One name per class id: the checkpoint's, else the shard manifest's, else the ids."""
     count = cfg.model.num_classes
-    names = [str(c["name"]) for c in state.get("classes") or []]
+    names = [display_name(*c) for c in state.get("classes") or []]
     if not names:
         manifest = _manifest(cfg, data)
-        names = [c.name for c in manifest.classes] if manifest else []
+        names = [display_name(c.name, getattr(c, "words", "")) for c in manifest.classes] \
+            if manifest else []
     return names if len(names) == count else [str(i) for i in range(count)]
 
 
@@ -114,8 +121,6 @@ def image_settings_of(cfg: TrainConfig, data: str | None = None) -> ImageSetting
 def load_for_inference(checkpoint: str | Path, data: str | None = None) -> InferenceModel:
     """Checkpoint file or run dir → the network, its normalisation, class names and the image
     conversion (from DATA's manifest, else the training data's if still there, else defaults)."""
-    from alexnet_dali.trainer import model_from_checkpoint
-
     state = load_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(state)
     return InferenceModel(model, cfg, normalization_of(state, cfg, data),

@@ -14,9 +14,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from alexnet_dali.checkpoint import colour_stats_record, save_checkpoint
+from alexnet_dali.checkpoint import colour_stats_record, new_state, save_checkpoint
 from alexnet_dali.cli import main
-from alexnet_dali.config import AugmentConfig, LoaderConfig, ModelConfig, TrainConfig, to_dict
+from alexnet_dali.config import AugmentConfig, LoaderConfig, ModelConfig, TrainConfig
 from alexnet_dali.evaluation import probabilities
 from alexnet_dali.inference import Normalization, eval_views, load_for_inference
 from alexnet_dali.loader import build_eval_loader
@@ -34,11 +34,9 @@ def _checkpoint(run_dir: Path, data: Path, augment: AugmentConfig, record_stats:
     cfg = TrainConfig(data=str(data) if not record_stats else str(run_dir / "gone"),
                       model=ModelConfig(num_classes=4, init="he"), augment=augment)
     torch.manual_seed(0)
-    state = {"model": build_model(cfg.model).state_dict(), "config": to_dict(cfg), "epoch": 1,
-             "global_step": 1}
-    if record_stats:
-        state["colour_stats"] = colour_stats_record(
-            load_colour_stats(data, need_mean_image=augment.mean == "image"))
+    stats = load_colour_stats(data, need_mean_image=augment.mean == "image")
+    state = new_state(model=build_model(cfg.model).state_dict(), config=cfg, epoch=1,
+                      global_step=1, colour_stats=stats if record_stats else None)
     return save_checkpoint(run_dir, state, keep=1)
 
 
@@ -54,8 +52,8 @@ def eval_probabilities(shards: Path, ckpt: Path, tencrop: bool,
     """Per-sample probabilities and labels exactly as `eval` computes them (one rank), for the
     whole split or its first `batches` batches of 8."""
     inference = load_for_inference(ckpt)
-    loader = build_eval_loader(shards, split="val", loader=LoaderConfig(batch_size=8,
-                               num_threads=1), augment=inference.cfg.augment, rank=0,
+    loader = build_eval_loader(shards, split="val", loader=LoaderConfig(num_threads=1),
+                               augment=inference.cfg.augment, batch_size=8, rank=0,
                                world_size=1, device=CPU, tencrop=tencrop)
     probs, labels = [], []
     with torch.no_grad():
