@@ -184,8 +184,9 @@ def test_a_checkpoint_from_before_parameter_groups_is_refused_then_resumed_with_
         tmp_path):
     import torch
 
-    from alexnet_dali.checkpoint import config_from_checkpoint, latest_checkpoint
+    from alexnet_dali.checkpoint import latest_checkpoint
     from alexnet_dali.model import build_model
+    from alexnet_dali.checkpoint import config_from_checkpoint
 
     runner = CliRunner()
     common = ["--run-dir", str(tmp_path), "--device", "cpu", "--max-steps-per-epoch", "1",
