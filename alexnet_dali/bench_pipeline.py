@@ -17,7 +17,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from alexnet_dali.errors import DataError
-from alexnet_dali.pipelines.spec import ColourStats, ShardSet, pca_matrix
+from alexnet_dali.pipelines.spec import ShardSet, pca_matrix
+from alexnet_dali.tools.pca import ColourStats
 from alexnet_dali.tools.shards import read_index
 
 
@@ -147,7 +148,8 @@ def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, t
 
     from alexnet_dali.config import AugmentConfig, LoaderConfig
     from alexnet_dali.loader import build_train_loader
-    from alexnet_dali.pipelines.spec import load_colour_stats, load_shard_set
+    from alexnet_dali.pipelines.spec import load_shard_set
+    from alexnet_dali.tools.pca import load_colour_stats
 
     root = bench_data(data, Path(workdir), images, threads)
     device = torch.device("cuda", 0) if decoder == "gpu" else torch.device("cpu")

@@ -14,7 +14,7 @@ import torch
 from alexnet_dali.config import TrainConfig
 from alexnet_dali.errors import ConfigError
 from alexnet_dali.distributed import DistInfo
-from alexnet_dali.pipelines.spec import ColourStats, load_colour_stats
+from alexnet_dali.tools.pca import ColourStats, load_colour_stats
 from alexnet_dali.tools.manifest import read_manifest
 
 SYNTHETIC = "synthetic"

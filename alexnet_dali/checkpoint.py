@@ -20,7 +20,7 @@ import torch
 from alexnet_dali.config import TrainConfig, from_dict, to_dict
 from alexnet_dali.errors import CheckpointError
 from alexnet_dali.model import build_model
-from alexnet_dali.pipelines.spec import ColourStats
+from alexnet_dali.tools.pca import ColourStats
 
 CKPT_RE = re.compile(r"^ckpt-(\d{4,})-(\d{7,})\.pt$")
 # Config keys added after checkpoints existed, with the value that reproduces how an older

@@ -178,6 +178,8 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+CONFIG_JSON = "config.json"  # the resolved config a run saves (save_resolved_config)
+
 # named CLI flag -> dotted config key
 FLAG_KEYS = {
     "run_dir": "run_dir", "epochs": "epochs", "batch_size": "batch_size", "lr": "optim.lr",
@@ -208,6 +210,14 @@ def parse_set(item: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw
     return _nested(key, value)
+
+
+def save_resolved_config(cfg: TrainConfig) -> Path:
+    """Write RUN/config.json (the resolved config, loadable again with --config)."""
+    path = Path(cfg.run_dir) / CONFIG_JSON
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    return path
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

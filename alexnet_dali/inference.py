@@ -21,15 +21,10 @@ from alexnet_dali.checkpoint import load_checkpoint, model_from_checkpoint, reco
 from alexnet_dali.config import TrainConfig
 from alexnet_dali.errors import CheckpointError
 from alexnet_dali.pipelines.eval import TENCROP_VIEWS, view_anchor
-from alexnet_dali.pipelines.spec import (
-    ColourStats,
-    channel_mean_and_std,
-    load_colour_stats,
-    needs_colour_stats,
-)
+from alexnet_dali.pipelines.spec import channel_mean_and_std, needs_colour_stats
 from alexnet_dali.tools.images import ImageSettings
 from alexnet_dali.tools.manifest import MANIFEST_NAME, Manifest, read_manifest
-from alexnet_dali.tools.pca import PCA_NAME
+from alexnet_dali.tools.pca import PCA_NAME, ColourStats, load_colour_stats
 
 
 @dataclass(frozen=True)

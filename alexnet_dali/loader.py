@@ -28,13 +28,9 @@ from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
 from alexnet_dali.pipelines.eval import eval_pipeline
 from alexnet_dali.pipelines.readers import READER_NAME
-from alexnet_dali.pipelines.spec import (
-    PipelineSpec,
-    load_colour_stats,
-    load_shard_set,
-    needs_colour_stats,
-)
+from alexnet_dali.pipelines.spec import PipelineSpec, load_shard_set, needs_colour_stats
 from alexnet_dali.pipelines.train import train_pipeline
+from alexnet_dali.tools.pca import load_colour_stats
 from alexnet_dali.tools.shards import iter_shard
 
 CHECKPOINT_FORMAT = "alexnet-dali-loader-1"

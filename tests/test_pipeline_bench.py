@@ -16,7 +16,8 @@ from helpers import label_of, write_dataset
 from alexnet_dali.cli import main
 from alexnet_dali.errors import DataError
 from alexnet_dali.bench_pipeline import PillowReference
-from alexnet_dali.pipelines.spec import load_colour_stats, load_shard_set
+from alexnet_dali.pipelines.spec import load_shard_set
+from alexnet_dali.tools.pca import load_colour_stats
 
 
 def test_bench_pipeline_prints_both_rows(tmp_path: Path) -> None:

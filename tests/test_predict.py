@@ -21,7 +21,7 @@ from alexnet_dali.evaluation import probabilities
 from alexnet_dali.inference import Normalization, eval_views, load_for_inference
 from alexnet_dali.loader import build_eval_loader
 from alexnet_dali.model import build_model
-from alexnet_dali.pipelines.spec import load_colour_stats
+from alexnet_dali.tools.pca import load_colour_stats
 from alexnet_dali.predict import gather_files, load_image, predict_files
 from alexnet_dali.tools.manifest import read_json, read_manifest, sidecar_path
 
