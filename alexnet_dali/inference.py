@@ -10,7 +10,7 @@ from its training data, else that data's pca.json (checkpoints written before th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +103,12 @@ def class_names(state: dict[str, Any], cfg: TrainConfig, data: str | None = None
 
 
 def image_settings_of(cfg: TrainConfig, data: str | None = None) -> ImageSettings:
-    """The conversion the shards were made with (manifest settings), else preprocess's default."""
+    """The conversion the shards were made with (the manifest's settings), else preprocess's
+    default; settings ImageSettings does not have (seed, shard size, ...) are ignored."""
     manifest = _manifest(cfg, data)
-    settings = manifest.settings if manifest else {}
-    default = ImageSettings()
-    return ImageSettings(size=int(settings.get("size", default.size)),
-                         quality=int(settings.get("quality", default.quality)),
-                         draft=bool(settings.get("draft", default.draft)),
-                         max_pixels=int(settings.get("max_pixels", default.max_pixels)))
+    known = {f.name for f in fields(ImageSettings)}
+    given = {k: v for k, v in (manifest.settings if manifest else {}).items() if k in known}
+    return ImageSettings(**given)
 
 
 def load_for_inference(checkpoint: str | Path, data: str | None = None) -> InferenceModel:

@@ -1,6 +1,6 @@
 """`predict`: classify image files with a checkpoint, the way `eval` scores the shards.
 
-Each file goes through preprocess's own conversion (`tools.images.convert_file`: shorter side 256,
+Each file goes through preprocess's own conversion (`tools.images.convert_image`: shorter side 256,
 central square, Lanczos, then the quality-90 JPEG the shards hold) and is decoded again with
 Pillow, so the pixels are the ones `eval` reads from the shards (Pillow and DALI's CPU decoder
 give identical pixels on these JPEGs, docs/USE.md). Then the eval view(s) with the checkpoint's
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from alexnet_dali.evaluation import probabilities
 from alexnet_dali.inference import InferenceModel, eval_views
-from alexnet_dali.tools.images import ImageSettings, RejectedImage, allow_pixels, convert_file
+from alexnet_dali.tools.images import ImageSettings, RejectedImage, allow_pixels, convert_image
 from alexnet_dali.tools.scan import walk_files
 
 
@@ -62,7 +62,11 @@ def gather_files(inputs: Sequence[str]) -> list[str]:
 
 def load_image(path: str, settings: ImageSettings) -> np.ndarray:
     """Any image file → the 256×256×3 uint8 RGB pixels its shard sample would decode to."""
-    jpeg = convert_file(path, settings)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise RejectedImage("unreadable", f"{type(e).__name__}: {e.strerror or e}") from None
+    jpeg = convert_image(data, settings)  # preprocess's own conversion, JPEG bytes
     with Image.open(io.BytesIO(jpeg)) as img:
         return np.asarray(img.convert("RGB"))
 
