@@ -26,9 +26,12 @@ class AugmentConfig:
     flip: bool = True  # horizontal flip with p=0.5
     pca_noise: bool = True  # eigen-colour noise, alpha ~ N(0, pca_std) per image
     pca_std: float = 0.1
-    # shift = P·(α∘λ) ("eigenvalue", the paper's formula; with 0-255 pixels λ is in 0-255² units,
-    # so the shift is large) or P·(α∘√λ) ("sqrt": scales with the pixels). docs/PIPELINE.md
-    pca_scale: Literal["eigenvalue", "sqrt"] = "eigenvalue"
+    # shift = P·(α∘√λ) ("sqrt": the authors' code, cuda-convnet2, scales with the pixels) or
+    # P·(α∘λ) ("eigenvalue": the paper's text read literally; ~115x stronger on ImageNet's 0-255
+    # pixels). docs/PIPELINE.md
+    pca_scale: Literal["sqrt", "eigenvalue"] = "sqrt"
+    # cuda-convnet2 scales each noised training batch by 1/(1 + pca_std) (not in the paper)
+    pca_rescale: bool = False
     mean: Literal["channel", "image", "none"] = "channel"  # what is subtracted from each pixel
     std_normalize: bool = False  # divide by the per-channel std too (not the paper; short runs)
     # Explicit per-channel values (0-255 scale) instead of pca.json's mean / std; empty: pca.json's.

@@ -90,8 +90,8 @@ def channel_mean_and_std(
     return mean, std
 
 
-def pca_matrix(stats: ColourStats, scale: str = "eigenvalue") -> np.ndarray:
-    """3x3 float32 M with shift = M·α: P·diag(λ) ("eigenvalue") or P·diag(√λ) ("sqrt")."""
+def pca_matrix(stats: ColourStats, scale: str = "sqrt") -> np.ndarray:
+    """3x3 float32 M with shift = M·α: P·diag(√λ) ("sqrt") or P·diag(λ) ("eigenvalue")."""
     p = np.asarray(stats.eigenvectors, dtype=np.float64)
     lam = np.asarray(stats.eigenvalues, dtype=np.float64)
     if scale == "sqrt":
