@@ -124,11 +124,10 @@ def import_weights_command(source: str, file: str, run_dir: str, data: str | Non
     export accept it. Published for these weights (resize 256, center 224): acc@1 56.522,
     acc@5 79.066.
     """
+    from alexnet_dali.builders import class_list
     from alexnet_dali.import_weights import import_torchvision
-    from alexnet_dali.tools.manifest import read_manifest
 
-    classes = [[c.name, ""] for c in read_manifest(data).classes] if data else None
-    path = import_torchvision(file, run_dir, classes=classes)
+    path = import_torchvision(file, run_dir, classes=class_list(data) if data else None)
     click.echo(f"wrote {path}")
 
 

@@ -113,13 +113,14 @@ def evaluate_checkpoint(
     """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report;
     `per_class` adds accuracy and samples per class (by name), worst first."""
     from alexnet_dali.builders import precision_of, resolve_for_data
-    from alexnet_dali.checkpoint import load_checkpoint, model_from_checkpoint
+    from alexnet_dali.checkpoint import check_same_classes, load_checkpoint, model_from_checkpoint
     from alexnet_dali.errors import ConfigError
     from alexnet_dali.inference import class_names
 
     info = distributed.setup(device)
     try:
         state = load_checkpoint(checkpoint)
+        check_same_classes(state, str(data))
         model, cfg = model_from_checkpoint(state)
         classes = resolve_for_data(dataclasses.replace(cfg, data=str(data))).model.num_classes
         if classes != cfg.model.num_classes:

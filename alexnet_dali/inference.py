@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from alexnet_dali.checkpoint import load_checkpoint, model_from_checkpoint, recorded_colour_stats
+from alexnet_dali.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    recorded_colour_stats,
+    saved_classes,
+)
 from alexnet_dali.config import TrainConfig
 from alexnet_dali.errors import CheckpointError
 from alexnet_dali.pipelines.eval import TENCROP_VIEWS, view_anchor
@@ -94,11 +99,10 @@ def display_name(name: str, words: str = "") -> str:
 def class_names(state: dict[str, Any], cfg: TrainConfig, data: str | None = None) -> list[str]:
     """One name per class id: the checkpoint's, else the shard manifest's, else the ids."""
     count = cfg.model.num_classes
-    names = [display_name(*c) for c in state.get("classes") or []]
+    names = [display_name(*c) for c in saved_classes(state) or []]
     if not names:
         manifest = _manifest(cfg, data)
-        names = [display_name(c.name, getattr(c, "words", "")) for c in manifest.classes] \
-            if manifest else []
+        names = [display_name(c.name, c.words) for c in manifest.classes] if manifest else []
     return names if len(names) == count else [str(i) for i in range(count)]
 
 
@@ -106,8 +110,11 @@ def image_settings_of(cfg: TrainConfig, data: str | None = None) -> ImageSetting
     """The conversion the shards were made with (the manifest's settings), else preprocess's
     default; settings ImageSettings does not have (seed, shard size, ...) are ignored."""
     manifest = _manifest(cfg, data)
+    if manifest is None:
+        return ImageSettings()
     known = {f.name for f in fields(ImageSettings)}
-    given = {k: v for k, v in (manifest.settings if manifest else {}).items() if k in known}
+    # shards written before the decoder was recorded were all Pillow's
+    given = {"decoder": "pillow", **{k: v for k, v in manifest.settings.items() if k in known}}
     return ImageSettings(**given)
 
 

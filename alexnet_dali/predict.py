@@ -100,7 +100,8 @@ def predict_files(inference: InferenceModel, files: Sequence[str], *, tencrop: b
     allow_pixels(inference.image_settings.max_pixels)
     results: list[Prediction] = []
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress, leave=False)
-    # Pillow releases the GIL while decoding, resizing and encoding: threads convert in parallel.
+    # Pillow releases the GIL in its C work (the Lanczos resize is most of it): threads convert
+    # in parallel.
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, len(files), batch_size):
             batch = list(files[start:start + batch_size])

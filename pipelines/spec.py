@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from alexnet_dali.config import AugmentConfig
-from alexnet_dali.errors import ConfigError, DataError
+from alexnet_dali.errors import DataError
 from alexnet_dali.tools.manifest import read_manifest
 from alexnet_dali.tools.pca import ColourStats
 
@@ -77,11 +77,6 @@ def channel_mean_and_std(
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean to subtract (0 with the mean image or mean="none") and divisor (1 without
     std_normalize); explicit `mean_rgb` / `std_rgb` win over pca.json's (`stats` may be None)."""
-    for name in ("mean_rgb", "std_rgb"):
-        values = getattr(augment, name)
-        if values and (len(values) != 3 or (name == "std_rgb" and min(values) <= 0)):
-            raise ConfigError(f"augment.{name}={list(values)}: give 3 values (R, G, B) on the "
-                              "0-255 scale" + (", all > 0" if name == "std_rgb" else ""))
     mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     if augment.mean == "channel":
         mean = tuple(float(v) for v in augment.mean_rgb) if augment.mean_rgb else stats.mean

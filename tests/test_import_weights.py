@@ -102,7 +102,12 @@ def test_cli_import_then_eval_and_predict_without_pca_json(torchvision_file, sha
     # torchvision's normalisation is explicit: eval needs no pca.json (and no train split)
     shards = tmp_path / "val-only"
     shutil.copytree(shard_dataset / "val", shards / "val")
-    shutil.copy(shard_dataset / "manifest.json", shards / "manifest.json")
+    manifest = json.loads((shard_dataset / "manifest.json").read_text())
+    words = {0: "tench, Tinca tinca", 2: "goldfish, Carassius auratus"}  # the others have none
+    for c in manifest["classes"]:
+        c["words"] = words.get(c["id"], "")
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    names = [words.get(i, f"n{i:08d}") for i in range(4)]  # words where they exist
     runner = CliRunner()
     run = tmp_path / "tv"
     done = runner.invoke(main, ["import-weights", "torchvision", str(torchvision_file),
@@ -114,13 +119,17 @@ def test_cli_import_then_eval_and_predict_without_pca_json(torchvision_file, sha
     assert ev.exit_code == 0, ev.output
     result = json.loads(out.read_text())
     rows = result["per_class"]
-    assert sorted(r["class"] for r in rows) == [f"n{i:08d}" for i in range(4)]
+    assert sorted(r["class"] for r in rows) == sorted(names)
     assert [r["top1_acc"] for r in rows] == sorted(r["top1_acc"] for r in rows)  # worst first
     assert sum(r["samples"] for r in rows) == result["samples"] == 32
     hits = sum(round(r["top1_acc"] * r["samples"]) for r in rows)
     assert hits / 32 == pytest.approx(result["top1_acc"])
-    assert "n00000000" in ev.output
+    assert all(name in ev.output for name in names)
     photo = sorted((raw_dataset / "val").glob("*/*"))[0]
-    pred = runner.invoke(main, ["predict", str(photo), "--checkpoint", str(run), "--device", "cpu"])
+    preds = tmp_path / "preds.json"
+    pred = runner.invoke(main, ["predict", str(photo), "--checkpoint", str(run), "--device", "cpu",
+                                "--topk", "4", "--json", str(preds)])
     assert pred.exit_code == 0, pred.output
-    assert "n0000000" in pred.output
+    top = json.loads(preds.read_text())[0]["top"]
+    assert [names[t["class_id"]] for t in top] == [t["class"] for t in top]
+    assert "tench, Tinca tinca" in pred.output
