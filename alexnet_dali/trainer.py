@@ -28,6 +28,7 @@ from alexnet_dali.builders import (
     precision_of,
     resolve_for_data,
 )
+from alexnet_dali.cadence import LossWindow, is_sync_point
 from alexnet_dali.config import TrainConfig, from_dict, to_dict
 from alexnet_dali.distributed import DistInfo
 from alexnet_dali.evaluation import autocast, evaluate
@@ -35,7 +36,13 @@ from alexnet_dali.optim import LRSchedule, build_optimizer, group_sizes, load_op
 from alexnet_dali.runlog import RunLog
 
 class StopRequest:
-    """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and exits cleanly."""
+    """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and exits cleanly.
+
+    Alone, the flag is read after every step. Under DDP the ranks agree on it only at the sync
+    points of `cadence.is_sync_point`, together with the loss, so that no step waits on a
+    collective and a host copy: every rank stops at the same sync point (at most `log_every`
+    steps later).
+    """
 
     def __init__(self) -> None:
         self.signal_name = ""
@@ -52,12 +59,9 @@ class StopRequest:
             raise KeyboardInterrupt(f"second {name}: stopped without a checkpoint")
         self.signal_name = self.signal_name or name  # no printing here: not reentrant-safe
 
-    def agreed(self, device: torch.device) -> bool:
-        """True on every rank if any rank was signalled (so all stop at the same step)."""
-        if not distributed.active():  # no tensor, so no device sync per step
-            return bool(self.signal_name)
-        flag = torch.tensor([1.0 if self.signal_name else 0.0], device=device)
-        return bool(distributed.all_reduce(flag, op="max").item() > 0)
+    def pending(self) -> bool:
+        """True if this process was signalled (a Python flag: no device or collective work)."""
+        return bool(self.signal_name)
 
     def restore(self) -> None:
         """Put the previous handlers back."""
@@ -196,28 +200,28 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
         return True
     bar = tqdm(total=total, initial=pos.step_in_epoch, desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
                disable=not info.is_main, dynamic_ncols=True, leave=False)
-    window_start, window_images = time.perf_counter(), 0
+    window = LossWindow()
+    alone = not distributed.active()
     for images, labels in _endless(run.train_loader):
-        loss = _train_step(run, images, labels)
+        window.add(_train_step(run, images, labels), images.shape[0] * info.world_size)
         pos.step_in_epoch += 1
         pos.global_step += 1
-        window_images += images.shape[0] * info.world_size
         bar.update(1)
-        if pos.step_in_epoch % cfg.log_every == 0 or pos.step_in_epoch == total:
-            rate = window_images / max(time.perf_counter() - window_start, 1e-9)
-            loss_v = distributed.all_reduce(loss.float().clone()).item() / info.world_size
+        stopping = alone and stop.pending()
+        if is_sync_point(cfg, pos.step_in_epoch, total) or stopping:
+            loss_v, rate, stopping = window.agree(stop.pending(), info.world_size)
             bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{run.schedule.lr:.2g}", img_s=f"{rate:.1f}")
             run.log.write({"kind": "train", "epoch": pos.epoch + 1, "step": pos.global_step,
                            "loss": loss_v, "lr": run.schedule.lr, "images_per_s": rate})
-            window_start, window_images = time.perf_counter(), 0
-        if stop.agreed(info.device):
+            window.reset()
+        if stopping:
             bar.close()
             return False
         if pos.step_in_epoch >= total:
             break
         if cfg.checkpoint_every and pos.step_in_epoch % cfg.checkpoint_every == 0:
             run.save()
-            window_start, window_images = time.perf_counter(), 0  # img/s excludes the save
+            window.reset()  # img/s excludes the save
     bar.close()
     return True
 
