@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +61,10 @@ class StopRequest:
     def pending(self) -> bool:
         """True if this process was signalled (a Python flag: no device or collective work)."""
         return bool(self.signal_name)
+
+    def follow(self) -> None:
+        """Another rank was signalled (the ranks agreed to stop): stop here too, under its name."""
+        self.signal_name = self.signal_name or "a signal to another rank"
 
     def restore(self) -> None:
         """Put the previous handlers back."""
@@ -215,6 +218,7 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
                            "loss": loss_v, "lr": run.schedule.lr, "images_per_s": rate})
             window.reset()
         if stopping:
+            stop.follow()
             bar.close()
             return False
         if pos.step_in_epoch >= total:
