@@ -28,8 +28,8 @@ import torch
 from alexnet_dali.config import AugmentConfig, ModelConfig, TrainConfig
 from alexnet_dali.doctor import Check, Context, Skip
 from alexnet_dali.doctor_checks import (CPU, CLASSES, batch_loss, eval_draws, loader_config,
-                                        SHORT_RUN, STEP_LR, max_error, quiet,
-                                        train_draws)
+                                        SHORT_RUN, STEP_LR, count_ops, max_error,
+                                        quiet, train_draws)
 from alexnet_dali.pipelines import reference
 
 DECODE_MEAN_DIFF = 2.0  # levels (0-255), per image: IDCT rounding + chroma upsampling
@@ -128,7 +128,10 @@ def bf16_channels_last_step(data: Path, ctx: Context, device: torch.device) -> s
         raise AssertionError(f"bf16 step: loss {before:.4f} -> {after:.4f}")
     if not model.conv2.weight.is_contiguous(memory_format=torch.channels_last):
         raise AssertionError("the step lost the channels_last weight layout")
-    return f"logits within {error:.3f} of fp32's scale; loss {before:.4f} -> {after:.4f}"
+    ops = count_ops(lambda: step(x, y))
+    ctx.numbers[f"aten ops per training step ({device.type}, bf16)"] = ops
+    return (f"logits within {error:.3f} of fp32's scale; loss {before:.4f} -> {after:.4f}; "
+            f"{ops} ops per step")
 
 
 def model_parallel_equals_grouped(devices: tuple[str, str]) -> str:
