@@ -212,35 +212,30 @@ def throughput(data: Path, ctx: Context, device: str, batch: int, steps: int) ->
 
 def gpu_graph_placement(data: Path) -> str:
     """Trace the device="gpu" graphs (DALI's private `_build_graph`; no CUDA needed): the decoder
-    runs `mixed` and the images leave the graph on the GPU, the draws on the CPU."""
+    runs `mixed`, the images leave the graph on the GPU, the draws on the CPU."""
+    from alexnet_dali.config import LoaderConfig
     from alexnet_dali.loader import pipeline_spec
     from alexnet_dali.pipelines.eval import eval_pipeline
     from alexnet_dali.pipelines.train import train_pipeline
 
-    spec = pipeline_spec(data, "train", loader=loader_config_plain(), augment=AugmentConfig(),
-                         rank=0, world_size=1, device=CPU)
+    spec = pipeline_spec(data, "train", loader=LoaderConfig(), augment=AugmentConfig(), rank=0,
+                         world_size=1, device=CPU)
     spec = dataclasses.replace(spec, device="gpu", dtype="float16", return_draws=True)
     args = dict(batch_size=2, num_threads=1, device_id=0)
     seen = []
     for name, pipe in (("train", train_pipeline(spec, seed=0, **args)),
                        ("ten-crop", eval_pipeline(spec, tencrop=True, **args))):
         if not hasattr(pipe, "_build_graph"):
-            raise Skip(f"DALI {pipe.__module__} has no Pipeline._build_graph to trace with")
+            raise Skip("this DALI has no Pipeline._build_graph to trace the graphs with")
         pipe._build_graph()
+        ops = [(op._op._operator_name().rsplit(".", 1)[-1], op._op.device) for op in pipe._ops]
         outputs = [node.device for node in pipe._graph_outputs]
-        decoders = [op._op.device for op in pipe._ops if "decoders" in op._op._operator_name()
-                    .lower() or op._op._operator_name().rsplit(".", 1)[-1] == "image"]
-        if outputs[0] != "gpu" or decoders != ["mixed"] or "gpu" in outputs[2:-1]:
-            raise AssertionError(f"{name} graph: outputs on {outputs}, decoder on {decoders}")
-        seen.append(f"{name} images on {outputs[0]}, decoder {decoders[0]}")
+        decoder = [device for op, device in ops if op == "image"]
+        on_gpu = sorted({op for op, device in ops if device == "gpu"})
+        if decoder != ["mixed"] or outputs[0] != "gpu" or "gpu" in outputs[1:-1]:
+            raise AssertionError(f"{name} graph: decoder on {decoder}, outputs on {outputs}")
+        seen.append(f"{name}: decoder mixed, on the GPU {', '.join(on_gpu)}")
     return "; ".join(seen)
-
-
-def loader_config_plain():
-    """Default loader settings (tracing builds nothing, so threads do not matter)."""
-    from alexnet_dali.config import LoaderConfig
-
-    return LoaderConfig()
 
 
 CUDA0 = torch.device("cuda", 0)
@@ -251,13 +246,15 @@ GPU_CHECKS = [
           lambda ctx: bf16_channels_last_step(ctx.data(), ctx, CUDA0), gpus=1),
     Check("model-parallel", lambda ctx: model_parallel_equals_grouped(("cuda:0", "cuda:1")),
           gpus=2),
-    Check("nccl-all-reduce", lambda ctx: nccl_detail(two_process_all_reduce("nccl")), gpus=2),
+    Check("nccl-all-reduce", lambda ctx: nccl_detail(ctx, two_process_all_reduce("nccl")),
+          gpus=2),
     Check("gpu-throughput", lambda ctx: throughput(ctx.data(), ctx, "cuda", 128, 20), gpus=1,
           slow=True),
 ]
 
 
-def nccl_detail(result: dict) -> str:
-    """One line from the all-reduce worker's result."""
+def nccl_detail(ctx: Context, result: dict) -> str:
+    """One line from the all-reduce worker's result (its bandwidth goes to the numbers)."""
+    ctx.numbers[f"{result['backend']} all-reduce bus GB/s (2 ranks)"] = result["bus_gb_s"]
     return (f"2 ranks, sums correct; {result['megabytes']} MB in {result['seconds'] * 1e3:.1f} "
             f"ms: {result['bus_gb_s']:.1f} GB/s bus bandwidth")

@@ -108,10 +108,11 @@ def test_bf16_channels_last_step_and_model_parallel_on_the_cpu(ctx: Context) -> 
 
 
 @pytest.mark.slow
-def test_two_process_all_reduce_with_gloo() -> None:
+def test_two_process_all_reduce_with_gloo(ctx: Context) -> None:
     result = doctor_gpu.two_process_all_reduce("gloo", megabytes=1)
     assert result["correct"] and result["world_size"] == 2 and result["bus_gb_s"] > 0
-    assert "sums correct" in doctor_gpu.nccl_detail(result)
+    assert "sums correct" in doctor_gpu.nccl_detail(ctx, result)
+    assert ctx.numbers["gloo all-reduce bus GB/s (2 ranks)"] == result["bus_gb_s"]
 
 
 @pytest.mark.slow
