@@ -122,3 +122,28 @@ def test_throughput_and_starve_ratio_on_the_cpu(ctx: Context) -> None:
     ratio = ctx.numbers["starve ratio DALI-fed / synthetic (cpu)"]
     fed = ctx.numbers["DALI-fed-train img/s (cpu, batch 2)"]
     assert ratio == pytest.approx(fed / ctx.numbers["synthetic-train img/s (cpu, batch 2)"])
+
+
+def test_reference_replays_a_constant_image_by_hand() -> None:
+    """The shared NumPy reference on a flat image: (value - mean + shift) / std, every view."""
+    from alexnet_dali.config import AugmentConfig
+    from alexnet_dali.pipelines import reference
+
+    stats = {"mean": [100.0, 110.0, 120.0], "std": [50.0, 60.0, 70.0],
+             "eigenvalues": [4.0, 1.0, 0.25], "eigenvectors": np.eye(3).tolist()}
+    image = np.full((256, 256, 3), 130, dtype=np.uint8)
+    aug = AugmentConfig(std_normalize=True, pca_scale="sqrt")
+    alpha = np.array([0.5, -1.0, 2.0])
+    view = reference.train_view(image, 3, 7, 1, alpha, aug, stats)
+    shift = alpha * np.sqrt([4.0, 1.0, 0.25])  # P = I: shift_c = alpha_c * sqrt(lambda_c)
+    expected = (130 - np.array(stats["mean"]) + shift) / np.array(stats["std"])
+    assert view.shape == (3, 224, 224)
+    np.testing.assert_allclose(view[:, 0, 0], expected)
+    assert np.ptp(view, axis=(1, 2)).max() == 0
+    views = reference.tencrop_views(image, aug, stats)
+    assert views.shape == (10, 3, 224, 224)
+    np.testing.assert_allclose(views[:, :, 5, 5], np.tile((130 - np.array(stats["mean"]))
+                                                          / np.array(stats["std"]), (10, 1)))
+    assert reference.anchor(np.float32(5 / 32)) == 5 and reference.anchor(np.int32(7)) == 7
+    with pytest.raises(ValueError, match="not k/32"):
+        reference.anchor(0.1)
