@@ -76,7 +76,7 @@ def max_error(a: np.ndarray, b: np.ndarray) -> float:
 def check_train_graph(ctx: Context) -> str:
     """The CPU train graph replays against the NumPy reference (paper recipe, mean image)."""
     worst = 0.0
-    for aug in (AugmentConfig(), AugmentConfig(mean="image", std_normalize=True)):
+    for aug in (AugmentConfig(), AugmentConfig(mean="image", std_normalize=True, pca_rescale=True)):
         images, _, pos_x, pos_y, mirrors, alphas, decoded = train_draws(
             ctx.data(), aug, loader_config(ctx), CPU)
         stats = reference.read_stats(ctx.data())

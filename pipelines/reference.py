@@ -27,14 +27,11 @@ def read_stats(data_dir: str | Path) -> dict[str, Any]:
     return stats
 
 
-def anchor(draw: Any, span: int = 32) -> int:
-    """The integer crop anchor k of a returned crop draw: k itself (an integer draw) or the
-    normalised crop position k/span (a float draw), which must then be exactly k/span."""
-    if np.issubdtype(np.asarray(draw).dtype, np.integer):
-        return int(draw)
-    k = int(np.rint(float(draw) * span))
-    if abs(float(draw) - k / span) > 1e-6:
-        raise ValueError(f"crop position {draw} is not k/{span} for an integer k")
+def anchor(position: float, span: int = 32) -> int:
+    """The integer crop anchor k of a returned crop position, which must be exactly k/span."""
+    k = int(np.rint(float(position) * span))
+    if abs(float(position) - k / span) > 1e-6:
+        raise ValueError(f"crop position {position} is not k/{span} for an integer k")
     return k
 
 
@@ -53,7 +50,7 @@ def normalised(decoded: np.ndarray, aug: Any, stats: dict[str, Any],
         if aug.pca_scale == "sqrt":
             lam = np.sqrt(lam)
         img = img + sum(p[:, i] * alpha[i] * lam[i] for i in range(3))
-        if getattr(aug, "pca_rescale", False):  # cuda-convnet2 scales the noised image back
+        if aug.pca_rescale:  # cuda-convnet2 scales the noised image back
             img = img / (1.0 + aug.pca_std)
     if aug.std_normalize:
         img = img / np.asarray(stats["std"])
