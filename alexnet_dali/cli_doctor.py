@@ -32,11 +32,13 @@ def doctor_command(out: str | None, quick: bool, threads: int | None) -> None:
       alexnet-dali doctor --out doctor.md     # then paste doctor.md into a GitHub issue
     """
     from alexnet_dali.doctor import run_doctor
+    from alexnet_dali.doctor_checks import CPU_CHECKS
+    from alexnet_dali.doctor_gpu import GPU_CHECKS
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     command = "alexnet-dali doctor" + " --quick" * quick
-    status = run_doctor(out=out, quick=quick, threads=threads or min(8, usable or 1),
-                        echo=click.echo, command=command)
+    status = run_doctor(CPU_CHECKS + GPU_CHECKS, out=out, quick=quick,
+                        threads=threads or min(8, usable or 1), echo=click.echo, command=command)
     sys.exit(status)
 
 

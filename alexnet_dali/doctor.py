@@ -3,9 +3,10 @@
 The report is Markdown a user can paste into an issue: the environment (`doctor_env.py`), then
 one `PASS` / `FAIL` / `SKIP` line per check with its reason, then the numbers measured. The
 checks run on data generated in a temporary folder (sample-data -> preprocess -> pca-stats):
-the CPU ones everywhere (`doctor_checks.py`), the GPU ones where CUDA is present
-(`doctor_gpu.py`; otherwise each is a SKIP naming what is missing). A check fails by raising
-(the message is its reason), skips by raising `Skip`. Exit status 0 when nothing failed.
+the CPU ones everywhere (`doctor_checks.CPU_CHECKS`), the GPU ones where CUDA is present
+(`doctor_gpu.GPU_CHECKS`; otherwise each is a SKIP naming what is missing); the CLI passes both.
+A check fails by raising (the message is its reason), skips by raising `Skip`. Exit status 0
+when nothing failed.
 """
 
 from __future__ import annotations
@@ -61,10 +62,25 @@ class Context:
         """The shard folder: made here from generated images (sample-data, preprocess,
         pca-stats) on first use."""
         if self.data_dir is None:
-            from alexnet_dali.doctor_checks import make_data
-
             self.data_dir = make_data(self.workdir / "data", 8 if self.quick else 32)
         return self.data_dir
+
+
+CLASSES = 4  # of the generated data
+
+
+def make_data(root: Path, images_per_class: int) -> Path:
+    """sample-data -> preprocess -> pca-stats (mean image too) under `root`; the shard folder."""
+    from alexnet_dali.tools.pca import pca_stats
+    from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess
+    from alexnet_dali.tools.sample_data import SampleDataConfig, write_sample_data
+
+    raw, shards = root / "raw", root / "shards"
+    write_sample_data(raw, SampleDataConfig(classes=CLASSES, train_per_class=images_per_class,
+                                            val_per_class=4, min_side=160, max_side=400))
+    preprocess(raw, shards, PreprocessConfig(shard_size=64, workers=1), progress=False)
+    pca_stats(shards, workers=1, mean_image=True, progress=False)
+    return shards
 
 
 def cuda_devices() -> int:
@@ -123,16 +139,8 @@ def render_report(environment: list[tuple[str, str]], results: list[Result],
     return "\n".join(lines) + "\n"
 
 
-def all_checks() -> list[Check]:
-    """The CPU checks, then the GPU ones, in the order they run."""
-    from alexnet_dali.doctor_checks import CPU_CHECKS
-    from alexnet_dali.doctor_gpu import GPU_CHECKS
-
-    return CPU_CHECKS + GPU_CHECKS
-
-
-def run_doctor(*, out: str | Path | None = None, quick: bool = False, threads: int = 2,
-               checks: list[Check] | None = None, echo: Callable[[str], Any] = print,
+def run_doctor(checks: list[Check], *, out: str | Path | None = None, quick: bool = False,
+               threads: int = 2, echo: Callable[[str], Any] = print,
                command: str = "alexnet-dali doctor") -> int:
     """Report the environment, run the checks, write the report to `out`; the exit status."""
     from alexnet_dali.doctor_env import environment
@@ -142,7 +150,7 @@ def run_doctor(*, out: str | Path | None = None, quick: bool = False, threads: i
         echo(f"{key}: {value}")
     with tempfile.TemporaryDirectory(prefix="alexnet-dali-doctor-") as tmp:
         ctx = Context(workdir=Path(tmp), quick=quick, threads=threads)
-        results = run_checks(all_checks() if checks is None else checks, ctx, echo)
+        results = run_checks(checks, ctx, echo)
     report = render_report(env, results, ctx.numbers, command)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from alexnet_dali.config import AugmentConfig, LoaderConfig, ModelConfig, TrainConfig
-from alexnet_dali.doctor import Check, Context
+from alexnet_dali.doctor import CLASSES, Check, Context, Skip
 from alexnet_dali.pipelines import reference
 
 CPU = torch.device("cpu")
@@ -24,23 +24,8 @@ PAPER_PARAMETERS = 60_965_224  # the paper net with 1000 classes (docs/MODEL.md)
 # DALI's libjpeg-turbo vs Pillow's libjpeg on the same bytes: the same fancy upsampling, IDCTs
 # that differ in rounding only (mean |diff| below 1 level, a few levels at most).
 PILLOW_MEAN_DIFF, PILLOW_MAX_DIFF = 1.0, 8
-CLASSES = 4
 SHORT_RUN = AugmentConfig(std_normalize=True)  # with init "he" (docs/TRAINING.md)
 STEP_LR = 1e-4  # one plain SGD step this small must go downhill on an 8-image batch
-
-
-def make_data(root: Path, images_per_class: int) -> Path:
-    """sample-data -> preprocess -> pca-stats (mean image too) under `root`; the shard folder."""
-    from alexnet_dali.tools.pca import pca_stats
-    from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess
-    from alexnet_dali.tools.sample_data import SampleDataConfig, write_sample_data
-
-    raw, shards = root / "raw", root / "shards"
-    write_sample_data(raw, SampleDataConfig(classes=CLASSES, train_per_class=images_per_class,
-                                            val_per_class=4, min_side=160, max_side=400))
-    preprocess(raw, shards, PreprocessConfig(shard_size=64, workers=1), progress=False)
-    pca_stats(shards, workers=1, mean_image=True, progress=False)
-    return shards
 
 
 def loader_config(ctx: Context, **changes) -> LoaderConfig:
@@ -248,9 +233,35 @@ def check_pipeline_rate(ctx: Context) -> str:
 
 def check_gpu_graphs_trace(ctx: Context) -> str:
     """The GPU graphs trace (no CUDA needed) with the decoder `mixed` and the images on the GPU."""
-    from alexnet_dali.doctor_gpu import gpu_graph_placement
-
     return gpu_graph_placement(ctx.data())
+
+
+def gpu_graph_placement(data: Path) -> str:
+    """Trace the device="gpu" graphs (DALI's private `_build_graph`; no CUDA needed): the decoder
+    runs `mixed`, the images leave the graph on the GPU, the draws on the CPU."""
+    from alexnet_dali.config import LoaderConfig
+    from alexnet_dali.loader import pipeline_spec
+    from alexnet_dali.pipelines.eval import eval_pipeline
+    from alexnet_dali.pipelines.train import train_pipeline
+
+    spec = pipeline_spec(data, "train", loader=LoaderConfig(), augment=AugmentConfig(), rank=0,
+                         world_size=1, device=CPU)
+    spec = dataclasses.replace(spec, device="gpu", dtype="float16", return_draws=True)
+    args = dict(batch_size=2, num_threads=1, device_id=0)
+    seen = []
+    for name, pipe in (("train", train_pipeline(spec, seed=0, **args)),
+                       ("ten-crop", eval_pipeline(spec, tencrop=True, **args))):
+        if not hasattr(pipe, "_build_graph"):
+            raise Skip("this DALI has no Pipeline._build_graph to trace the graphs with")
+        pipe._build_graph()
+        ops = [(op._op._operator_name().rsplit(".", 1)[-1], op._op.device) for op in pipe._ops]
+        outputs = [node.device for node in pipe._graph_outputs]
+        decoder = [device for op, device in ops if op == "image"]
+        on_gpu = sorted({op for op, device in ops if device == "gpu"})
+        if decoder != ["mixed"] or outputs[0] != "gpu" or "gpu" in outputs[1:-1]:
+            raise AssertionError(f"{name} graph: decoder on {decoder}, outputs on {outputs}")
+        seen.append(f"{name}: decoder mixed, on the GPU {', '.join(on_gpu)}")
+    return "; ".join(seen)
 
 
 CPU_CHECKS = [

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from alexnet_dali.config import AugmentConfig, ModelConfig, TrainConfig
-from alexnet_dali.doctor import Check, Context, Skip
-from alexnet_dali.doctor_checks import (CPU, CLASSES, batch_loss, eval_draws, loader_config,
+from alexnet_dali.doctor import CLASSES, Check, Context
+from alexnet_dali.doctor_checks import (CPU, batch_loss, eval_draws, loader_config,
                                         SHORT_RUN, STEP_LR, count_ops, max_error,
                                         quiet, train_draws)
 from alexnet_dali.pipelines import reference
@@ -208,34 +208,6 @@ def throughput(data: Path, ctx: Context, device: str, batch: int, steps: int) ->
     return (f"pipeline {pipeline:,.0f}, synthetic {synthetic:,.0f}, DALI-fed {fed:,.0f} img/s; "
             f"DALI-fed / synthetic {fed / synthetic:.2f}, pipeline / synthetic "
             f"{pipeline / synthetic:.2f}")
-
-
-def gpu_graph_placement(data: Path) -> str:
-    """Trace the device="gpu" graphs (DALI's private `_build_graph`; no CUDA needed): the decoder
-    runs `mixed`, the images leave the graph on the GPU, the draws on the CPU."""
-    from alexnet_dali.config import LoaderConfig
-    from alexnet_dali.loader import pipeline_spec
-    from alexnet_dali.pipelines.eval import eval_pipeline
-    from alexnet_dali.pipelines.train import train_pipeline
-
-    spec = pipeline_spec(data, "train", loader=LoaderConfig(), augment=AugmentConfig(), rank=0,
-                         world_size=1, device=CPU)
-    spec = dataclasses.replace(spec, device="gpu", dtype="float16", return_draws=True)
-    args = dict(batch_size=2, num_threads=1, device_id=0)
-    seen = []
-    for name, pipe in (("train", train_pipeline(spec, seed=0, **args)),
-                       ("ten-crop", eval_pipeline(spec, tencrop=True, **args))):
-        if not hasattr(pipe, "_build_graph"):
-            raise Skip("this DALI has no Pipeline._build_graph to trace the graphs with")
-        pipe._build_graph()
-        ops = [(op._op._operator_name().rsplit(".", 1)[-1], op._op.device) for op in pipe._ops]
-        outputs = [node.device for node in pipe._graph_outputs]
-        decoder = [device for op, device in ops if op == "image"]
-        on_gpu = sorted({op for op, device in ops if device == "gpu"})
-        if decoder != ["mixed"] or outputs[0] != "gpu" or "gpu" in outputs[1:-1]:
-            raise AssertionError(f"{name} graph: decoder on {decoder}, outputs on {outputs}")
-        seen.append(f"{name}: decoder mixed, on the GPU {', '.join(on_gpu)}")
-    return "; ".join(seen)
 
 
 CUDA0 = torch.device("cuda", 0)

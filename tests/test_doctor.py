@@ -57,14 +57,14 @@ def test_a_failing_check_is_a_fail_line_and_exit_1(tmp_path: Path) -> None:
               Check("slow", lambda ctx: "never", slow=True),
               Check("two-gpus", lambda ctx: "never", gpus=99)]
     lines: list[str] = []
-    status = run_doctor(out=tmp_path / "r.md", quick=True, checks=checks, echo=lines.append)
+    status = run_doctor(checks, out=tmp_path / "r.md", quick=True, echo=lines.append)
     assert status == 1 and ran == [1]
     assert any(line.startswith("FAIL boom: ValueError: the reason [test_doctor.py:")
                for line in lines)
     assert "SKIP skipped: not here" in lines and "SKIP slow: --quick" in lines
     assert any(line.startswith("SKIP two-gpus: ") and "needs 99" in line for line in lines)
     assert "**failed**" in (tmp_path / "r.md").read_text()
-    assert run_doctor(quick=True, checks=checks[1:], echo=lines.append) == 0
+    assert run_doctor(checks[1:], quick=True, echo=lines.append) == 0
 
 
 def test_report_is_markdown_with_environment_checks_and_numbers() -> None:
