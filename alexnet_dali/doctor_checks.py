@@ -1,6 +1,6 @@
 """The doctor's CPU checks: each takes the shared `Context`, returns its PASS detail or raises.
 
-They run on a machine without a GPU too, on data the doctor generates (`make_data`).
+They run on a machine without a GPU too, on data the doctor generates (`doctor.make_data`).
 """
 
 from __future__ import annotations
