@@ -15,7 +15,7 @@ BENCH_COMMANDS: list = []
 @click.command("doctor", short_help="Check this machine end to end; a Markdown report.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the Markdown report here.")
 @click.option("--quick", is_flag=True, help="Smaller data; skip the slow checks (throughput).")
-@click.option("--threads", type=int, default=None,
+@click.option("--threads", type=click.IntRange(min=1), default=None,
               help="DALI CPU threads (default: the CPUs this process may use, at most 8).")
 @report_user_errors
 def doctor_command(out: str | None, quick: bool, threads: int | None) -> None:
