@@ -15,6 +15,7 @@ import numpy as np
 
 from alexnet_dali.config import AugmentConfig
 from alexnet_dali.tools.shards import split_fingerprint
+from alexnet_dali.tools.verify import first_file_problem
 
 
 class DataDirError(ValueError):
@@ -84,11 +85,9 @@ def load_shard_set(data_dir: str | Path, split: str) -> ShardSet:
     if not entries:
         raise DataDirError(f"{data_dir / 'manifest.json'}: split {split!r} has no shards")
     tars = tuple(str(data_dir / e["tar"]) for e in entries)
-    missing = [t for t in tars if not Path(t).is_file()]
-    if missing:
-        raise DataDirError(
-            f"{missing[0]}: shard listed in manifest.json is missing; re-run preprocess"
-        )
+    problem = first_file_problem(data_dir, manifest, split)
+    if problem is not None:
+        raise DataDirError(problem)
     indexes = tuple(str(data_dir / e["index"]) for e in entries if e.get("index"))
     have_all = len(indexes) == len(tars) and all(Path(i).is_file() for i in indexes)
     size = int(manifest.get("settings", {}).get("size", 256))

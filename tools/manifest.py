@@ -81,7 +81,9 @@ def _split_entry(out: Path, split: str, plan: dict) -> tuple[dict, list[list[str
         info = read_json(sidecar_path(out, split, i))
         rejects.extend(info["rejects"])
         if info["tar"] is not None:
-            shards.append({k: info[k] for k in ("tar", "index", "samples", "sha256")})
+            # "size" (bytes of the tar) is absent from records written before it was added
+            shards.append({k: info[k] for k in ("tar", "index", "samples", "sha256", "size")
+                           if k in info})
     written = sum(s["samples"] for s in shards)
     entry = {"shards": shards, "samples": written, "found": plan["found"], "written": written,
              "rejected": len(rejects), "rejects_file": f"{split}/rejects.tsv",

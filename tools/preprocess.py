@@ -172,6 +172,7 @@ def write_shard(out: Path, split: str, job: ShardJob,
               "tar": f"{split}/{stem}.tar" if has_tar else None,
               "index": f"{split}/{stem}.idx" if has_tar else None,
               "sha256": sha256_file(writer.tar_path) if has_tar else None,
+              "size": writer.tar_path.stat().st_size if has_tar else None,
               "sources": sources}  # provenance: key -> source path relative to the split root
     mf.write_json_atomic(mf.sidecar_path(out, split, job.index), record)
     return writer.samples, len(rejects)

@@ -145,18 +145,61 @@ def format_index(samples: list[list[IndexEntry]]) -> str:
     return "".join(lines)
 
 
-def iter_shard(tar_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield `(key, {ext: bytes})` per sample of a shard, in file order (streams, O(1 sample))."""
-    key, members = None, {}
+def parse_index(text: str) -> list[list[IndexEntry]]:
+    """The samples (each a list of its members) of a DALI webdataset index; ValueError if malformed.
+
+    Reads what `format_index` writes: whole lines only, so a truncated index is an error.
+    """
+    lines = text.split("\n")
+    version, _, count = lines[0].partition(" ")
+    if version != INDEX_VERSION or not count.isdigit():
+        raise ValueError(f"line 1: expected '{INDEX_VERSION} <samples>', got {lines[0][:40]!r}")
+    if lines[-1] != "" or len(lines) - 2 != int(count):
+        raise ValueError(f"header says {count} samples, the file has {max(len(lines) - 2, 0)} "
+                         "complete lines")
+    samples = []
+    for number, line in enumerate(lines[1:-1], 2):
+        fields = line.split(" ")
+        if not fields or len(fields) % 4:
+            raise ValueError(f"line {number}: expected '<ext> <offset> <size> <name>' per member")
+        try:
+            samples.append([IndexEntry(fields[i], int(fields[i + 1]), int(fields[i + 2]),
+                                       fields[i + 3]) for i in range(0, len(fields), 4)])
+        except ValueError:
+            raise ValueError(f"line {number}: offset and size must be integers") from None
+    return samples
+
+
+def read_index(index_path: str | Path) -> list[list[IndexEntry]]:
+    """The samples listed by a `.idx` file (see `parse_index`)."""
+    return parse_index(Path(index_path).read_text(encoding="ascii"))
+
+
+def iter_samples(tar_path: str | Path,
+                 read: bool = True) -> Iterator[tuple[str, list[IndexEntry], dict[str, bytes]]]:
+    """Yield `(key, members as the index lists them, {ext: bytes})` per sample, in file order.
+
+    Streams (O(1 sample) memory). With `read=False` only the headers are parsed and the dict is
+    empty. A tar cut short raises `tarfile.ReadError`.
+    """
+    key, entries, members = None, [], {}
     with tarfile.open(tar_path, mode="r:") as tar:
         for info in tar:
             if not info.isfile():
                 continue
             stem, _, ext = info.name.partition(".")
             if stem != key and key is not None:
-                yield key, members
-                members = {}
+                yield key, entries, members
+                entries, members = [], {}
             key = stem
-            members[ext] = tar.extractfile(info).read()
+            entries.append(IndexEntry(ext, info.offset_data, info.size, info.name))
+            if read:
+                members[ext] = tar.extractfile(info).read()
     if key is not None:
+        yield key, entries, members
+
+
+def iter_shard(tar_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield `(key, {ext: bytes})` per sample of a shard, in file order (streams, O(1 sample))."""
+    for key, _, members in iter_samples(tar_path):
         yield key, members
