@@ -7,7 +7,8 @@ import click
 
 
 def _fail_on_data_error(func):
-    """Turn DataError (bad input a user must fix) into a clean click error."""
+    """Turn DataError (bad input, a full disk, a busy folder: a user must act) into one
+    `error: ...` line and exit status 2, as `train` does."""
     import functools
 
     @functools.wraps(func)
@@ -17,7 +18,8 @@ def _fail_on_data_error(func):
         try:
             return func(*args, **kwargs)
         except DataError as e:
-            raise click.ClickException(str(e)) from None
+            click.echo(f"error: {e}", err=True)
+            raise SystemExit(2) from None
 
     return wrapper
 
@@ -113,9 +115,12 @@ def merge_manifest(out) -> None:
       alexnet-dali merge-manifest /data/shards
     """
     from alexnet_dali.tools.manifest import write_manifest
+    from alexnet_dali.tools.outdir import explain_os_errors
     from alexnet_dali.tools.preprocess import summary
 
-    click.echo(summary(out, write_manifest(out)))
+    with explain_os_errors("run merge-manifest again", out):
+        manifest = write_manifest(out)
+    click.echo(summary(out, manifest))
 
 
 @click.command("pca-stats", short_help="RGB mean/std/covariance/PCA of the train shards.")

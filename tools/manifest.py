@@ -3,18 +3,19 @@
 Per split, `OUT/<split>/_plan.json` records the scan (classes, found, shard count, scan-time
 rejects, settings) and each finished shard leaves `<split>-NNNNNN.json` (samples, sha256, its
 rejects), written last and atomically: it is the mark that the shard is complete. The manifest is
-built only from these files, so `--part i/n` runs on many hosts merge into one manifest.
+built only from these files, so `--part i/n` runs on many hosts merge into one manifest. While
+a run builds part i of n of a split, it holds the lock `OUT/<split>/.lock-part-i-of-n`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from alexnet_dali.tools.outdir import FolderInUse, FolderLock, held_by_other, naming, temp_path
 from alexnet_dali.tools.scan import DataError
 
 PLAN_NAME = "_plan.json"
@@ -25,13 +26,17 @@ FORMAT_VERSION = 1
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary name, fsync, rename: readers never see half a file."""
-    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)  # ASCII: odd file names stay valid
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    try:
+        with naming(tmp), open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)  # ASCII: odd file names stay valid
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: Path) -> Any:
@@ -40,6 +45,26 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: cannot read ({e}); delete it and re-run preprocess") from None
+
+
+def lock_part(out: Path, split: str, part: tuple[int, int]) -> FolderLock:
+    """Hold the lock of this part of a split (one per part: hosts share OUT in `--part i/n` runs).
+
+    Parts of another split into n' != n shares overlap ours, so a live holder of such a lock
+    is refused too.
+    """
+    i, n = part
+    lock = FolderLock(out / split / f".lock-part-{i}-of-{n}",
+                             f"wait for it to end; part {i}/{n} of {split} runs once at a time")
+    lock.acquire()
+    for other in (out / split).glob(".lock-part-*-of-*"):
+        holder = None if other.name.endswith(f"-of-{n}") else held_by_other(other)
+        if holder:
+            lock.release()
+            raise FolderInUse(
+                f"{out / split}: {holder} is building it as {other.name[len('.lock-'):]}; parts "
+                f"that run at the same time must all use --part i/{other.name.rsplit('-', 1)[1]}")
+    return lock
 
 
 def shard_stem(split: str, index: int) -> str:
@@ -98,9 +123,14 @@ def write_rejects(path: Path, rejects: list[list[str]]) -> None:
     """`rejects.tsv`: header, then `path<TAB>reason<TAB>detail` per rejected file."""
     clean = [[f.replace("\t", " ").replace("\n", " ") for f in row] for row in rejects]
     text = "path\treason\tdetail\n" + "".join("\t".join(row) + "\n" for row in clean)
-    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    try:
+        with naming(tmp):
+            tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_manifest(out: str | Path) -> dict:

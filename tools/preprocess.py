@@ -24,12 +24,13 @@ import numpy as np
 from tqdm import tqdm
 
 from alexnet_dali import __version__
-from alexnet_dali.tools import images, scan
+from alexnet_dali.tools import images, outdir, scan
 from alexnet_dali.tools import manifest as mf
 from alexnet_dali.tools.scan import DataError, Source, SplitScan
 from alexnet_dali.tools.shards import ShardWriter, encode_label, sha256_file
 
 BATCH = 8  # source images per worker task
+RERUN = "re-run the same command: it resumes (finished shards are kept)"
 KEY_DIGITS = 9
 
 
@@ -235,18 +236,20 @@ def build_split(out: Path, split: str, split_scan: SplitScan, classes: list[str]
                 config: PreprocessConfig, progress: bool) -> tuple[int, int]:
     """Build this part's unfinished shards of one split; returns (written, rejected) now."""
     jobs = plan_jobs(split_scan, split, config)
-    write_plan(out, split, split_scan, classes, len(jobs), config)
-    todo = pending_jobs(out, split, jobs, config)
-    remove_stale_temps(out, split, todo)
-    total = sum(len(job.items) for job in todo)
-    bar = tqdm(total=total, unit="img", desc=f"preprocess {split}", disable=not progress,
-               dynamic_ncols=True)
-    results = converted(split_scan.root, todo, config, resolve_workers(config.workers))
-    written = rejected = 0
-    with bar, closing(results):  # closing stops the workers now if a shard write fails
-        for job in todo:
-            w, r = write_shard(out, split, job, _counting(results, bar))
-            written, rejected = written + w, rejected + r
+    with mf.lock_part(out, split, config.part):
+        write_plan(out, split, split_scan, classes, len(jobs), config)
+        todo = pending_jobs(out, split, jobs, config)
+        remove_stale_temps(out, split, todo)
+        outdir.remove_dead_temps(out / split)
+        total = sum(len(job.items) for job in todo)
+        bar = tqdm(total=total, unit="img", desc=f"preprocess {split}", disable=not progress,
+                   dynamic_ncols=True)
+        results = converted(split_scan.root, todo, config, resolve_workers(config.workers))
+        written = rejected = 0
+        with bar, closing(results):  # closing stops the workers now if a shard write fails
+            for job in todo:
+                w, r = write_shard(out, split, job, _counting(results, bar))
+                written, rejected = written + w, rejected + r
     return written, rejected
 
 
@@ -263,11 +266,13 @@ def preprocess(src: str | Path, out: str | Path, config: PreprocessConfig,
     src, out = Path(src), Path(out)
     labels = Path(val_labels) if val_labels is not None else None
     classes, scans = scan_splits(src, out, split, labels)
-    for name, split_scan in scans.items():
-        build_split(out, name, split_scan, classes, config, progress)
-    if config.part[1] > 1 and not mf.all_shards_done(out):
-        return None  # other parts are still running; the last one (or merge-manifest) writes it
-    return mf.write_manifest(out)
+    with outdir.explain_os_errors(RERUN, out):
+        outdir.remove_dead_temps(out)
+        for name, split_scan in scans.items():
+            build_split(out, name, split_scan, classes, config, progress)
+        if config.part[1] > 1 and not mf.all_shards_done(out):
+            return None  # other parts are still running; the last one (or merge-manifest) does it
+        return mf.write_manifest(out)
 
 
 def summary(out: str | Path, manifest: dict | None) -> str:

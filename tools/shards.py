@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from alexnet_dali.tools.outdir import naming
+
 LABEL_DIGITS = 6
 INDEX_VERSION = "v1.2"  # the version DALI's wds2idx writes
 TMP_SUFFIX = ".tmp"
@@ -104,7 +106,8 @@ class ShardWriter:
             name = f"{key}.{ext}"
             header_offset = self._tar.offset
             info = _member(name, len(data))
-            self._tar.addfile(info, io.BytesIO(data))
+            with naming(self._tmp_tar):
+                self._tar.addfile(info, io.BytesIO(data))
             header_size = len(info.tobuf(tarfile.GNU_FORMAT, self._tar.encoding, "surrogateescape"))
             entries.append(IndexEntry(ext, header_offset + header_size, len(data), name))
         self._samples.append(entries)
@@ -116,24 +119,31 @@ class ShardWriter:
 
     def commit(self) -> None:
         """Finish the tar, write the index, fsync, then rename both to their final names."""
-        self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        with naming(self._tmp_tar):
+            self._tar.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
         tmp_index = self.index_path.with_name(self.index_path.name + TMP_SUFFIX)
-        with open(tmp_index, "w", encoding="ascii") as f:
-            f.write(format_index(self._samples))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with naming(tmp_index), open(tmp_index, "w", encoding="ascii") as f:
+                f.write(format_index(self._samples))
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp_index.unlink(missing_ok=True)
+            raise
         os.replace(tmp_index, self.index_path)
         os.replace(self._tmp_tar, self.tar_path)
 
     def abort(self) -> None:
-        """Close and delete the temporary file."""
+        """Close and delete the temporary file (without writing the tar's end: the disk may be
+        full)."""
         try:
-            self._tar.close()
-        finally:
             self._file.close()
+        except OSError:
+            pass  # flushing the buffer failed (disk full): the file is deleted anyway
+        finally:
             self._tmp_tar.unlink(missing_ok=True)
 
 
