@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from alexnet_dali.errors import CheckpointError
 from alexnet_dali.tools.outdir import FolderLock, naming
 
 CKPT_RE = re.compile(r"^ckpt-(\d{4,})-(\d{7,})\.pt$")
 RUN_LOCK = ".lock"  # RUN/.lock: held by the live trainer (rank 0) of a run dir
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit this run."""
+# Config keys added after checkpoints existed, with the value that reproduces how an older
+# checkpoint was trained: the LRN read literally, weight decay on biases too.
+LEGACY_CONFIG = {"model": {"lrn_formula": "text"}, "optim": {"bias_decay": True}}
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -133,6 +133,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path}: not an alexnet-dali checkpoint (no {sorted(missing)})")
     state["path"] = str(path)
+    for section, values in LEGACY_CONFIG.items():
+        for key, value in values.items():
+            state["config"].setdefault(section, {}).setdefault(key, value)
     return state
 
 
@@ -190,11 +193,13 @@ def check_compatible(
 
 
 def optimizer_changes(ckpt: dict[str, Any], *, model_parallel: bool, update: str,
-                      allow_mismatch: bool) -> list[str]:
+                      allow_mismatch: bool, group_sizes: list[int] | None = None) -> list[str]:
     """Settings whose change makes the saved optimizer state unusable; raises unless allowed.
 
     The split net's parameters (and so its momentum buffers) are laid out per tower, and the
     paper's rule keeps v in other units than torch's SGD: neither state can be loaded across.
+    `group_sizes` (parameters per group of this run's optimizer) catches a state saved before
+    the optimizer split weights and biases into groups: one group, other buffer order.
     """
     saved = ckpt["config"]
     changes = []
@@ -202,6 +207,10 @@ def optimizer_changes(ckpt: dict[str, Any], *, model_parallel: bool, update: str
         changes.append(f"model_parallel {saved.get('model_parallel')} -> {model_parallel}")
     if saved.get("optim", {}).get("update", "pytorch") != update:
         changes.append(f"optim.update {saved.get('optim', {}).get('update')} -> {update}")
+    saved_sizes = [len(g["params"]) for g in ckpt.get("optimizer", {}).get("param_groups", [])]
+    if not changes and group_sizes is not None and saved_sizes != group_sizes:
+        changes.append(f"optimizer parameter groups {saved_sizes} -> {group_sizes} (a "
+                       "checkpoint from before weight decay and lr were set per group)")
     if changes and not allow_mismatch:
         raise CheckpointError(
             f"{ckpt.get('path', 'checkpoint')}: the optimizer state does not fit this run: "

@@ -5,23 +5,7 @@ from __future__ import annotations
 
 import click
 
-
-def _fail_on_data_error(func):
-    """Turn DataError (bad input, a full disk, a busy folder: a user must act) into one
-    `error: ...` line and exit status 2, as `train` does."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from alexnet_dali.tools.scan import DataError
-
-        try:
-            return func(*args, **kwargs)
-        except DataError as e:
-            click.echo(f"error: {e}", err=True)
-            raise SystemExit(2) from None
-
-    return wrapper
+from alexnet_dali.errors import report_user_errors
 
 
 def _parse_part(value: str) -> tuple[int, int]:
@@ -44,6 +28,7 @@ def _parse_part(value: str) -> tuple[int, int]:
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
 @click.option("--with-odd-files", is_flag=True,
               help="Add CMYK, grayscale, PNG/GIF/16-bit as .JPEG, RGBA, truncated, empty, text.")
+@report_user_errors
 def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side, seed,
                 with_odd_files) -> None:
     """Generate a small seeded ImageNet-style dataset (OUT/{train,val}/<class>/*.JPEG).
@@ -82,7 +67,7 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
               help="File name -> class lines for a flat val folder (ILSVRC-2012 style).")
 @click.option("--part", default="1/1", show_default=True, help="Build share i of n of the shards.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_fail_on_data_error
+@report_user_errors
 def preprocess(src, out, size, quality, draft, max_pixels, seed, shard_size, workers, split,
                val_labels, part, quiet) -> None:
     """Convert images to shuffled 256x256 JPEG tar shards + DALI indexes + manifest.json.
@@ -106,7 +91,7 @@ def preprocess(src, out, size, quality, draft, max_pixels, seed, shard_size, wor
 
 @click.command("merge-manifest", short_help="Write the manifest from finished --part runs.")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
-@_fail_on_data_error
+@report_user_errors
 def merge_manifest(out) -> None:
     """Write OUT/manifest.json from the shards that `preprocess --part i/n` runs built.
 
@@ -130,7 +115,7 @@ def merge_manifest(out) -> None:
 @click.option("--mean-image/--no-mean-image", default=True, show_default=True,
               help="Also save the 256x256x3 mean image (mean_image.npy).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_fail_on_data_error
+@report_user_errors
 def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
     """Per-channel mean/std, RGB covariance and its eigenvectors of the train shards -> pca.json.
 
@@ -153,7 +138,7 @@ def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
               "every label.")
 @click.option("--workers", default=0, show_default=True, help="Processes; 0 = all cores.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_fail_on_data_error
+@report_user_errors
 def verify(out, decode, workers, quiet) -> None:
     """Check the shards of OUT: size and sha256 as manifest.json records them, every .idx against
     its tar, sample counts; with --decode, every sample decoded strictly.
@@ -178,6 +163,7 @@ def verify(out, decode, workers, quiet) -> None:
 @click.option("--large", default=20, show_default=True, help="Images of ~2000x1500.")
 @click.option("--workers", default=1, show_default=True, help="preprocess worker processes.")
 @click.option("--repeats", default=2, show_default=True, help="Timed runs per setting (best).")
+@report_user_errors
 def bench_preprocess(small, large, workers, repeats) -> None:
     """Time preprocess on generated photo-sized JPEGs with and without draft decoding.
 

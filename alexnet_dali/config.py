@@ -1,7 +1,8 @@
 """Frozen configuration dataclasses and the one place that builds them from TOML, dicts, flags.
 
-Unknown keys are errors (with the section and the valid keys named), so a typo never silently
-falls back to a default.
+`resolve_config`: defaults (or a checkpoint's config) < TOML/JSON file < --set key=value < named
+flags, built through `from_dict`. Unknown keys are errors (with the section and the valid keys
+named), so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+
+from alexnet_dali.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -32,9 +35,9 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class LoaderConfig:
-    """How the DALI pipeline runs and what it hands the trainer."""
+    """How the DALI pipeline runs and what it hands the trainer (the per-rank batch is derived
+    from `TrainConfig.batch_size`, builders.per_rank_batch)."""
 
-    batch_size: int = 128  # per rank
     num_threads: int = 2  # DALI CPU threads per rank
     device: Literal["auto", "cpu", "gpu"] = "auto"  # where decoding and augmentation run
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
@@ -52,6 +55,9 @@ class ModelConfig:
     num_classes: int = 1000
     towers: int = 2  # 2: conv2/4/5 see their own tower (groups=2); 1: every layer sees all
     lrn: bool = True
+    # LRN denominator k + (α/n)·Σa² ("code": what cuda-convnet and Caffe compute with α = 1e-4,
+    # n = 5) or k + α·Σa² ("text": the paper's formula read literally). docs/PAPER.md
+    lrn_formula: Literal["code", "text"] = "code"
     overlap_pool: bool = True  # 3/2 max pooling; False: 2/2
     dropout: float = 0.5  # on fc6 and fc7 only; 0 switches it off
     activation: Literal["relu", "tanh"] = "relu"
@@ -66,6 +72,8 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     update: Literal["pytorch", "paper"] = "pytorch"
+    bias_decay: bool = False  # False: weight decay on weights only (1-D params undecayed)
+    bias_lr_mult: float = 1.0  # biases' lr / weights' lr (cuda-convnet2 and Caffe use 2)
     schedule: Literal["plateau", "step", "constant"] = "plateau"
     plateau_patience: int = 1  # epochs without val-error improvement before lr /= 10
     max_drops: int = 3  # the paper divides the lr by 10 three times in all
@@ -103,13 +111,17 @@ class TrainConfig:
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A configuration value or key a user must fix."""
+# Keys older versions wrote into config.json and checkpoints, dropped when read again:
+# (dataclass, key) -> why it is gone.
+RETIRED_KEYS = {
+    ("LoaderConfig", "batch_size"): "the per-rank batch is derived from the global batch_size",
+}
 
 
 def from_dict(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
     """Build dataclass `cls` from a nested dict; unknown keys raise ConfigError naming them."""
     known = {f.name: f for f in fields(cls)}
+    values = {k: v for k, v in values.items() if (cls.__name__, k) not in RETIRED_KEYS}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(
@@ -160,3 +172,63 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+# named CLI flag -> dotted config key
+FLAG_KEYS = {
+    "run_dir": "run_dir", "epochs": "epochs", "batch_size": "batch_size", "lr": "optim.lr",
+    "seed": "seed", "device": "device", "precision": "precision", "compile": "compile",
+    "model_parallel": "model_parallel", "max_steps_per_epoch": "max_steps_per_epoch",
+    "threads": "threads", "workers": "loader.num_threads", "arch": "model.arch",
+    "init": "model.init", "update": "optim.update", "schedule": "optim.schedule",
+    "checkpoint_every": "checkpoint_every", "keep_checkpoints": "keep_checkpoints",
+    "deterministic": "deterministic", "pca_noise": "augment.pca_noise",
+    "std_normalize": "augment.std_normalize", "log_every": "log_every",
+}
+
+
+def _nested(dotted: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = value
+    for part in reversed(dotted.split(".")):
+        out = {part: out}
+    return out
+
+
+def parse_set(item: str) -> dict[str, Any]:
+    """`optim.lr=0.001` -> {"optim": {"lr": 0.001}}; the value is read as TOML, else a string."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set model.lrn=false")
+    key, raw = (s.strip() for s in item.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return _nested(key, value)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A TOML config, or a run's saved config.json."""
+    path = Path(path)
+    if path.suffix == ".json":
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not a readable JSON config ({e})") from None
+    return load_toml(path)
+
+
+def resolve_config(data: str | None, *, config_file: str | None = None, sets: tuple[str, ...] = (),
+                   flags: dict[str, Any] | None = None,
+                   base: dict[str, Any] | None = None) -> TrainConfig:
+    """defaults (or `base`, e.g. a checkpoint's config) < config file < --set < named flags."""
+    values = base if base is not None else to_dict(TrainConfig())
+    if config_file:
+        values = merge(values, load_config_file(config_file))
+    for item in sets:
+        values = merge(values, parse_set(item))
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values = merge(values, _nested(FLAG_KEYS[name], value))
+    if data is not None:
+        values["data"] = str(data)
+    return from_dict(TrainConfig, values, where=config_file or "config")

@@ -26,6 +26,7 @@ from nvidia.dali.plugin.pytorch.torch_utils import to_torch_type
 from nvidia.dali.tensors import TensorListGPU
 
 from alexnet_dali.config import AugmentConfig, LoaderConfig
+from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
 from alexnet_dali.pipelines.eval import eval_pipeline
 from alexnet_dali.pipelines.readers import READER_NAME
 from alexnet_dali.pipelines.spec import (
@@ -39,10 +40,6 @@ from alexnet_dali.tools.shards import iter_shard
 CHECKPOINT_FORMAT = "alexnet-dali-loader-1"
 
 
-class CorruptSampleError(RuntimeError):
-    """A shard holds a sample DALI cannot decode (DALI cannot skip it)."""
-
-
 def pipeline_spec(
     data_dir: str | Path, split: str, *, loader: LoaderConfig, augment: AugmentConfig,
     rank: int, world_size: int, device: torch.device, return_draws: bool = False,
@@ -52,7 +49,7 @@ def pipeline_spec(
         raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
     shards = load_shard_set(data_dir, split)
     if shards.samples < world_size:
-        raise ValueError(f"{data_dir}: split {split!r} has {shards.samples} samples, "
+        raise DataError(f"{data_dir}: split {split!r} has {shards.samples} samples, "
                          f"fewer than the {world_size} ranks")
     pipe_device = pipeline_device(loader, device)
     return PipelineSpec(
@@ -71,19 +68,19 @@ def pipeline_spec(
 def pipeline_device(loader: LoaderConfig, device: torch.device) -> str:
     """Where the graph runs: "gpu" (mixed decode) for a CUDA device unless loader.device="cpu"."""
     if loader.device == "gpu" and device.type != "cuda":
-        raise ValueError(f"loader.device = 'gpu' needs a CUDA torch device, got {device}; "
+        raise ConfigError(f"loader.device = 'gpu' needs a CUDA torch device, got {device}; "
                          "set loader.device = 'cpu' or 'auto'")
     if loader.device == "cpu":
         return "cpu"
     return "gpu" if device.type == "cuda" else "cpu"
 
 
-def _pipeline_args(spec: PipelineSpec, loader: LoaderConfig, device: torch.device,
-                   seed: int) -> dict:
+def _pipeline_args(spec: PipelineSpec, loader: LoaderConfig, batch_size: int,
+                   device: torch.device, seed: int) -> dict:
     device_id = None
     if spec.device == "gpu":
         device_id = device.index if device.index is not None else torch.cuda.current_device()
-    return dict(batch_size=loader.batch_size, num_threads=loader.num_threads,
+    return dict(batch_size=batch_size, num_threads=loader.num_threads,
                 device_id=device_id, seed=seed, prefetch_queue_depth=loader.prefetch,
                 exec_dynamic=True)
 
@@ -215,30 +212,33 @@ def _parse_checkpoint(checkpoint: bytes | str, spec: PipelineSpec,
         state = json.loads(text)
         assert state["format"] == CHECKPOINT_FORMAT
     except (ValueError, KeyError, AssertionError):
-        raise ValueError("loader checkpoint: not a TrainLoader.checkpoint() string") from None
+        raise CheckpointError("loader checkpoint: not a TrainLoader.checkpoint() string; "
+                              "resume from a checkpoint `alexnet-dali train` wrote") from None
     expected = (spec.shard_id, spec.num_shards, steps)
     found = (state["shard_id"], state["num_shards"], state["steps_per_epoch"])
     if found != expected:
-        raise ValueError(f"loader checkpoint is for (rank, world size, steps/epoch) {found}, "
-                         f"this run has {expected}; resume with the same data, ranks and batch")
+        raise CheckpointError(
+            f"loader checkpoint is for (rank, world size, steps/epoch) {found}, this run has "
+            f"{expected}; resume with the same data, ranks and batch")
     return base64.b64decode(state["dali"]), int(state["step_in_epoch"])
 
 
 def build_train_loader(
-    data_dir: str | Path, *, loader: LoaderConfig, augment: AugmentConfig, rank: int,
-    world_size: int, device: torch.device, seed: int, checkpoint: bytes | str | None = None,
-    return_draws: bool = False,
+    data_dir: str | Path, *, loader: LoaderConfig, augment: AugmentConfig, batch_size: int,
+    rank: int, world_size: int, device: torch.device, seed: int,
+    checkpoint: bytes | str | None = None, return_draws: bool = False,
 ) -> TrainLoader:
-    """The training loader of one rank; `checkpoint` (from TrainLoader.checkpoint) resumes."""
+    """The training loader of one rank, `batch_size` samples a batch (the per-rank batch);
+    `checkpoint` (from TrainLoader.checkpoint) resumes."""
     spec = pipeline_spec(data_dir, "train", loader=loader, augment=augment, rank=rank,
                          world_size=world_size, device=device, return_draws=return_draws)
-    steps = spec.shards.samples // (world_size * loader.batch_size)
+    steps = spec.shards.samples // (world_size * batch_size)
     if steps == 0:
-        raise ValueError(f"{data_dir}: {spec.shards.samples} training samples are fewer than one "
-                         f"global batch ({world_size} ranks × {loader.batch_size}); lower it")
+        raise ConfigError(f"{data_dir}: {spec.shards.samples} training samples are fewer than one "
+                          f"global batch ({world_size} ranks × {batch_size}); lower it")
     blob, step = (None, 0) if checkpoint is None else _parse_checkpoint(checkpoint, spec, steps)
-    pipe = train_pipeline(spec, checkpoint=blob,
-                          **_pipeline_args(spec, loader, device, rank_seed(seed, rank)))
+    pipe = train_pipeline(spec, checkpoint=blob, **_pipeline_args(
+        spec, loader, batch_size, device, rank_seed(seed, rank)))
     pipe.build()
     _check_epoch_size(pipe, spec)
     return TrainLoader(pipe, spec, loader, device, steps, step)
@@ -247,19 +247,19 @@ def build_train_loader(
 def _check_epoch_size(pipe, spec: PipelineSpec) -> None:
     found = pipe.reader_meta(READER_NAME)["epoch_size"]
     if found != spec.shards.samples:
-        raise ValueError(f"{spec.shards.tars[0]}...: manifest.json lists {spec.shards.samples} "
-                         f"{spec.shards.split} samples but the shards hold {found}; re-run "
-                         "`alexnet-dali preprocess`")
+        raise DataError(f"{spec.shards.tars[0]}...: the manifest lists {spec.shards.samples} "
+                        f"{spec.shards.split} samples but the shards hold {found}; re-run "
+                        "`alexnet-dali preprocess`")
 
 
 class EvalLoader:
     """One rank's evaluation batches: (images, labels int64 N, valid bool N) on `device`."""
 
-    def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig,
+    def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig, batch_size: int,
                  device: torch.device) -> None:
         self._pipe, self._spec, self._loader, self._device = pipe, spec, loader, device
+        self.batch_size = batch = batch_size
         sizes = shard_sizes(spec.shards.samples, spec.num_shards)
-        batch = loader.batch_size
         self.rank_samples = sizes[spec.shard_id]
         self._own_steps = -(-self.rank_samples // batch)
         self._unread = 0  # batches of the reader's pass left by a consumer that stopped early
@@ -273,7 +273,7 @@ class EvalLoader:
         for _ in range(self._unread):  # realign the reader with the start of its shard
             run_pipeline(self._pipe, self._spec)
         self._unread = self._own_steps
-        batch = self._loader.batch_size
+        batch = self.batch_size
         images = labels = None
         for step in range(self.steps):
             if step < self._own_steps:
@@ -293,14 +293,16 @@ class EvalLoader:
 
 def build_eval_loader(
     data_dir: str | Path, *, split: str = "val", loader: LoaderConfig, augment: AugmentConfig,
-    rank: int, world_size: int, device: torch.device, tencrop: bool = False,
+    batch_size: int, rank: int, world_size: int, device: torch.device, tencrop: bool = False,
     return_draws: bool = False,
 ) -> EvalLoader:
-    """The evaluation loader of one rank: center crop, or ten views (N×10×3×H×W) with tencrop."""
+    """The evaluation loader of one rank, `batch_size` samples a batch: center crop, or ten views
+    (N×10×3×H×W) with tencrop."""
     spec = pipeline_spec(data_dir, split, loader=loader, augment=augment, rank=rank,
                          world_size=world_size, device=device, return_draws=return_draws)
     spec = replace(spec, shuffle_buffer=1)
-    pipe = eval_pipeline(spec, tencrop=tencrop, **_pipeline_args(spec, loader, device, 0))
+    pipe = eval_pipeline(spec, tencrop=tencrop,
+                         **_pipeline_args(spec, loader, batch_size, device, 0))
     pipe.build()
     _check_epoch_size(pipe, spec)
-    return EvalLoader(pipe, spec, loader, device)
+    return EvalLoader(pipe, spec, loader, batch_size, device)

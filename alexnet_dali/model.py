@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet_dali.config import ConfigError, ModelConfig
+from alexnet_dali.config import ModelConfig
+from alexnet_dali.errors import ConfigError
 
 # Kernels per conv layer (both towers together) and which layers see only their own tower.
 PAPER_WIDTHS = (96, 256, 384, 384, 256)
@@ -38,15 +39,21 @@ LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 class TowerLRN(nn.Module):
     """Local response normalisation within each tower: N×C×H×W → N×C×H×W, same dtype.
 
-    b_i = a_i / (k + α Σ_{|j-i| ≤ n/2, j in i's tower} a_j²)^β  (the paper's formula). PyTorch's
-    `local_response_norm` computes k + (α/n)·Σ, so α·n is passed to it. Channels are split into
-    `towers` equal groups first so that the window never crosses a tower boundary.
+    b_i = a_i / (k + s·Σ_{|j-i| ≤ n/2, j in i's tower} a_j²)^β with s = α/n for `formula`
+    "code" (what cuda-convnet's cross-map kernel computes: its layer parser divides the
+    configured α by n; Caffe does the same) or s = α for "text" (the paper's formula read
+    literally, 5× stronger). PyTorch's `local_response_norm` computes k + (alpha/n)·Σ, so it gets
+    alpha = α or α·n. Channels are split into `towers` groups so the window stops at a tower edge.
     """
 
     def __init__(self, towers: int, size: int = LRN_SIZE, alpha: float = LRN_ALPHA,
-                 beta: float = LRN_BETA, k: float = LRN_K) -> None:
+                 beta: float = LRN_BETA, k: float = LRN_K, formula: str = "code") -> None:
         super().__init__()
+        if formula not in ("code", "text"):
+            raise ConfigError(f"model.lrn_formula={formula!r}: use 'code' or 'text'")
         self.towers, self.size, self.alpha, self.beta, self.k = towers, size, alpha, beta, k
+        self.formula = formula
+        self.torch_alpha = alpha if formula == "code" else alpha * size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -54,12 +61,12 @@ class TowerLRN(nn.Module):
             raise ValueError(f"TowerLRN: {c} channels do not split into {self.towers} towers")
         # Fold the towers into the batch dimension: the window then stops at each tower's edge.
         grouped = x.reshape(n * self.towers, c // self.towers, h, w)
-        out = F.local_response_norm(grouped, self.size, self.alpha * self.size, self.beta, self.k)
+        out = F.local_response_norm(grouped, self.size, self.torch_alpha, self.beta, self.k)
         return out.reshape(n, c, h, w)
 
     def extra_repr(self) -> str:
-        return (f"towers={self.towers}, size={self.size}, alpha={self.alpha} (paper's α), "
-                f"beta={self.beta}, k={self.k}")
+        return (f"towers={self.towers}, size={self.size}, alpha={self.alpha}, "
+                f"formula={self.formula}, beta={self.beta}, k={self.k}")
 
 
 class AlexNet(nn.Module):
@@ -81,8 +88,8 @@ class AlexNet(nn.Module):
         self.fc7 = nn.Linear(FC_WIDTH, FC_WIDTH)
         self.fc8 = nn.Linear(FC_WIDTH, cfg.num_classes)
         lrn = paper and cfg.lrn
-        self.norm1 = TowerLRN(towers) if lrn else nn.Identity()
-        self.norm2 = TowerLRN(towers) if lrn else nn.Identity()
+        self.norm1 = TowerLRN(towers, formula=cfg.lrn_formula) if lrn else nn.Identity()
+        self.norm2 = TowerLRN(towers, formula=cfg.lrn_formula) if lrn else nn.Identity()
         self.pool1, self.pool2, self.pool5 = (make_pool(cfg.overlap_pool) for _ in range(3))
         self.act = nn.Tanh() if cfg.activation == "tanh" else nn.ReLU()
         # The paper drops fc6's and fc7's outputs; torchvision drops fc6's and fc7's inputs.

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from alexnet_dali.config import ConfigError, ModelConfig
+from alexnet_dali.config import ModelConfig
+from alexnet_dali.errors import ConfigError
 from alexnet_dali.model import (FC_WIDTH, FINAL_MAP, PAPER_WIDTHS, AlexNet, TowerLRN,
                                 make_dropout, make_pool)
 
@@ -84,7 +85,8 @@ class ModelParallelAlexNet(nn.Module):
         self.fc6 = _pair(lambda: nn.Linear(fc_in, FC_WIDTH // TOWERS))
         self.fc7 = _pair(lambda: nn.Linear(FC_WIDTH, FC_WIDTH // TOWERS))
         self.fc8 = nn.ModuleList(nn.Linear(FC_WIDTH, n) for n in halves(cfg.num_classes))
-        self.norm = TowerLRN(1) if cfg.lrn else nn.Identity()  # one tower per device
+        # One tower per device: the LRN window never leaves it.
+        self.norm = TowerLRN(1, formula=cfg.lrn_formula) if cfg.lrn else nn.Identity()
         self.pool1, self.pool2, self.pool5 = (make_pool(cfg.overlap_pool) for _ in range(3))
         self.act = nn.Tanh() if cfg.activation == "tanh" else nn.ReLU()
         self.drop6, self.drop7 = make_dropout(cfg.dropout), make_dropout(cfg.dropout)

@@ -31,7 +31,7 @@ from alexnet_dali.builders import (
 from alexnet_dali.config import TrainConfig, from_dict, to_dict
 from alexnet_dali.distributed import DistInfo
 from alexnet_dali.evaluation import autocast, evaluate
-from alexnet_dali.optim import LRSchedule, build_optimizer
+from alexnet_dali.optim import LRSchedule, build_optimizer, group_sizes, load_optimizer_state
 from alexnet_dali.runlog import RunLog
 from alexnet_dali.tools.outdir import explained
 
@@ -101,7 +101,7 @@ def _state(run: "Run") -> dict[str, Any]:
     return {
         "format": "alexnet-dali-checkpoint", "format_version": 1,
         "model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.schedule.state_dict(), "scaler": {},
+        "scheduler": run.schedule.state_dict(),
         "epoch": run.pos.epoch, "step_in_epoch": run.pos.step_in_epoch,
         "global_step": run.pos.global_step, "rng": rngs, "loader_checkpoints": loader_ckpts,
         "config": to_dict(run.cfg), "manifest_sha256": run.manifest_sha256,
@@ -143,13 +143,13 @@ class Run:
             manifest_sha256=self.manifest_sha256, allow_mismatch=allow_mismatch)
         fresh_optimizer = ckpt_io.optimizer_changes(
             state, model_parallel=self.cfg.model_parallel, update=self.cfg.optim.update,
-            allow_mismatch=allow_mismatch)
+            group_sizes=group_sizes(self.optimizer.state_dict()), allow_mismatch=allow_mismatch)
         self.net.load_state_dict(state["model"])
         if fresh_optimizer:
             tqdm.write("resuming with a fresh optimizer state (momentum 0): "
                        + "; ".join(fresh_optimizer))
         else:
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(self.optimizer, state["optimizer"])
         self.pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
         self.schedule.load_state_dict(state["scheduler"], self.pos.epoch)
         self.best_top1_err = float(state.get("best_top1_err", float("inf")))

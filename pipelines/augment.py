@@ -16,6 +16,8 @@ import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.data_node import DataNode
 
+from alexnet_dali.errors import ConfigError
+
 DALI_DTYPES = {"float32": types.FLOAT, "float16": types.FLOAT16}
 
 
@@ -23,7 +25,8 @@ def random_crop(image_size: int, crop: int, random: bool = True) -> tuple[DataNo
     """Integer crop anchors (x, y), int32 scalars: uniform over 0..image_size-crop, else centred."""
     span = image_size - crop
     if span < 0:
-        raise ValueError(f"crop {crop} is larger than the {image_size}x{image_size} shard images")
+        raise ConfigError(f"augment.crop = {crop} is larger than the {image_size}x{image_size} "
+                          "shard images; lower it, or preprocess with --size of at least it")
     if not random:
         center = fn.constant(idata=span // 2, shape=[], dtype=types.INT32)
         return center, center

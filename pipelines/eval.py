@@ -2,9 +2,11 @@
 
 Ten-crop view order (the axis of size 10, `TENCROP_VIEWS`): views 0-4 are the crops at the
 top-left, top-right, bottom-left, bottom-right corners and the center; views 5-9 are the same five
-crops, each mirrored horizontally in place (cuda-convnet2's order). torchvision's TenCrop holds the
-same ten views but builds 5-9 from the flipped image, so its view 5 (flipped top-left) is our view
-6 (mirrored top-right crop); averaging the softmax over views does not depend on the order.
+crops, each mirrored horizontally in place. That is Caffe's order (`oversample` in its Python
+`io.py`). cuda-convnet2 puts the center third (top-left, top-right, center, bottom-left,
+bottom-right, then the same five mirrored); torchvision's TenCrop holds the same ten views but
+builds 5-9 from the flipped image, so its view 5 (flipped top-left) is our view 6 (mirrored
+top-right crop). Averaging the softmax over views does not depend on the order.
 """
 
 from __future__ import annotations

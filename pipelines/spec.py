@@ -14,12 +14,9 @@ from typing import Literal
 import numpy as np
 
 from alexnet_dali.config import AugmentConfig
-from alexnet_dali.tools.shards import split_fingerprint
+from alexnet_dali.errors import DataError
+from alexnet_dali.tools.manifest import read_manifest
 from alexnet_dali.tools.verify import first_file_problem
-
-
-class DataDirError(ValueError):
-    """The shard directory (manifest.json, pca.json, shards) is missing or inconsistent."""
 
 
 @dataclass(frozen=True)
@@ -65,33 +62,25 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise DataDirError(f"{path}: not found; {what}") from None
+        raise DataError(f"{path}: not found; {what}") from None
     except json.JSONDecodeError as e:
-        raise DataDirError(f"{path}: not valid JSON ({e}); {what}") from None
+        raise DataError(f"{path}: not valid JSON ({e}); {what}") from None
 
 
 def load_shard_set(data_dir: str | Path, split: str) -> ShardSet:
     """The shards of `split` listed in data_dir/manifest.json, with paths made absolute."""
-    data_dir = Path(data_dir)
-    manifest = _read_json(
-        data_dir / "manifest.json", "run `alexnet-dali preprocess SRC OUT` to write the shards"
-    )
-    splits = manifest.get("splits", {})
-    if split not in splits:
-        raise DataDirError(
-            f"{data_dir / 'manifest.json'}: no split {split!r} (have {sorted(splits)})"
-        )
-    entries = splits[split]["shards"]
-    if not entries:
-        raise DataDirError(f"{data_dir / 'manifest.json'}: split {split!r} has no shards")
-    tars = tuple(str(data_dir / e["tar"]) for e in entries)
-    problem = first_file_problem(data_dir, manifest, split)
+    manifest = read_manifest(data_dir)
+    entry = manifest.split(split)
+    if not entry.shards:
+        raise DataError(f"{manifest.path}: split {split!r} has no shards; re-run preprocess")
+    tars = tuple(str(manifest.root / s.tar) for s in entry.shards)
+    problem = first_file_problem(manifest, split)  # every shard there, with its recorded size
     if problem is not None:
-        raise DataDirError(problem)
-    indexes = tuple(str(data_dir / e["index"]) for e in entries if e.get("index"))
+        raise DataError(problem)
+    indexes = tuple(str(manifest.root / s.index) for s in entry.shards if s.index)
     have_all = len(indexes) == len(tars) and all(Path(i).is_file() for i in indexes)
-    size = int(manifest.get("settings", {}).get("size", 256))
-    return ShardSet(split, tars, indexes if have_all else None, int(splits[split]["samples"]), size)
+    size = int(manifest.settings.get("size", 256))
+    return ShardSet(split, tars, indexes if have_all else None, entry.samples, size)
 
 
 def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> ColourStats:
@@ -107,15 +96,15 @@ def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> Co
             eigenvectors=tuple(tuple(float(v) for v in row) for row in vectors),
         )
     except (KeyError, TypeError, ValueError) as e:
-        raise DataDirError(f"{path}: malformed ({e!r}); re-run `alexnet-dali pca-stats`") from None
+        raise DataError(f"{path}: malformed ({e!r}); re-run `alexnet-dali pca-stats`") from None
     if vectors.shape != (3, 3) or len(stats.mean) != 3 or len(stats.eigenvalues) != 3:
-        raise DataDirError(f"{path}: expected 3 means/eigenvalues and a 3x3 eigenvector matrix")
+        raise DataError(f"{path}: expected 3 means/eigenvalues and a 3x3 eigenvector matrix")
     check_pca_is_current(Path(data_dir), pca)
     if not need_mean_image:
         return stats
     name = pca.get("mean_image")
     if not name:
-        raise DataDirError(
+        raise DataError(
             f"{path}: augment.mean = 'image' needs a mean image, but pca.json has none; "
             "recompute it with `alexnet-dali pca-stats` (mean image on) or use mean = 'channel'"
         )
@@ -123,11 +112,11 @@ def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> Co
     try:
         image = np.load(image_path).astype(np.float32)
     except (OSError, ValueError) as e:
-        raise DataDirError(
+        raise DataError(
             f"{image_path}: cannot read the mean image ({e}); re-run "
             "`alexnet-dali pca-stats DATA` or use augment.mean = 'channel'") from None
     if image.ndim != 3 or image.shape[2] != 3:
-        raise DataDirError(f"{image_path}: expected an HxWx3 mean image, got shape {image.shape}")
+        raise DataError(f"{image_path}: expected an HxWx3 mean image, got shape {image.shape}")
     return ColourStats(stats.mean, stats.std, stats.eigenvalues, stats.eigenvectors, image)
 
 
@@ -136,11 +125,11 @@ def check_pca_is_current(data_dir: Path, pca: dict) -> None:
     recorded = pca.get("train_shards_sha256")
     if recorded is None:  # written by a version that did not record it
         return
-    manifest = _read_json(data_dir / "manifest.json", "run `alexnet-dali preprocess SRC OUT`")
-    if split_fingerprint(manifest, "train") != recorded:
-        raise DataDirError(
-            f"{data_dir / 'pca.json'}: computed from other train shards than manifest.json lists "
-            f"now (train was rebuilt); re-run `alexnet-dali pca-stats {data_dir}`")
+    manifest = read_manifest(data_dir)
+    if manifest.split_fingerprint("train") != recorded:
+        raise DataError(
+            f"{data_dir / 'pca.json'}: computed from other train shards than {manifest.path} "
+            f"lists now (train was rebuilt); re-run `alexnet-dali pca-stats {data_dir}`")
 
 
 def pca_matrix(stats: ColourStats, scale: str = "eigenvalue") -> np.ndarray:

@@ -160,3 +160,38 @@ def test_truncated_epochs_all_have_max_steps(shard_dataset, tmp_path):
     assert [(x["kind"], x["epoch"], x["step"]) for x in lines] == [
         ("train", 1, 1), ("train", 1, 2), ("val", 1, 2),
         ("train", 2, 3), ("train", 2, 4), ("val", 2, 4)]
+
+
+def test_a_checkpoint_from_before_parameter_groups_is_refused_then_resumed_with_a_fresh_momentum(
+        tmp_path):
+    import torch
+
+    from alexnet_dali.checkpoint import latest_checkpoint
+    from alexnet_dali.model import build_model
+    from alexnet_dali.trainer import config_from_checkpoint
+
+    runner = CliRunner()
+    common = ["--run-dir", str(tmp_path), "--device", "cpu", "--max-steps-per-epoch", "1",
+              "--init", "he", "--lr", "0.001", "--batch-size", "2"]
+    first = runner.invoke(main, ["train", "synthetic", *common, "--epochs", "1",
+                                 "--set", "model.num_classes=4"])
+    assert first.exit_code == 0, first.output
+    path = latest_checkpoint(tmp_path)
+    state = torch.load(path, weights_only=True)
+    # What an older version saved: one parameter group, no lrn_formula / bias_decay keys.
+    del state["config"]["model"]["lrn_formula"], state["config"]["optim"]["bias_decay"]
+    model = build_model(config_from_checkpoint({"config": state["config"]}).model)
+    state["optimizer"] = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9).state_dict()
+    torch.save(state, path)
+
+    refused = runner.invoke(main, ["train", "synthetic", *common, "--epochs", "2", "--resume"])
+    assert refused.exit_code == 2, refused.output
+    assert "parameter groups [16] -> [8, 8]" in refused.output
+    assert "--allow-mismatch" in refused.output
+    again = runner.invoke(main, ["train", "synthetic", *common, "--epochs", "2", "--resume",
+                                 "--allow-mismatch"])
+    assert again.exit_code == 0, again.output
+    assert "fresh optimizer state" in again.output
+    resolved = json.loads((tmp_path / "config.json").read_text())
+    # The old run goes on as it was trained: LRN read literally, biases decayed.
+    assert resolved["model"]["lrn_formula"] == "text" and resolved["optim"]["bias_decay"] is True

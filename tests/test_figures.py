@@ -12,6 +12,7 @@ from PIL import Image
 
 from alexnet_dali.checkpoint import save_checkpoint
 from alexnet_dali.config import ModelConfig, TrainConfig, to_dict
+from alexnet_dali.errors import DataError
 from alexnet_dali.figures import (conv1_grid, fc7_of_split, make_figures, nearest_neighbours,
                                   plot_curves, plot_neighbours, read_metrics)
 from alexnet_dali.model import build_model
@@ -58,7 +59,7 @@ def test_curves_png_from_metrics(tmp_path: Path) -> None:
 def test_bad_metrics_line_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps(METRICS[0]) + "\n{not json\n")
-    with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
+    with pytest.raises(DataError, match=r"metrics.jsonl:2"):
         read_metrics(path)
 
 
@@ -114,5 +115,5 @@ def test_make_figures_writes_all_three(run_dir: Path) -> None:
 
 
 def test_make_figures_on_an_empty_dir_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
+    with pytest.raises(DataError, match="metrics.jsonl"):
         make_figures(tmp_path)

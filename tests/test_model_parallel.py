@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from alexnet_dali.config import ConfigError, ModelConfig
-from alexnet_dali.model import build_model, count_parameters
+from alexnet_dali.model import TowerLRN, build_model, count_parameters
 from alexnet_dali.model_parallel import (ModelParallelAlexNet, merge_state_dict,
                                          split_state_dict)
 
@@ -72,3 +72,14 @@ def test_state_dict_round_trips_in_the_grouped_layout() -> None:
 def test_split_rejects_single_tower_configs() -> None:
     with pytest.raises(ConfigError, match="towers=2"):
         ModelParallelAlexNet(ModelConfig(towers=1), devices=("cpu", "cpu"))
+
+
+@pytest.mark.parametrize("formula", ["code", "text"])
+def test_split_lrn_uses_the_configured_formula_per_tower(formula: str) -> None:
+    cfg = ModelConfig(num_classes=11, lrn_formula=formula)
+    split = ModelParallelAlexNet(cfg, devices=("cpu", "cpu"))
+    a = 60 * torch.rand(2, 96, 3, 3, generator=torch.Generator().manual_seed(0))
+    per_device = torch.cat([split.norm(a[:, :48]), split.norm(a[:, 48:])], dim=1)
+    # The grouped net's norm1 (tested against NumPy in test_model.py) on both towers at once.
+    torch.testing.assert_close(per_device, TowerLRN(2, formula=formula)(a), rtol=1e-6, atol=0)
+    assert split.norm.formula == formula

@@ -23,7 +23,8 @@ from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.loader import build_eval_loader, build_train_loader
 
 CPU = torch.device("cpu")
-LOADER = LoaderConfig(batch_size=6, num_threads=1, prefetch=1, shuffle_buffer=8)
+LOADER = LoaderConfig(num_threads=1, prefetch=1, shuffle_buffer=8)
+BATCH = 6
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,8 @@ def reference(decoded: np.ndarray, x: int, y: int, mirror: int, alpha: np.ndarra
 
 
 def train_batch(data: Path, aug: AugmentConfig, loader: LoaderConfig = LOADER, seed: int = 3):
-    tl = build_train_loader(data, loader=loader, augment=aug, rank=0, world_size=1,
-                            device=CPU, seed=seed, return_draws=True)
+    tl = build_train_loader(data, loader=loader, augment=aug, batch_size=BATCH, rank=0,
+                            world_size=1, device=CPU, seed=seed, return_draws=True)
     return tl.run_with_draws()
 
 
@@ -94,8 +95,8 @@ def test_train_outputs_replay_draws(data: Path, name: str) -> None:
 def test_draws_cover_their_ranges(data: Path) -> None:
     """Over 4 batches: anchors within 0..32 and spread, both mirror bits, α ~ N(0, σ)."""
     aug = AugmentConfig(pca_std=0.1)
-    tl = build_train_loader(data, loader=LOADER, augment=aug, rank=0, world_size=1, device=CPU,
-                            seed=5, return_draws=True)
+    tl = build_train_loader(data, loader=LOADER, augment=aug, batch_size=BATCH, rank=0,
+                            world_size=1, device=CPU, seed=5, return_draws=True)
     draws = [tl.run_with_draws() for _ in range(4)]
     xs = torch.cat([d[2] for d in draws]).numpy()
     ys = torch.cat([d[3] for d in draws]).numpy()
@@ -121,8 +122,8 @@ def test_dtype_and_layout(data: Path, dtype: str, layout: str) -> None:
 
 
 def eval_batch(data: Path, aug: AugmentConfig, tencrop: bool):
-    el = build_eval_loader(data, loader=LOADER, augment=aug, rank=0, world_size=1, device=CPU,
-                           tencrop=tencrop, return_draws=True)
+    el = build_eval_loader(data, loader=LOADER, augment=aug, batch_size=BATCH, rank=0,
+                           world_size=1, device=CPU, tencrop=tencrop, return_draws=True)
     return [t.numpy() for t in el.run_with_draws()]
 
 

@@ -7,18 +7,20 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
 from test_pipeline_shards import label_of, write_dataset
 
 from alexnet_dali.cli import main
-from alexnet_dali.cli_pipeline import PillowReference
+from alexnet_dali.errors import DataError
+from alexnet_dali.bench_pipeline import PillowReference
 from alexnet_dali.pipelines.spec import load_colour_stats, load_shard_set
 
 
 def test_bench_pipeline_prints_both_rows(tmp_path: Path) -> None:
-    root = write_dataset(tmp_path / "d", {"train": 12}, per_shard=6)
+    root = write_dataset(tmp_path / "d", {"train": 12}, per_shard=6, index=True)
     result = CliRunner().invoke(main, [
         "bench", "pipeline", "--data", str(root), "--batch-size", "4", "--threads", "1",
         "--warmup", "1", "--batches", "2", "--reps", "2", "--dtype", "float16"])
@@ -32,12 +34,11 @@ def test_bench_pipeline_prints_both_rows(tmp_path: Path) -> None:
 
 def test_reference_does_the_same_work(tmp_path: Path) -> None:
     """The DataLoader reference yields 3×224×224 crops of the stored image, shifted by PCA noise."""
-    root = write_dataset(tmp_path / "d", {"train": 6}, per_shard=6)
+    root = write_dataset(tmp_path / "d", {"train": 6}, per_shard=6, index=True)
     shards = load_shard_set(root, "train")
     stats = load_colour_stats(root)
-    reference = PillowReference(shards.tars, stats, 224, "float32")
-    assert [item[3] for item in reference.items] == [label_of(i) for i in range(6)]
-    reference._rng = np.random.default_rng(5)
+    reference = PillowReference(shards, stats, 224, "float32", seed=5)
+    assert [reference.label(i) for i in range(len(reference))] == [label_of(i) for i in range(6)]
     image, label = reference[0]
     assert image.shape == (3, 224, 224) and image.dtype == torch.float32
     assert label == label_of(0)
@@ -52,3 +53,9 @@ def test_reference_does_the_same_work(tmp_path: Path) -> None:
     if mirror:
         expected = expected[:, ::-1]
     np.testing.assert_allclose(image.numpy(), expected.transpose(2, 0, 1), atol=1e-2)
+
+
+def test_reference_needs_the_shard_index(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "d", {"train": 2}, per_shard=2)
+    with pytest.raises(DataError, match=r"train-000000\.tar: no \.idx index.*preprocess"):
+        PillowReference(load_shard_set(root, "train"), load_colour_stats(root), 224, "float32")

@@ -48,6 +48,18 @@ def write_tar(path: Path, samples: list[tuple[str, bytes, int]]) -> None:
                 tar.addfile(info, io.BytesIO(payload))
 
 
+def write_index(tar_path: Path) -> None:
+    """`<tar>.idx` beside a tar, from tarfile's member offsets (DALI's webdataset index)."""
+    from alexnet_dali.tools.shards import IndexEntry, format_index
+
+    samples: dict[str, list[IndexEntry]] = {}
+    with tarfile.open(tar_path) as tar:
+        for m in tar.getmembers():
+            key, ext = m.name.split(".")
+            samples.setdefault(key, []).append(IndexEntry(ext, m.offset_data, m.size, m.name))
+    tar_path.with_suffix(".idx").write_text(format_index(list(samples.values())))
+
+
 def fake_pca(rng: np.random.Generator, mean_image: bool) -> dict:
     """pca.json content with a random orthonormal eigenbasis (eigenvectors are the columns)."""
     vectors, _ = np.linalg.qr(rng.normal(size=(3, 3)))
@@ -59,10 +71,11 @@ def fake_pca(rng: np.random.Generator, mean_image: bool) -> dict:
 
 
 def write_dataset(root: Path, splits: dict[str, int], per_shard: int = 8, seed: int = 0,
-                  corrupt: tuple[str, int] | None = None) -> Path:
+                  corrupt: tuple[str, int] | None = None, index: bool = False) -> Path:
     """A shard folder (manifest.json, pca.json, mean_image.npy) with `splits[name]` samples each.
 
-    `corrupt=(split, i)` truncates sample i's JPEG. Returns `root`.
+    `corrupt=(split, i)` truncates sample i's JPEG; `index` writes `.idx` files (else DALI infers
+    the index). Returns `root`.
     """
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -80,7 +93,10 @@ def write_dataset(root: Path, splits: dict[str, int], per_shard: int = 8, seed: 
                 samples.append((f"{i:09d}", jpeg, label_of(i)))
             name = f"{split}/{split}-{start // per_shard:06d}.tar"
             write_tar(root / name, samples)
-            shards.append({"tar": name, "index": None, "samples": len(samples)})
+            if index:
+                write_index(root / name)
+            shards.append({"tar": name, "index": name[:-4] + ".idx" if index else None,
+                           "samples": len(samples)})
         manifest["splits"][split] = {"shards": shards, "samples": count}
     (root / "manifest.json").write_text(json.dumps(manifest))
     (root / "pca.json").write_text(json.dumps(fake_pca(rng, mean_image=True)))
@@ -100,9 +116,8 @@ def test_writer_and_graph_labels(tmp_path: Path) -> None:
     with tarfile.open(root / "val" / "val-000000.tar") as tar:
         assert tar.getnames()[:2] == ["000000000.jpg", "000000000.cls"]
         assert tar.extractfile("000000001.cls").read() == f"{label_of(1):06d}".encode()
-    loader = build_eval_loader(root, loader=LoaderConfig(batch_size=4, num_threads=1),
-                               augment=AugmentConfig(), rank=0, world_size=1,
-                               device=torch.device("cpu"))
+    loader = build_eval_loader(root, loader=LoaderConfig(num_threads=1), augment=AugmentConfig(),
+                               batch_size=4, rank=0, world_size=1, device=torch.device("cpu"))
     labels = torch.cat([y[v] for _, y, v in loader])
     assert labels.dtype == torch.int64
     assert labels.tolist() == [label_of(i) for i in range(11)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -9,9 +10,10 @@ import pytest
 import torch
 
 from alexnet_dali import checkpoint as ckpt_io
-from alexnet_dali.cli_train import parse_set, resolve_config
-from alexnet_dali.config import ConfigError, OptimConfig, TrainConfig
-from alexnet_dali.optim import LRSchedule, PaperSGD, build_optimizer
+from alexnet_dali.config import (ConfigError, OptimConfig, TrainConfig, from_dict,
+                                 load_config_file, parse_set, resolve_config, to_dict)
+from alexnet_dali.optim import (LRSchedule, PaperSGD, build_optimizer, group_sizes,
+                                load_optimizer_state)
 
 
 def _grads(steps: int, shape: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:
@@ -106,6 +108,18 @@ def test_config_errors_name_the_problem(tmp_path):
     assert parse_set("model.arch=owt") == {"model": {"arch": "owt"}}
 
 
+def test_an_old_config_with_loader_batch_size_still_loads(tmp_path):
+    """loader.batch_size (per rank) was a field once; old config.json/checkpoints drop it."""
+    old = to_dict(TrainConfig(batch_size=64))
+    old["loader"]["batch_size"] = 32
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old))
+    cfg = resolve_config("d", config_file=str(path))
+    assert cfg == TrainConfig(data="d", batch_size=64)
+    assert from_dict(TrainConfig, old) == TrainConfig(batch_size=64)
+    assert "batch_size" not in to_dict(cfg)["loader"]
+
+
 def test_checkpoint_atomic_keep_last_and_weights_only(tmp_path):
     model = torch.nn.Linear(3, 2)
     for step in range(1, 5):
@@ -197,3 +211,161 @@ def test_paper_sgd_state_survives_a_weights_only_checkpoint(tmp_path):
         w2.grad = torch.tensor(g, dtype=torch.float64)
         opt2.step()
     np.testing.assert_array_equal(w2.detach().numpy(), straight)
+
+
+# --- parameter groups: weight decay on weights only, bias lr multiplier, both update rules ---
+
+def _numpy_grouped(rule: str, params: dict, grads: list[dict], lrs: list[float], wd: dict,
+                   mult: dict, momentum: float = 0.9) -> dict:
+    """Replay either SGD rule per parameter with its group's decay and lr multiplier."""
+    w = {k: v.copy() for k, v in params.items()}
+    buf = {k: np.zeros_like(v) for k, v in params.items()}
+    for g, lr in zip(grads, lrs):
+        for k in w:
+            eps = lr * mult[k]
+            if rule == "paper":  # v <- m v - wd eps w - eps g ; w <- w + v
+                buf[k] = momentum * buf[k] - wd[k] * eps * w[k] - eps * g[k]
+                w[k] = w[k] + buf[k]
+            else:  # torch: b <- m b + (g + wd w) ; w <- w - eps b
+                buf[k] = momentum * buf[k] + g[k] + wd[k] * w[k]
+                w[k] = w[k] - eps * buf[k]
+    return w
+
+
+@pytest.mark.parametrize("rule", ["paper", "pytorch"])
+@pytest.mark.parametrize("bias_decay,bias_lr_mult", [(False, 1.0), (True, 1.0), (False, 2.0)])
+def test_grouped_sgd_matches_numpy_across_a_scheduled_lr_drop(rule, bias_decay, bias_lr_mult):
+    rng = np.random.default_rng(7)
+    params = {"weight": rng.normal(size=(4, 3)), "bias": rng.normal(size=(4,))}
+    layer = torch.nn.Linear(3, 4).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(params["weight"]))
+        layer.bias.copy_(torch.tensor(params["bias"]))
+    cfg = OptimConfig(lr=0.01, update=rule, schedule="step", step_epochs=(1,),
+                      bias_decay=bias_decay, bias_lr_mult=bias_lr_mult)
+    opt = build_optimizer(layer.parameters(), cfg)
+    assert [g["name"] for g in opt.param_groups] == ["weights", "biases"]
+    schedule = LRSchedule(opt, cfg)
+    grads = [{k: rng.normal(size=v.shape) for k, v in params.items()} for _ in range(8)]
+    lrs = []
+    for step, g in enumerate(grads):
+        if step == 4:  # epoch 1 begins: the step schedule divides the lr by 10
+            schedule.end_epoch(0, None)
+        lrs.append(schedule.lr)
+        assert opt.param_groups[1]["lr"] == pytest.approx(bias_lr_mult * schedule.lr)
+        layer.weight.grad, layer.bias.grad = (torch.tensor(g["weight"]), torch.tensor(g["bias"]))
+        opt.step()
+    assert lrs == [0.01] * 4 + [pytest.approx(0.001)] * 4
+    wd = {"weight": 5e-4, "bias": 5e-4 if bias_decay else 0.0}
+    expected = _numpy_grouped(rule, params, grads, lrs, wd, {"weight": 1.0, "bias": bias_lr_mult})
+    np.testing.assert_allclose(layer.weight.detach().numpy(), expected["weight"], rtol=1e-12)
+    np.testing.assert_allclose(layer.bias.detach().numpy(), expected["bias"], rtol=1e-12)
+
+
+def test_biases_are_undecayed_by_default_in_the_paper_net():
+    from alexnet_dali.config import ModelConfig
+    from alexnet_dali.model import build_model
+
+    model = build_model(ModelConfig(num_classes=10))
+    groups = build_optimizer(model.parameters(), OptimConfig()).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in groups[0]["params"]} == {f"{layer}.weight" for layer in (
+        "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")}
+    assert all(names[id(p)].endswith(".bias") for p in groups[1]["params"])
+    assert (groups[0]["weight_decay"], groups[1]["weight_decay"]) == (5e-4, 0.0)
+    assert (groups[0]["lr"], groups[1]["lr"]) == (0.01, 0.01)
+
+
+@pytest.mark.parametrize("rule", ["paper", "pytorch"])
+def test_grouped_optimizer_state_resumes_bitwise_through_a_weights_only_file(tmp_path, rule):
+    cfg = OptimConfig(update=rule, bias_lr_mult=2.0)
+    rng = np.random.default_rng(8)
+    grads = [(torch.tensor(rng.normal(size=(4, 3))), torch.tensor(rng.normal(size=(4,))))
+             for _ in range(6)]
+
+    def layer_from(state=None):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(3, 4).double()
+        if state is not None:
+            layer.load_state_dict(state)
+        return layer
+
+    def steps(layer, opt, gs):
+        for gw, gb in gs:
+            layer.weight.grad, layer.bias.grad = gw, gb
+            opt.step()
+
+    straight = layer_from()
+    opt = build_optimizer(straight.parameters(), cfg)
+    steps(straight, opt, grads)
+    first = layer_from()
+    opt = build_optimizer(first.parameters(), cfg)
+    steps(first, opt, grads[:3])
+    torch.save({"model": first.state_dict(), "opt": opt.state_dict()}, tmp_path / "s.pt")
+    saved = torch.load(tmp_path / "s.pt", weights_only=True)
+    resumed = layer_from(saved["model"])
+    opt2 = build_optimizer(resumed.parameters(), cfg)
+    load_optimizer_state(opt2, saved["opt"])
+    assert group_sizes(saved["opt"]) == group_sizes(opt2.state_dict()) == [1, 1]
+    steps(resumed, opt2, grads[3:])
+    assert torch.equal(resumed.weight, straight.weight) and torch.equal(resumed.bias, straight.bias)
+
+
+def test_loading_an_optimizer_state_keeps_this_runs_group_settings():
+    layer = torch.nn.Linear(3, 4)
+    old = build_optimizer(layer.parameters(), OptimConfig(bias_lr_mult=1.0, bias_decay=True))
+    new = build_optimizer(layer.parameters(), OptimConfig(bias_lr_mult=2.0))
+    load_optimizer_state(new, old.state_dict())
+    assert new.param_groups[1]["lr_mult"] == 2.0 and new.param_groups[1]["weight_decay"] == 0.0
+    assert new.param_groups[1]["params"] == [layer.bias]
+
+
+def test_resume_refuses_a_single_group_optimizer_state_unless_allowed():
+    layer = torch.nn.Linear(3, 4)
+    old_state = torch.optim.SGD(layer.parameters(), lr=0.01, momentum=0.9).state_dict()
+    ckpt = {"config": {"optim": {"update": "pytorch"}}, "optimizer": old_state, "path": "r/c.pt"}
+    now = group_sizes(build_optimizer(layer.parameters(), OptimConfig()).state_dict())
+    same = dict(model_parallel=False, update="pytorch", group_sizes=now)
+    with pytest.raises(ckpt_io.CheckpointError,
+                       match=r"r/c.pt.*parameter groups \[2\] -> \[1, 1\].*allow-mismatch"):
+        ckpt_io.optimizer_changes(ckpt, **same, allow_mismatch=False)
+    assert ckpt_io.optimizer_changes(ckpt, **same, allow_mismatch=True) == [
+        "optimizer parameter groups [2] -> [1, 1] (a checkpoint from before weight decay and "
+        "lr were set per group)"]
+    ckpt["optimizer"] = build_optimizer(layer.parameters(), OptimConfig()).state_dict()
+    assert ckpt_io.optimizer_changes(ckpt, **same, allow_mismatch=False) == []
+
+
+def test_older_checkpoints_load_with_the_lrn_and_decay_they_were_trained_with(tmp_path):
+    old_config = to_dict(TrainConfig())
+    del old_config["model"]["lrn_formula"], old_config["optim"]["bias_decay"]
+    ckpt_io.save_checkpoint(tmp_path, {"model": {}, "config": old_config, "epoch": 0,
+                                       "global_step": 1}, keep=1)
+    config = ckpt_io.load_checkpoint(tmp_path)["config"]
+    assert config["model"]["lrn_formula"] == "text" and config["optim"]["bias_decay"] is True
+    ckpt_io.save_checkpoint(tmp_path, {"model": {}, "config": to_dict(TrainConfig()), "epoch": 0,
+                                       "global_step": 2}, keep=1)
+    config = ckpt_io.load_checkpoint(tmp_path)["config"]  # today's keys are left as saved
+    assert config["model"]["lrn_formula"] == "code" and config["optim"]["bias_decay"] is False
+
+
+def test_paper_toml_is_the_papers_recipe_as_its_authors_ran_it():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "paper.toml"
+    cfg = resolve_config("data/", config_file=str(path))
+    m, o, a = cfg.model, cfg.optim, cfg.augment
+    assert (cfg.epochs, cfg.batch_size) == (90, 128)
+    assert (m.arch, m.towers, m.lrn, m.lrn_formula, m.overlap_pool, m.dropout, m.activation,
+            m.init) == ("paper", 2, True, "code", True, 0.5, "relu", "paper")
+    assert (o.lr, o.momentum, o.weight_decay, o.update, o.bias_decay, o.bias_lr_mult) == (
+        0.01, 0.9, 5e-4, "paper", False, 1.0)
+    assert (o.schedule, o.max_drops, o.warmup_epochs) == ("plateau", 3, 0)
+    assert (a.crop, a.random_crop, a.flip, a.pca_noise, a.pca_std, a.pca_scale, a.mean,
+            a.std_normalize) == (224, True, True, True, 0.1, "sqrt", "image", False)
+    # Every key is written out, so a changed default cannot change the recipe unseen.
+    written = load_config_file(path)
+    for section in ("model", "optim", "augment"):
+        expected = set(to_dict(cfg)[section]) - {"num_classes", "step_epochs", "warmup_epochs",
+                                                  "crop"}
+        assert expected <= set(written[section]), (section, expected - set(written[section]))

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,13 @@ from PIL import Image
 
 from alexnet_dali.cli import main
 from alexnet_dali.config import AugmentConfig, LoaderConfig
-from alexnet_dali.loader import CorruptSampleError, build_eval_loader
-from alexnet_dali.pipelines.spec import DataDirError, load_shard_set
+from alexnet_dali.errors import CorruptSampleError, DataError
+from alexnet_dali.loader import build_eval_loader
+from alexnet_dali.pipelines.spec import load_shard_set
 from alexnet_dali.tools.shards import iter_samples
 from alexnet_dali.tools.verify import verify
 
-LOADER = LoaderConfig(batch_size=4, num_threads=1, prefetch=1, shuffle_buffer=1)
+LOADER = LoaderConfig(num_threads=1, prefetch=1, shuffle_buffer=1)
 
 
 @pytest.fixture
@@ -143,11 +143,11 @@ def test_cli_exit_status_and_listing(shards: Path) -> None:
 def test_train_start_names_a_missing_or_cut_short_tar(shards: Path) -> None:
     tar = shards / "val" / "val-000001.tar"
     os.truncate(tar, tar.stat().st_size - 1000)
-    with pytest.raises(DataDirError, match=rf"{tar}: \d+ bytes, manifest.json says \d+ .*"
+    with pytest.raises(DataError, match=rf"{tar}: \d+ bytes, manifest.json says \d+ .*"
                                            "alexnet-dali verify"):
         load_shard_set(shards, "val")
     tar.unlink()
-    with pytest.raises(DataDirError, match=rf"{tar}: missing"):
+    with pytest.raises(DataError, match=rf"{tar}: missing"):
         load_shard_set(shards, "val")
 
 
@@ -156,7 +156,7 @@ def test_a_cut_short_tar_is_named_as_the_tar_without_recorded_sizes(shards: Path
     strip_sizes(shards)
     tar = shards / "val" / "val-000000.tar"
     os.truncate(tar, tar.stat().st_size // 2)
-    loader = build_eval_loader(shards, split="val", loader=replace(LOADER), augment=AugmentConfig(),
-                               rank=0, world_size=1, device=torch.device("cpu"))
+    loader = build_eval_loader(shards, split="val", loader=LOADER, augment=AugmentConfig(),
+                               batch_size=4, rank=0, world_size=1, device=torch.device("cpu"))
     with pytest.raises(CorruptSampleError, match=rf"^{tar}: shorter than its index val-000000"):
         list(loader)

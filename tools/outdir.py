@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from alexnet_dali.tools.scan import DataError
+from alexnet_dali.errors import DataError
 
 LOCK_NAME = ".lock"
 # flock on a filesystem that cannot lock: NFS without a lock manager (ENOLCK), FUSE (EOPNOTSUPP)

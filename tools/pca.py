@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from alexnet_dali.errors import DataError
 from alexnet_dali.tools import manifest as mf
 from alexnet_dali.tools import outdir
-from alexnet_dali.tools.scan import DataError
-from alexnet_dali.tools.shards import iter_shard, manifest_sha256, split_fingerprint
+from alexnet_dali.tools.shards import iter_shard
 
 PCA_NAME = "pca.json"
 MEAN_IMAGE_NAME = "mean_image.npy"
@@ -86,17 +86,15 @@ def shard_sums(task: tuple[str, int, bool]) -> PixelSums:
     return sums if sums is not None else PixelSums.zero(None)
 
 
-def shard_tasks(out: Path, manifest: dict, max_images: int | None,
+def shard_tasks(manifest: mf.Manifest, max_images: int | None,
                 mean_image: bool) -> list[tuple[str, int, bool]]:
     """(tar path, samples to use, mean image?) per train shard; `max_images` takes a prefix."""
-    if "train" not in manifest["splits"]:
-        raise DataError(f"{out / mf.MANIFEST_NAME}: has no train split; preprocess train first")
     tasks, left = [], max_images if max_images is not None else float("inf")
-    for shard in manifest["splits"]["train"]["shards"]:
-        take = int(min(shard["samples"], left))
+    for shard in manifest.split("train").shards:
+        take = int(min(shard.samples, left))
         if take <= 0:
             break
-        tasks.append((str(out / shard["tar"]), take, mean_image))
+        tasks.append((str(manifest.root / shard.tar), take, mean_image))
         left -= take
     return tasks
 
@@ -144,12 +142,11 @@ def pca_stats(out: str | Path, workers: int = 1, max_images: int | None = None,
               mean_image: bool = False, progress: bool = True) -> dict:
     """Stream the train shards of OUT and write `OUT/pca.json` (+ mean image); returns it."""
     out = Path(out)
-    manifest = mf.load_manifest(out)
-    sums = accumulate(shard_tasks(out, manifest, max_images, mean_image), workers, progress)
+    manifest = mf.read_manifest(out)
+    sums = accumulate(shard_tasks(manifest, max_images, mean_image), workers, progress)
     result = statistics(sums)
-    result.update(images=sums.images, pixels=sums.pixels,
-                  manifest_sha256=manifest_sha256(out / mf.MANIFEST_NAME),
-                  train_shards_sha256=split_fingerprint(manifest, "train"),
+    result.update(images=sums.images, pixels=sums.pixels, manifest_sha256=manifest.sha256,
+                  train_shards_sha256=manifest.split_fingerprint("train"),
                   max_images=max_images, mean_image=None)
     with outdir.explain_os_errors("re-run pca-stats", out):
         outdir.remove_dead_temps(out)

@@ -208,7 +208,7 @@ def class_list(src: Path, out: Path, split: str | None) -> list[str]:
     if split == "train":
         return scan.list_classes(src)
     if (out / mf.MANIFEST_NAME).exists():
-        return [c["name"] for c in mf.load_manifest(out)["classes"]]
+        return [c.name for c in mf.read_manifest(out).classes]
     if (out / "train" / mf.PLAN_NAME).exists():
         return mf.read_json(out / "train" / mf.PLAN_NAME)["classes"]
     raise DataError(f"{out}: --split {split} needs the train class list; preprocess the train "

@@ -14,9 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class DataError(ValueError):
-    """Input a user must fix (the message names the file and what to do)."""
+from alexnet_dali.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""WebDataset tar shards: a deterministic GNU-tar writer with a DALI index, and the manifest hash.
+"""WebDataset tar shards: a deterministic GNU-tar writer with a DALI index, and their readers.
 
 A shard holds, per sample, `<key>.jpg` (JPEG bytes) and `<key>.cls` (the class id as
 `LABEL_DIGITS` zero-padded ASCII digits, no newline). Beside it, `<name>.idx` is the index DALI's
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from alexnet_dali.errors import DataError
 from alexnet_dali.tools.outdir import naming
 
 LABEL_DIGITS = 6
@@ -26,7 +27,8 @@ TMP_SUFFIX = ".tmp"
 def encode_label(class_id: int) -> bytes:
     """Class id -> `LABEL_DIGITS` ASCII digits (b"000017")."""
     if not 0 <= class_id < 10**LABEL_DIGITS:
-        raise ValueError(f"class id {class_id} does not fit in {LABEL_DIGITS} digits")
+        raise DataError(f"class id {class_id} does not fit in {LABEL_DIGITS} digits; "
+                        f"at most {10**LABEL_DIGITS} classes")
     return f"{class_id:0{LABEL_DIGITS}d}".encode("ascii")
 
 
@@ -41,22 +43,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while block := f.read(chunk):
             digest.update(block)
-    return digest.hexdigest()
-
-
-def manifest_sha256(path: str | Path) -> str:
-    """The manifest hash: sha256 of `manifest.json`'s bytes (recorded in pca.json, checkpoints)."""
-    return sha256_file(path)
-
-
-def split_fingerprint(manifest: dict, split: str = "train") -> str:
-    """sha256 over a split's shard hashes in manifest order: the data pca.json was computed from.
-
-    Unlike the manifest hash it does not change when another split is (re)built.
-    """
-    digest = hashlib.sha256()
-    for entry in manifest["splits"][split]["shards"]:
-        digest.update(entry["sha256"].encode("ascii"))
     return digest.hexdigest()
 
 
@@ -155,34 +141,36 @@ def format_index(samples: list[list[IndexEntry]]) -> str:
     return "".join(lines)
 
 
-def parse_index(text: str) -> list[list[IndexEntry]]:
-    """The samples (each a list of its members) of a DALI webdataset index; ValueError if malformed.
+def read_index(path: str | Path) -> list[dict[str, IndexEntry]]:
+    """A DALI webdataset index (`format_index`'s text) -> per sample, {ext: IndexEntry}.
 
-    Reads what `format_index` writes: whole lines only, so a truncated index is an error.
+    Whole lines only, each a multiple of 4 fields: a cut-short or edited index is a DataError
+    naming the file and the line.
     """
+    try:
+        text = Path(path).read_text(encoding="ascii")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not an ASCII webdataset index; re-run `alexnet-dali "
+                        "preprocess`") from None
     lines = text.split("\n")
     version, _, count = lines[0].partition(" ")
-    if version != INDEX_VERSION or not count.isdigit():
-        raise ValueError(f"line 1: expected '{INDEX_VERSION} <samples>', got {lines[0][:40]!r}")
-    if lines[-1] != "" or len(lines) - 2 != int(count):
-        raise ValueError(f"header says {count} samples, the file has {max(len(lines) - 2, 0)} "
-                         "complete lines")
+    if version != INDEX_VERSION or not count.isdigit() or lines[-1] != "" \
+            or int(count) != len(lines) - 2:
+        raise DataError(f"{path}: not a {INDEX_VERSION} webdataset index of {count} samples "
+                        "(cut short or edited?); re-run `alexnet-dali preprocess`")
     samples = []
     for number, line in enumerate(lines[1:-1], 2):
         fields = line.split(" ")
-        if not fields or len(fields) % 4:
-            raise ValueError(f"line {number}: expected '<ext> <offset> <size> <name>' per member")
         try:
-            samples.append([IndexEntry(fields[i], int(fields[i + 1]), int(fields[i + 2]),
-                                       fields[i + 3]) for i in range(0, len(fields), 4)])
+            if len(fields) % 4:
+                raise ValueError
+            entries = [IndexEntry(fields[i], int(fields[i + 1]), int(fields[i + 2]),
+                                  fields[i + 3]) for i in range(0, len(fields), 4)]
         except ValueError:
-            raise ValueError(f"line {number}: offset and size must be integers") from None
+            raise DataError(f"{path}: line {number} is not '<ext> <offset> <size> <name>' per "
+                            "member; re-run `alexnet-dali preprocess`") from None
+        samples.append({e.ext: e for e in entries})
     return samples
-
-
-def read_index(index_path: str | Path) -> list[list[IndexEntry]]:
-    """The samples listed by a `.idx` file (see `parse_index`)."""
-    return parse_index(Path(index_path).read_text(encoding="ascii"))
 
 
 def iter_samples(tar_path: str | Path,

@@ -19,8 +19,15 @@ from pathlib import Path
 import simplejpeg
 from tqdm import tqdm
 
-from alexnet_dali.tools import manifest as mf
-from alexnet_dali.tools.shards import decode_label, iter_samples, read_index, sha256_file
+from alexnet_dali.errors import DataError
+from alexnet_dali.tools.manifest import Manifest, read_manifest
+from alexnet_dali.tools.shards import (
+    IndexEntry,
+    decode_label,
+    iter_samples,
+    read_index,
+    sha256_file,
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,7 @@ class ShardCheck:
     tar: Path
     index: Path | None
     samples: int
-    sha256: str
+    sha256: str | None
     size: int | None  # None: a manifest written before sizes were recorded
     classes: int
     decode: bool
@@ -59,7 +66,7 @@ def file_problem(tar: Path, size: int | None) -> Problem | None:
     return None
 
 
-def _index_problems(check: ShardCheck, tar_samples: list[list]) -> list[Problem]:
+def _index_problems(check: ShardCheck, tar_samples: list[dict[str, IndexEntry]]) -> list[Problem]:
     """The `.idx` must list exactly the members the tar holds."""
     if check.index is None:
         return []
@@ -67,15 +74,16 @@ def _index_problems(check: ShardCheck, tar_samples: list[list]) -> list[Problem]
         listed = read_index(check.index)
     except FileNotFoundError:
         return [Problem(str(check.index), "missing (listed in manifest.json)")]
-    except (ValueError, UnicodeDecodeError) as e:
-        return [Problem(str(check.index), f"malformed ({e})")]
+    except DataError as e:
+        return [Problem(str(check.index), str(e).removeprefix(f"{check.index}: "))]
     if len(listed) != len(tar_samples):
         return [Problem(str(check.index), f"lists {len(listed)} samples, the tar holds "
                                           f"{len(tar_samples)}")]
     for number, (mine, theirs) in enumerate(zip(listed, tar_samples), 2):
         if mine != theirs:
-            return [Problem(str(check.index), f"line {number} ({mine[0].name}) does not match "
-                                              "the tar's member offsets, sizes or names")]
+            name = next(iter(mine.values())).name
+            return [Problem(str(check.index), f"line {number} ({name}) does not match the "
+                                              "tar's member offsets, sizes or names")]
     return []
 
 
@@ -108,7 +116,7 @@ def check_shard(check: ShardCheck) -> list[Problem]:
     tar_samples = []
     try:
         for key, entries, members in iter_samples(check.tar, read=check.decode):
-            tar_samples.append(entries)
+            tar_samples.append({e.ext: e for e in entries})
             reason = sample_problem(members, check.classes) if check.decode else None
             if reason:
                 problems.append(Problem(str(check.tar), reason, key))
@@ -122,33 +130,33 @@ def check_shard(check: ShardCheck) -> list[Problem]:
     return problems + _index_problems(check, tar_samples)
 
 
-def shard_checks(out: Path, manifest: dict, decode: bool = False) -> list[ShardCheck]:
+def shard_checks(manifest: Manifest, decode: bool = False) -> list[ShardCheck]:
     """One ShardCheck per shard of every split in the manifest, in manifest order."""
-    classes = len(manifest["classes"])
-    return [ShardCheck(out / entry["tar"], out / entry["index"] if entry.get("index") else None,
-                       int(entry["samples"]), entry["sha256"], entry.get("size"), classes, decode)
-            for split in manifest["splits"].values() for entry in split["shards"]]
+    root, classes = manifest.root, len(manifest.classes)
+    return [ShardCheck(root / shard.tar, root / shard.index if shard.index else None,
+                       shard.samples, shard.sha256, shard.size, classes, decode)
+            for split in manifest.splits.values() for shard in split.shards]
 
 
-def first_file_problem(out: Path, manifest: dict, split: str) -> str | None:
+def first_file_problem(manifest: Manifest, split: str) -> str | None:
     """The cheap check before training or evaluating: every shard present, sizes as recorded.
 
     Returns a message naming the first bad shard (and how many more), or None.
     """
-    problems = [found for entry in manifest["splits"][split]["shards"]
-                if (found := file_problem(out / entry["tar"], entry.get("size"))) is not None]
+    problems = [found for shard in manifest.split(split).shards
+                if (found := file_problem(manifest.root / shard.tar, shard.size)) is not None]
     if not problems:
         return None
     more = f" (and {len(problems) - 1} more shards)" if len(problems) > 1 else ""
     return (f"{problems[0]}{more}; copy the shards again, and check them all with "
-            f"`alexnet-dali verify {out}`")
+            f"`alexnet-dali verify {manifest.root}`")
 
 
 def verify(out: str | Path, decode: bool = False, workers: int = 1,
            progress: bool = True) -> tuple[list[ShardCheck], list[Problem]]:
     """Check every shard of OUT (in parallel, progress in bytes); (shards, problems sorted)."""
     out = Path(out)
-    checks = shard_checks(out, mf.load_manifest(out), decode)
+    checks = shard_checks(read_manifest(out), decode)
     sizes = [c.size if c.size is not None else _size_or_zero(c.tar) for c in checks]
     bar = tqdm(total=sum(sizes), unit="B", unit_scale=True, unit_divisor=1024,
                desc="verify" + (" + decode" if decode else ""), disable=not progress,
