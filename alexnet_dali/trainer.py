@@ -35,8 +35,8 @@ from alexnet_dali.optim import LRSchedule, build_optimizer, group_sizes, load_op
 from alexnet_dali.runlog import RunLog
 from alexnet_dali.tools.outdir import explained
 
-RESUME_HINT = ("run the same command with --resume: it continues from the newest complete "
-               "checkpoint")
+RESUME_HINT = ("continue with --resume (from the newest complete checkpoint; if none was saved "
+               "yet, run the same command again)")
 
 class StopRequest:
     """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and exits cleanly."""

@@ -213,3 +213,16 @@ def test_a_part_being_built_by_a_live_process_is_refused(src, reference, tmp_pat
     assert not planted.exists()
     assert output_bytes(tmp_path) == reference
     assert mf.all_shards_done(tmp_path)
+
+
+def test_eval_json_on_a_full_disk_is_one_error_naming_it(tmp_path, monkeypatch):
+    from alexnet_dali.evaluation import write_json
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(outdir.OutputError, match=rf"^{tmp_path / 'eval.json'}: No space left on "
+                                                 "device; free space on that filesystem, then "
+                                                 "run eval again"):
+        write_json({"top1_err": 0.5}, tmp_path / "eval.json")

@@ -70,9 +70,9 @@ def test_a_file_size_limit_during_a_save_is_one_error_line(tmp_path):
     last = cut.stderr.strip().splitlines()[-1]
     assert last.endswith(f"error: {run}/checkpoints/.ckpt-0000-0000001.pt.tmp-{pid_of(last)}: "
                          "File too large; a file-size limit stopped it (`ulimit -f`, or the "
-                         "filesystem's largest file): raise it or write elsewhere, then run the "
-                         "same command with --resume: it continues from the newest complete "
-                         "checkpoint")
+                         "filesystem's largest file): raise it or write elsewhere, then "
+                         "continue with --resume (from the newest complete checkpoint; if none "
+                         "was saved yet, run the same command again)")
     assert not list((run / "checkpoints").iterdir())  # no temporary left, no checkpoint
 
 
@@ -101,8 +101,8 @@ def test_disk_full_during_a_save_then_resume_matches_an_uninterrupted_run(tmp_pa
     run = tmp_path / "cut"
     with pytest.raises(OutputError, match=rf"^{run}/checkpoints/\.ckpt-0001-0000003\.pt\.tmp-"
                                           rf"{os.getpid()}: No space left on device; free space "
-                                          "on that filesystem, then run the same command with "
-                                          "--resume"):
+                                          r"on that filesystem, then continue with --resume \("
+                                          "from the newest complete checkpoint"):
         train(config("cut"))
     monkeypatch.undo()
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["ckpt-0000-0000002.pt"]
