@@ -296,7 +296,10 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
         return {"completed": completed, "epoch": run.pos.epoch, "global_step": run.pos.global_step,
                 "val": last, "signal": stop.signal_name}
     except OSError as e:  # disk full, read-only, ...: one line saying what to do
-        raise explained(e, RESUME_HINT, cfg.run_dir) from e
+        error = explained(e, RESUME_HINT, cfg.run_dir)
+        if error is None:
+            raise
+        raise error from e
     finally:
         if lock is not None:
             lock.release()

@@ -107,7 +107,10 @@ def test_os_errors_a_user_fixes_become_one_line(tmp_path):
     nameless = OSError(errno.EROFS, os.strerror(errno.EROFS))
     assert str(outdir.explained(nameless, "re-run it", tmp_path)).startswith(f"{tmp_path}: ")
     other = ConnectionResetError(errno.ECONNRESET, "reset")
-    assert outdir.explained(other, "re-run it", tmp_path) is other  # keeps its traceback
+    assert outdir.explained(other, "re-run it", tmp_path) is None  # keeps its traceback
+    with pytest.raises(ConnectionResetError):
+        with outdir.explain_os_errors("re-run it", tmp_path):
+            raise other
 
 
 def failing_nth(real, n: int, calls: list):

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from alexnet_dali.errors import DataError
 
-LOCK_NAME = ".lock"
 # flock on a filesystem that cannot lock: NFS without a lock manager (ENOLCK), FUSE (EOPNOTSUPP)
 _CANNOT_LOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
@@ -68,11 +67,12 @@ def naming(path: str | Path) -> Iterator[None]:
         raise
 
 
-def explained(error: OSError, then: str, where: str | Path) -> Exception:
-    """An OutputError line for an OS error a user fixes (the file, what to do, `then`), else
-    `error` itself. `where` is named when the error names no file."""
+def explained(error: OSError, then: str, where: str | Path) -> OutputError | None:
+    """The OutputError line for an OS error a user fixes (the file, what to do, `then`); None
+    for any other OS error (a bug: it keeps its traceback). `where` stands in for a missing
+    file name."""
     if error.errno not in ADVICE:
-        return error
+        return None
     return OutputError(f"{error.filename or where}: {error.strerror}; {ADVICE[error.errno]}, "
                        f"then {then}")
 
@@ -83,7 +83,10 @@ def explain_os_errors(then: str, where: str | Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        raise explained(e, then, where) from e
+        error = explained(e, then, where)
+        if error is None:
+            raise
+        raise error from e
 
 
 def temp_path(path: str | Path) -> Path:
