@@ -110,7 +110,11 @@ def check_shard(check: ShardCheck) -> list[Problem]:
     if found is not None and not check.tar.is_file():
         return [found]  # nothing more to read
     problems = [found] if found is not None else []
-    if sha256_file(check.tar) != check.sha256:
+    try:
+        digest = sha256_file(check.tar)
+    except OSError as e:  # unreadable (permissions, I/O error): say so, check the other shards
+        return problems + [Problem(str(check.tar), f"cannot be read ({e.strerror})")]
+    if check.sha256 is not None and digest != check.sha256:
         problems.append(Problem(str(check.tar), "sha256 differs from manifest.json (the bytes "
                                                 "changed since preprocess wrote them)"))
     tar_samples = []
