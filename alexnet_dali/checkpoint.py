@@ -1,4 +1,6 @@
-"""Training checkpoints: atomic writes, keep-last-K, RNG capture, and resume compatibility checks.
+"""Training checkpoints, the one home of their schema: the state dict the trainer saves
+(`new_state`), atomic writes with keep-last-K, reading back (`load_checkpoint`,
+`config_from_checkpoint`, `model_from_checkpoint`), RNG capture, resume compatibility checks.
 
 A checkpoint is `RUN/checkpoints/ckpt-EEEE-SSSSSSS.pt` (E: epoch, S: global step), a dict of
 tensors, plain numbers, strings and lists only, so `torch.load(weights_only=True)` reads it.
@@ -18,7 +20,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from alexnet_dali.config import TrainConfig, from_dict, to_dict
 from alexnet_dali.errors import CheckpointError
+from alexnet_dali.model import build_model
 from alexnet_dali.tools.outdir import FolderLock, naming
 
 CKPT_RE = re.compile(r"^ckpt-(\d{4,})-(\d{7,})\.pt$")
@@ -26,6 +30,27 @@ RUN_LOCK = ".lock"  # RUN/.lock: held by the live trainer (rank 0) of a run dir
 # Config keys added after checkpoints existed, with the value that reproduces how an older
 # checkpoint was trained: the LRN read literally, weight decay on biases too.
 LEGACY_CONFIG = {"model": {"lrn_formula": "text"}, "optim": {"bias_decay": True}}
+FORMAT = "alexnet-dali-checkpoint"
+FORMAT_VERSION = 1
+
+
+def new_state(
+    *, model: dict[str, torch.Tensor], config: TrainConfig, epoch: int, global_step: int,
+    step_in_epoch: int = 0, optimizer: dict[str, Any] | None = None,
+    scheduler: dict[str, Any] | None = None, rng: list[dict[str, Any]] | None = None,
+    loader_checkpoints: list[str] | None = None, manifest_sha256: str | None = None,
+    world_size: int = 1, best_top1_err: float = float("inf"),
+) -> dict[str, Any]:
+    """The checkpoint dict (docs/DESIGN.md): `model` is the grouped net's state dict, `epoch` the
+    0-based epoch in progress, `rng` and `loader_checkpoints` one entry per rank."""
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "model": model, "optimizer": optimizer or {}, "scheduler": scheduler or {},
+        "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
+        "rng": rng or [], "loader_checkpoints": loader_checkpoints or [],
+        "config": to_dict(config), "manifest_sha256": manifest_sha256, "world_size": world_size,
+        "best_top1_err": best_top1_err,
+    }
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -137,6 +162,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         for key, value in values.items():
             state["config"].setdefault(section, {}).setdefault(key, value)
     return state
+
+
+def config_from_checkpoint(state: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig a checkpoint was trained with."""
+    where = f"{state.get('path', 'checkpoint')}:config"
+    return from_dict(TrainConfig, state["config"], where=where)
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, TrainConfig]:
+    """The one-device network (CPU, eval mode) with a checkpoint's weights, and its TrainConfig.
+
+    Checkpoints always hold the grouped layout (also from --model-parallel runs).
+    """
+    cfg = config_from_checkpoint(state)
+    model = build_model(cfg.model)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg
 
 
 def capture_rng() -> dict[str, Any]:

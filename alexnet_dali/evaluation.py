@@ -88,9 +88,8 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report."""
     from alexnet_dali.builders import precision_of, resolve_for_data
-    from alexnet_dali.checkpoint import load_checkpoint
+    from alexnet_dali.checkpoint import load_checkpoint, model_from_checkpoint
     from alexnet_dali.errors import ConfigError
-    from alexnet_dali.trainer import model_from_checkpoint
 
     info = distributed.setup(device)
     try:

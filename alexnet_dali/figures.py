@@ -167,8 +167,7 @@ def plot_neighbours(queries: np.ndarray, bank: np.ndarray, indices: torch.Tensor
 
 def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, Any]:
     """The newest checkpoint's model (grouped, CPU, eval mode) and its TrainConfig."""
-    from alexnet_dali.checkpoint import load_checkpoint
-    from alexnet_dali.trainer import model_from_checkpoint
+    from alexnet_dali.checkpoint import load_checkpoint, model_from_checkpoint
 
     return model_from_checkpoint(load_checkpoint(run_dir))
 

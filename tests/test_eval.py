@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from alexnet_dali.checkpoint import save_checkpoint
-from alexnet_dali.config import ModelConfig, TrainConfig, to_dict
+from alexnet_dali.checkpoint import new_state, save_checkpoint
+from alexnet_dali.config import ModelConfig, TrainConfig
 from alexnet_dali.evaluation import evaluate
 from alexnet_dali.model import build_model
 
@@ -53,8 +53,8 @@ def test_eval_cli_counts_every_val_sample_once_on_one_and_two_ranks(shard_datase
     cfg = TrainConfig(data=str(shard_dataset), model=ModelConfig(num_classes=4, init="he"))
     torch.manual_seed(0)
     model = build_model(cfg.model)
-    save_checkpoint(tmp_path, {"model": model.state_dict(), "config": to_dict(cfg), "epoch": 1,
-                               "global_step": 3, "world_size": 1}, keep=1)
+    save_checkpoint(tmp_path, new_state(model=model.state_dict(), config=cfg, epoch=1,
+                                        global_step=3), keep=1)
     val_samples = json.loads((shard_dataset / "manifest.json").read_text())["splits"]["val"]
     results = {}
     for ranks in (1, 2):

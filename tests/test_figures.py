@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet_dali.checkpoint import save_checkpoint
-from alexnet_dali.config import ModelConfig, TrainConfig, to_dict
+from alexnet_dali.checkpoint import new_state, save_checkpoint
+from alexnet_dali.config import ModelConfig, TrainConfig
 from alexnet_dali.errors import DataError
 from alexnet_dali.figures import (conv1_grid, fc7_of_split, make_figures, nearest_neighbours,
                                   plot_curves, plot_neighbours, read_metrics)
@@ -87,8 +87,8 @@ def run_dir(shard_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     cfg = TrainConfig(data=str(shard_dataset), model=ModelConfig(num_classes=4, init="he"))
     torch.manual_seed(0)
     model = build_model(cfg.model)
-    save_checkpoint(run, {"model": model.state_dict(), "config": to_dict(cfg), "epoch": 1,
-                          "global_step": 3}, keep=1)
+    save_checkpoint(run, new_state(model=model.state_dict(), config=cfg, epoch=1, global_step=3),
+                    keep=1)
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in METRICS))
     return run
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_pipeline_shards import label_of, write_dataset
+from helpers import label_of, write_dataset
 
 from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
@@ -177,7 +177,6 @@ def test_preprocessed_shards(shard_dataset: Path) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_mixed_decode_matches_cpu(data: Path) -> None:
     """device="mixed" decoding + GPU augmentation equals the CPU graph up to decoder rounding."""
     gpu = torch.device("cuda", 0)

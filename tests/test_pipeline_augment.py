@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_pipeline_shards import write_dataset
+from helpers import write_dataset
 
 from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.loader import build_eval_loader, build_train_loader

@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from test_pipeline_shards import label_of, write_dataset
+from helpers import label_of, write_dataset
 
 from alexnet_dali.cli import main
 from alexnet_dali.errors import DataError

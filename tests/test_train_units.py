@@ -123,8 +123,8 @@ def test_an_old_config_with_loader_batch_size_still_loads(tmp_path):
 def test_checkpoint_atomic_keep_last_and_weights_only(tmp_path):
     model = torch.nn.Linear(3, 2)
     for step in range(1, 5):
-        state = {"model": model.state_dict(), "config": {"batch_size": 8}, "epoch": 0,
-                 "global_step": step, "world_size": 1, "manifest_sha256": "abc"}
+        state = ckpt_io.new_state(model=model.state_dict(), config=TrainConfig(batch_size=8),
+                                  epoch=0, global_step=step, manifest_sha256="abc")
         ckpt_io.save_checkpoint(tmp_path, state, keep=2)
     names = [p.name for p in ckpt_io.list_checkpoints(tmp_path)]
     assert names == ["ckpt-0000-0000003.pt", "ckpt-0000-0000004.pt"]
@@ -140,7 +140,8 @@ def test_checkpoint_atomic_keep_last_and_weights_only(tmp_path):
 def test_resuming_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path):
     model = torch.nn.Linear(3, 2)
     for step in (10, 20, 30):
-        state = {"model": model.state_dict(), "epoch": 0, "global_step": step}
+        state = ckpt_io.new_state(model=model.state_dict(), config=TrainConfig(), epoch=0,
+                                  global_step=step)
         ckpt_io.save_checkpoint(tmp_path, state, keep=5)
     moved = ckpt_io.set_aside_newer(tmp_path, 10)
     assert [p.name for p in moved] == ["ckpt-0000-0000020.pt", "ckpt-0000-0000030.pt"]
@@ -164,8 +165,9 @@ def test_rng_capture_restore_roundtrip_through_weights_only(tmp_path):
 
 
 def test_resume_refuses_another_world_size_batch_or_dataset():
-    ckpt = {"config": {"batch_size": 128}, "world_size": 2, "manifest_sha256": "a" * 64,
-            "path": "run/ckpt.pt"}
+    ckpt = {**ckpt_io.new_state(model={}, config=TrainConfig(batch_size=128), epoch=0,
+                                global_step=1, world_size=2, manifest_sha256="a" * 64),
+            "path": "run/ckpt.pt"}  # load_checkpoint adds the path
     ok = dict(world_size=2, batch_size=128, manifest_sha256="a" * 64, allow_mismatch=False)
     assert ckpt_io.check_compatible(ckpt, **ok) == []
     for change, words in [({"world_size": 1}, "world size 2 -> 1"),
@@ -177,7 +179,8 @@ def test_resume_refuses_another_world_size_batch_or_dataset():
 
 
 def test_resume_refuses_an_optimizer_state_of_another_layout_or_rule():
-    ckpt = {"config": {"model_parallel": True, "optim": {"update": "paper"}}, "path": "r/c.pt"}
+    cfg = TrainConfig(model_parallel=True, optim=OptimConfig(update="paper"))
+    ckpt = {**ckpt_io.new_state(model={}, config=cfg, epoch=0, global_step=1), "path": "r/c.pt"}
     same = dict(model_parallel=True, update="paper", allow_mismatch=False)
     assert ckpt_io.optimizer_changes(ckpt, **same) == []
     for change, words in [({"model_parallel": False}, "model_parallel True -> False"),
