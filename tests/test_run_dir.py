@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_outdir import DEAD_PID, limited
+from faults import DEAD_PID, limited
 
 from alexnet_dali import checkpoint as ckpt_io
 from alexnet_dali.config import ModelConfig, TrainConfig
