@@ -55,12 +55,12 @@ def read_json(path: Path) -> Any:
 def lock_part(out: Path, split: str, part: tuple[int, int]) -> FolderLock:
     """Hold the lock of this part of a split (one per part: hosts share OUT in `--part i/n` runs).
 
-    Parts of another split into n' != n shares overlap ours, so a live holder of such a lock
-    is refused too.
+    A run cut into another number of parts n' overlaps ours, so a live holder of any
+    `-of-n'` lock of the split is refused too.
     """
     i, n = part
     lock = FolderLock(out / split / f".lock-part-{i}-of-{n}",
-                             f"wait for it to end; part {i}/{n} of {split} runs once at a time")
+                      f"wait for it to end; part {i}/{n} of {split} runs once at a time")
     lock.acquire()
     for other in (out / split).glob(".lock-part-*-of-*"):
         holder = None if other.name.endswith(f"-of-{n}") else held_by_other(other)

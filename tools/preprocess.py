@@ -234,22 +234,22 @@ def scan_splits(src: Path, out: Path, split: str | None,
 
 def build_split(out: Path, split: str, split_scan: SplitScan, classes: list[str],
                 config: PreprocessConfig, progress: bool) -> tuple[int, int]:
-    """Build this part's unfinished shards of one split; returns (written, rejected) now."""
+    """Build this part's unfinished shards of one split (its lock held); returns (written,
+    rejected) now."""
     jobs = plan_jobs(split_scan, split, config)
-    with mf.lock_part(out, split, config.part):
-        write_plan(out, split, split_scan, classes, len(jobs), config)
-        todo = pending_jobs(out, split, jobs, config)
-        remove_stale_temps(out, split, todo)
-        outdir.remove_dead_temps(out / split)
-        total = sum(len(job.items) for job in todo)
-        bar = tqdm(total=total, unit="img", desc=f"preprocess {split}", disable=not progress,
-                   dynamic_ncols=True)
-        results = converted(split_scan.root, todo, config, resolve_workers(config.workers))
-        written = rejected = 0
-        with bar, closing(results):  # closing stops the workers now if a shard write fails
-            for job in todo:
-                w, r = write_shard(out, split, job, _counting(results, bar))
-                written, rejected = written + w, rejected + r
+    write_plan(out, split, split_scan, classes, len(jobs), config)
+    todo = pending_jobs(out, split, jobs, config)
+    remove_stale_temps(out, split, todo)
+    outdir.remove_dead_temps(out / split)
+    total = sum(len(job.items) for job in todo)
+    bar = tqdm(total=total, unit="img", desc=f"preprocess {split}", disable=not progress,
+               dynamic_ncols=True)
+    results = converted(split_scan.root, todo, config, resolve_workers(config.workers))
+    written = rejected = 0
+    with bar, closing(results):  # closing stops the workers now if a shard write fails
+        for job in todo:
+            w, r = write_shard(out, split, job, _counting(results, bar))
+            written, rejected = written + w, rejected + r
     return written, rejected
 
 
@@ -269,7 +269,8 @@ def preprocess(src: str | Path, out: str | Path, config: PreprocessConfig,
     with outdir.explain_os_errors(RERUN, out):
         outdir.remove_dead_temps(out)
         for name, split_scan in scans.items():
-            build_split(out, name, split_scan, classes, config, progress)
+            with mf.lock_part(out, name, config.part):  # no other live writer of these shards
+                build_split(out, name, split_scan, classes, config, progress)
         if config.part[1] > 1 and not mf.all_shards_done(out):
             return None  # other parts are still running; the last one (or merge-manifest) does it
         return mf.write_manifest(out)
