@@ -17,7 +17,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from alexnet_dali.errors import DataError
-from alexnet_dali.pipelines.spec import ColourStats, ShardSet, pca_matrix
+from alexnet_dali.pipelines.spec import ShardSet, pca_matrix
+from alexnet_dali.tools.pca import ColourStats
 from alexnet_dali.tools.shards import read_index
 
 
@@ -25,7 +26,7 @@ class PillowReference:
     """Map-style torch Dataset: tar bytes → Pillow decode → crop/flip/PCA/normalise (NumPy)."""
 
     def __init__(self, shards: ShardSet, stats: ColourStats, crop: int, dtype: str,
-                 pca_scale: str = "eigenvalue", seed: int = 0) -> None:
+                 pca_scale: str = "sqrt", seed: int = 0) -> None:
         if shards.indexes is None:
             raise DataError(f"{shards.tars[0]}: no .idx index beside the shards; "
                             "re-run `alexnet-dali preprocess`, which writes them")
@@ -139,15 +140,41 @@ def table(rows: list[tuple[str, list[float]]]) -> str:
     return "\n".join(lines)
 
 
+def baseline_batches(root: Path, loader, batch_size: int, device, seed: int = 0) -> Iterator:
+    """Batches of the minimal graph (`pipelines/baseline.py`), handed to torch as the loader does:
+    (images, the untouched `.cls` digit TensorList)."""
+    from alexnet_dali.config import AugmentConfig
+    from alexnet_dali.loader import images_to_torch, pipeline_args, pipeline_spec
+    from alexnet_dali.pipelines.baseline import baseline_pipeline
+
+    spec = pipeline_spec(root, "train", loader=loader, augment=AugmentConfig(), rank=0,
+                         world_size=1, device=device)
+    pipe = baseline_pipeline(spec, **pipeline_args(spec, loader, batch_size, device, seed))
+    pipe.build()
+    while True:
+        images, digits = pipe.run()
+        yield images_to_torch(images, loader, device), digits
+
+
+def print_ratio(rates: dict[str, list[float]], name: str, other: str) -> None:
+    """`name / other (medians): r`, when both were measured."""
+    if name in rates and other in rates:
+        ratio = statistics.median(rates[name]) / statistics.median(rates[other])
+        print(f"{name} / {other} (medians): {ratio:.2f}x")
+
+
 def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, threads: int,
               decoder: str, hw_decoder_load: float, dtype: str, prefetch: int, warmup: int,
-              batches: int, reps: int, skip_reference: bool) -> dict[str, list[float]]:
-    """Time the DALI train loader (and the reference) per `measure`; print and return the rates."""
+              batches: int, reps: int, skip_reference: bool,
+              baseline: bool = False) -> dict[str, list[float]]:
+    """Time the DALI train loader (and the baseline graph, the reference) per `measure`; print
+    and return the rates."""
     import torch
 
     from alexnet_dali.config import AugmentConfig, LoaderConfig
     from alexnet_dali.loader import build_train_loader
-    from alexnet_dali.pipelines.spec import load_colour_stats, load_shard_set
+    from alexnet_dali.pipelines.spec import load_shard_set
+    from alexnet_dali.tools.pca import load_colour_stats
 
     root = bench_data(data, Path(workdir), images, threads)
     device = torch.device("cuda", 0) if decoder == "gpu" else torch.device("cpu")
@@ -169,12 +196,13 @@ def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, t
                           hw_decoder_load=hw_decoder_load)
     dali = build_train_loader(root, loader=loader, augment=AugmentConfig(), batch_size=batch_size,
                               rank=0, world_size=1, device=device, seed=0)
-    streams = {f"DALI ({decoder})": (cycle(dali), prefetch), **streams}
-    rates = measure(streams, batch_size, warmup, batches, reps, sync)
-    rows = list(rates.items())
-    print(table(rows))
+    project, minimal = f"DALI ({decoder})", f"DALI baseline ({decoder})"
+    first = {project: (cycle(dali), prefetch)}
+    if baseline:
+        first[minimal] = (baseline_batches(root, loader, batch_size, device), prefetch)
+    rates = measure({**first, **streams}, batch_size, warmup, batches, reps, sync)
+    print(table(list(rates.items())))
     print(f"load average after: {os.getloadavg()[0]:.1f}")
-    if len(rows) == 2:
-        ratio = statistics.median(rows[0][1]) / statistics.median(rows[1][1])
-        print(f"DALI / DataLoader (medians): {ratio:.2f}x")
+    print_ratio(rates, project, minimal)
+    print_ratio(rates, project, "DataLoader + Pillow")
     return rates

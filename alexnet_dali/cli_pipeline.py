@@ -1,4 +1,4 @@
-"""CLI command of the pipeline stage: `bench pipeline` (the benchmark is `bench_pipeline.py`)."""
+"""CLI commands of the pipeline stage: `bench pipeline`, `bench colour-noise` (bench_*.py)."""
 
 from __future__ import annotations
 
@@ -30,15 +30,20 @@ BENCH_COMMANDS: list = []
               help="Untimed batches per turn, on top of the batches a pipeline holds in flight.")
 @click.option("--batches", default=10, show_default=True, help="Batches per repetition.")
 @click.option("--reps", default=5, show_default=True)
-@click.option("--skip-reference", is_flag=True, help="Time only the DALI pipeline.")
+@click.option("--skip-reference", is_flag=True, help="Leave out the DataLoader + Pillow row.")
+@click.option("--baseline", is_flag=True,
+              help="Add the minimal DALI graph (read, decode, random crop/mirror, fixed mean).")
 @report_user_errors
 def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decoder_load, dtype,
-                   prefetch, warmup, batches, reps, skip_reference) -> None:
+                   prefetch, warmup, batches, reps, skip_reference, baseline) -> None:
     """Images/s of the DALI train pipeline vs a DataLoader + Pillow doing the same work.
 
     \b
     Example (2 CPU cores, generated 2048-image dataset):
       alexnet-dali bench pipeline --threads 2 --batch-size 64 --batches 8 --reps 5
+    \b
+    The project's graph vs the minimal one (pipelines/baseline.py), same shards, one run:
+      alexnet-dali bench pipeline --baseline --skip-reference --batch-size 128 --reps 7
     \b
     On a GPU machine, nvJPEG + hardware decoder:
       alexnet-dali bench pipeline --data shards/ --decoder gpu --threads 16 --batch-size 256
@@ -47,7 +52,42 @@ def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decod
 
     run_bench(data, workdir=workdir, images=images, batch_size=batch_size, threads=threads,
               decoder=decoder, hw_decoder_load=hw_decoder_load, dtype=dtype, prefetch=prefetch,
-              warmup=warmup, batches=batches, reps=reps, skip_reference=skip_reference)
+              warmup=warmup, batches=batches, reps=reps, skip_reference=skip_reference,
+              baseline=baseline)
 
 
 BENCH_COMMANDS.append(bench_pipeline)
+
+
+@click.command("colour-noise")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Shard folder (manifest.json, pca.json); default: generate one in --workdir.")
+@click.option("--workdir", type=click.Path(file_okay=False), default="/tmp/alexnet-dali-bench",
+              show_default=True, help="Where the generated bench dataset is kept.")
+@click.option("--images", default=2048, show_default=True, help="Size of the generated dataset.")
+@click.option("--stats", type=click.Choice(["imagenet", "data"]), default="imagenet",
+              show_default=True, help="imagenet: cuda-convnet2's ImageNet PCA; data: pca.json.")
+@click.option("--pca-std", default=0.1, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--batches", default=8, show_default=True)
+@click.option("--threads", default=2, show_default=True)
+@report_user_errors
+def bench_colour_noise(data, workdir, images, stats, pca_std, batch_size, batches,
+                       threads) -> None:
+    """The PCA colour shift's std per channel in the train loader, per pca_scale.
+
+    \b
+    Example (ImageNet's colour statistics on the generated dataset):
+      alexnet-dali bench colour-noise --batches 8 --batch-size 64
+    """
+    from pathlib import Path
+
+    from alexnet_dali.bench_colour import run_colour_bench
+    from alexnet_dali.bench_pipeline import bench_data
+
+    root = bench_data(data, Path(workdir), images, threads)
+    run_colour_bench(root, imagenet=stats == "imagenet", batches=batches, batch_size=batch_size,
+                     threads=threads, pca_std=pca_std)
+
+
+BENCH_COMMANDS.append(bench_colour_noise)

@@ -26,9 +26,12 @@ class AugmentConfig:
     flip: bool = True  # horizontal flip with p=0.5
     pca_noise: bool = True  # eigen-colour noise, alpha ~ N(0, pca_std) per image
     pca_std: float = 0.1
-    # shift = P·(α∘λ) ("eigenvalue", the paper's formula; with 0-255 pixels λ is in 0-255² units,
-    # so the shift is large) or P·(α∘√λ) ("sqrt": scales with the pixels). docs/PIPELINE.md
-    pca_scale: Literal["eigenvalue", "sqrt"] = "eigenvalue"
+    # shift = P·(α∘√λ) ("sqrt": the authors' code, cuda-convnet2, scales with the pixels) or
+    # P·(α∘λ) ("eigenvalue": the paper's text read literally; ~115x stronger on ImageNet's 0-255
+    # pixels). docs/PIPELINE.md
+    pca_scale: Literal["sqrt", "eigenvalue"] = "sqrt"
+    # cuda-convnet2 scales each noised training batch by 1/(1 + pca_std) (not in the paper)
+    pca_rescale: bool = False
     mean: Literal["channel", "image", "none"] = "channel"  # what is subtracted from each pixel
     std_normalize: bool = False  # divide by the per-channel std too (not the paper; short runs)
 
@@ -174,6 +177,8 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+CONFIG_JSON = "config.json"  # the resolved config a run saves (save_resolved_config)
+
 # named CLI flag -> dotted config key
 FLAG_KEYS = {
     "run_dir": "run_dir", "epochs": "epochs", "batch_size": "batch_size", "lr": "optim.lr",
@@ -204,6 +209,14 @@ def parse_set(item: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw
     return _nested(key, value)
+
+
+def save_resolved_config(cfg: TrainConfig) -> Path:
+    """Write RUN/config.json (the resolved config, loadable again with --config)."""
+    path = Path(cfg.run_dir) / CONFIG_JSON
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    return path
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

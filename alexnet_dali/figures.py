@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,29 +18,12 @@ import click
 import numpy as np
 
 from alexnet_dali.errors import DataError, report_user_errors
+from alexnet_dali.runlog import METRICS_NAME, read_metrics
 
 if TYPE_CHECKING:  # torch is imported inside the functions: `alexnet-dali --help` stays fast
     import torch
 
 FILTERS_PER_ROW = 16
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl file; a bad line is an error naming the file and line."""
-    path = Path(path)
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{number}: not a JSON line ({e}); fix or delete it") from None
-        if not isinstance(record, dict) or "kind" not in record or "step" not in record:
-            raise DataError(f"{path}:{number}: expected an object with 'kind' and 'step'; fix or "
-                            "delete it")
-        records.append(record)
-    return records
 
 
 def _series(records: list[dict], kind: str, key: str) -> tuple[list[float], list[float]]:
@@ -182,7 +164,7 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
     out = Path(out_dir) if out_dir else run_dir / "figures"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir / METRICS_NAME
     if metrics.is_file():
         written.append(plot_curves(read_metrics(metrics), out / "curves.png"))
     from alexnet_dali.checkpoint import latest_checkpoint

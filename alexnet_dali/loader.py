@@ -29,15 +29,14 @@ from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
 from alexnet_dali.pipelines.eval import eval_pipeline
 from alexnet_dali.pipelines.readers import READER_NAME
-from alexnet_dali.pipelines.spec import (
-    PipelineSpec,
-    load_colour_stats,
-    load_shard_set,
-)
+from alexnet_dali.pipelines.spec import PipelineSpec, load_shard_set
 from alexnet_dali.pipelines.train import train_pipeline
-from alexnet_dali.tools.shards import iter_shard
+from alexnet_dali.tools.pca import load_colour_stats
+from alexnet_dali.tools.shards import LABEL_DIGITS, iter_shard
 
-CHECKPOINT_FORMAT = "alexnet-dali-loader-1"
+# 2: the lean train graph. DALI restores a checkpoint only into the graph that wrote it (it
+# names operators by their position), so a 1 cannot be restored and is refused by name.
+CHECKPOINT_FORMAT = "alexnet-dali-loader-2"
 
 
 def pipeline_spec(
@@ -75,8 +74,9 @@ def pipeline_device(loader: LoaderConfig, device: torch.device) -> str:
     return "gpu" if device.type == "cuda" else "cpu"
 
 
-def _pipeline_args(spec: PipelineSpec, loader: LoaderConfig, batch_size: int,
-                   device: torch.device, seed: int) -> dict:
+def pipeline_args(spec: PipelineSpec, loader: LoaderConfig, batch_size: int,
+                  device: torch.device, seed: int) -> dict:
+    """The `Pipeline` arguments every loader graph runs with (threads, prefetch, executor)."""
     device_id = None
     if spec.device == "gpu":
         device_id = device.index if device.index is not None else torch.cuda.current_device()
@@ -114,16 +114,44 @@ def copy_batch(batch, device: torch.device) -> torch.Tensor:
     return torch.from_dlpack(batch.as_tensor()).to(device)
 
 
-def to_torch(outputs, loader: LoaderConfig, device: torch.device) -> list[torch.Tensor]:
-    """DALI TensorLists → torch tensors on `device`; images cast/permuted per `loader`."""
-    tensors = [copy_batch(o, device) for o in outputs]
-    images = tensors[0]
+def images_to_torch(batch, loader: LoaderConfig, device: torch.device) -> torch.Tensor:
+    """The graph's image batch → a torch tensor on `device`, cast/permuted per `loader`."""
+    images = copy_batch(batch, device)
     wanted = getattr(torch, loader.dtype)
     if images.dtype != wanted:  # bfloat16 (DALI has none), float16 from a CPU graph
         images = images.to(wanted)
     if loader.layout == "NHWC":  # logically NCHW, channels_last in memory
         images = images.movedim(-1, -3)
-    return [images, *tensors[1:]]
+    return images
+
+
+DIGIT_WEIGHTS = 10 ** torch.arange(LABEL_DIGITS - 1, -1, -1)
+
+
+def labels_from_digits(digits: torch.Tensor) -> torch.Tensor:
+    """N×LABEL_DIGITS ASCII digits (uint8, the `.cls` members) → int64 class ids N.
+
+    One vectorised step on the whole batch; the DALI graph hands the bytes over untouched.
+    """
+    if digits.shape[1:] != (LABEL_DIGITS,) or ((digits < 48) | (digits > 57)).any():
+        raise DataError(f"a .cls member in this batch is not {LABEL_DIGITS} ASCII digits "
+                           f"(batch shape {tuple(digits.shape)}); re-run `alexnet-dali preprocess`")
+    return ((digits.long() - ord("0")) * DIGIT_WEIGHTS).sum(dim=1)
+
+
+def labels_to_torch(digits, device: torch.device) -> torch.Tensor:
+    """The graph's `.cls` digits (a CPU TensorList) → int64 labels N on `device`."""
+    if not digits.is_dense_tensor():
+        raise DataError(f".cls members of different lengths in one batch; each must be "
+                           f"{LABEL_DIGITS} ASCII digits: re-run `alexnet-dali preprocess`")
+    return labels_from_digits(torch.from_dlpack(digits.as_tensor())).to(device)
+
+
+def to_torch(outputs, loader: LoaderConfig, device: torch.device) -> list[torch.Tensor]:
+    """DALI (images, `.cls` digits, *draws) → torch tensors on `device`: images per `loader`,
+    int64 labels, the draws as they are."""
+    return [images_to_torch(outputs[0], loader, device), labels_to_torch(outputs[1], device),
+            *(copy_batch(o, device) for o in outputs[2:])]
 
 
 def find_corrupt_jpeg(tars: tuple[str, ...]) -> tuple[str, str, str] | None:
@@ -210,10 +238,15 @@ def _parse_checkpoint(checkpoint: bytes | str, spec: PipelineSpec,
     text = checkpoint.decode() if isinstance(checkpoint, bytes) else checkpoint
     try:
         state = json.loads(text)
-        assert state["format"] == CHECKPOINT_FORMAT
-    except (ValueError, KeyError, AssertionError):
+        found_format = state["format"]
+    except (ValueError, KeyError, TypeError):
         raise CheckpointError("loader checkpoint: not a TrainLoader.checkpoint() string; "
                               "resume from a checkpoint `alexnet-dali train` wrote") from None
+    if found_format != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"loader checkpoint: format {found_format!r} comes from another version of the train "
+            f"graph (this one writes {CHECKPOINT_FORMAT!r}) and DALI cannot restore it; resume "
+            "from a checkpoint this version wrote")
     expected = (spec.shard_id, spec.num_shards, steps)
     found = (state["shard_id"], state["num_shards"], state["steps_per_epoch"])
     if found != expected:
@@ -237,7 +270,7 @@ def build_train_loader(
         raise ConfigError(f"{data_dir}: {spec.shards.samples} training samples are fewer than one "
                           f"global batch ({world_size} ranks × {batch_size}); lower it")
     blob, step = (None, 0) if checkpoint is None else _parse_checkpoint(checkpoint, spec, steps)
-    pipe = train_pipeline(spec, checkpoint=blob, **_pipeline_args(
+    pipe = train_pipeline(spec, checkpoint=blob, **pipeline_args(
         spec, loader, batch_size, device, rank_seed(seed, rank)))
     pipe.build()
     _check_epoch_size(pipe, spec)
@@ -302,7 +335,7 @@ def build_eval_loader(
                          world_size=world_size, device=device, return_draws=return_draws)
     spec = replace(spec, shuffle_buffer=1)
     pipe = eval_pipeline(spec, tencrop=tencrop,
-                         **_pipeline_args(spec, loader, batch_size, device, 0))
+                         **pipeline_args(spec, loader, batch_size, device, 0))
     pipe.build()
     _check_epoch_size(pipe, spec)
     return EvalLoader(pipe, spec, loader, batch_size, device)

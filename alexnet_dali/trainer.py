@@ -8,7 +8,6 @@ mid-epoch bit for bit (model, optimiser, schedule, RNG states, each rank's loade
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import time
@@ -27,7 +26,7 @@ from alexnet_dali.builders import (
     precision_of,
     resolve_for_data,
 )
-from alexnet_dali.config import TrainConfig, to_dict
+from alexnet_dali.config import TrainConfig, save_resolved_config
 from alexnet_dali.distributed import DistInfo
 from alexnet_dali.evaluation import evaluate
 from alexnet_dali.optim import LRSchedule, build_optimizer, group_sizes, load_optimizer_state
@@ -220,14 +219,6 @@ def _end_epoch(run: Run) -> dict[str, float]:
     pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
     run.save()
     return result
-
-
-def save_resolved_config(cfg: TrainConfig) -> Path:
-    """Write RUN/config.json (the resolved config, loadable again with --config)."""
-    path = Path(cfg.run_dir) / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-    return path
 
 
 def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None,

@@ -14,7 +14,8 @@ from alexnet_dali.checkpoint import new_state, save_checkpoint
 from alexnet_dali.config import ModelConfig, TrainConfig
 from alexnet_dali.errors import DataError
 from alexnet_dali.figures import (conv1_grid, fc7_of_split, make_figures, nearest_neighbours,
-                                  plot_curves, plot_neighbours, read_metrics)
+                                  plot_curves, plot_neighbours)
+from alexnet_dali.runlog import read_metrics
 from alexnet_dali.model import build_model
 
 METRICS = [

@@ -92,6 +92,9 @@ def test_checkpoint_from_other_setup_is_refused(data: Path) -> None:
         train(data, batch_size=2, checkpoint=state)
     with pytest.raises(CheckpointError, match="not a TrainLoader"):
         train(data, checkpoint="{}")
+    older = json.dumps({**json.loads(state), "format": "alexnet-dali-loader-1"})
+    with pytest.raises(CheckpointError, match="'alexnet-dali-loader-1' comes from another"):
+        train(data, checkpoint=older)
 
 
 def test_two_ranks_train_equal_steps_disjoint_shards(data: Path) -> None:

@@ -122,16 +122,15 @@ def test_exact_sums_do_not_lose_precision_on_constant_images():
 
 def test_stale_pca_json_is_refused_after_train_is_rebuilt(shard_dataset, tmp_path):
     from alexnet_dali.errors import DataError
-    from alexnet_dali.pipelines.spec import load_colour_stats
 
     data = tmp_path / "shards"
     shutil.copytree(shard_dataset, data)
-    load_colour_stats(data)  # current: accepted
+    pca.load_colour_stats(data)  # current: accepted
     manifest = json.loads((data / "manifest.json").read_text())
     manifest["splits"]["val"]["shards"][0]["sha256"] = "0" * 64  # another split: still current
     (data / "manifest.json").write_text(json.dumps(manifest))
-    load_colour_stats(data)
+    pca.load_colour_stats(data)
     manifest["splits"]["train"]["shards"][0]["sha256"] = "0" * 64  # train rebuilt
     (data / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=r"pca.json: computed from other train shards"):
-        load_colour_stats(data)
+        pca.load_colour_stats(data)

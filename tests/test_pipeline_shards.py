@@ -9,7 +9,7 @@ from helpers import label_of, write_dataset
 
 
 def test_writer_and_graph_labels(tmp_path: Path) -> None:
-    """The DALI graph turns the 6 ASCII digits back into the written ids, in shard order."""
+    """The loader turns the 6 ASCII digits the graph hands over back into the written ids."""
     import torch
 
     from alexnet_dali.config import AugmentConfig, LoaderConfig
@@ -25,3 +25,20 @@ def test_writer_and_graph_labels(tmp_path: Path) -> None:
     assert labels.dtype == torch.int64
     assert labels.tolist() == [label_of(i) for i in range(11)]
     assert max(labels.tolist()) > 99_999  # six significant digits decoded
+
+
+def test_labels_from_digits_against_int() -> None:
+    """The vectorised conversion equals int(b"...") per row; other widths or bytes are refused."""
+    import pytest
+    import torch
+
+    from alexnet_dali.loader import labels_from_digits
+    from alexnet_dali.errors import DataError
+
+    ids = [0, 7, 17, 123_456, 999_999, 100_000]
+    digits = torch.tensor([list(f"{i:06d}".encode()) for i in ids], dtype=torch.uint8)
+    assert labels_from_digits(digits).tolist() == [int(bytes(row.tolist())) for row in digits]
+    with pytest.raises(DataError, match="not 6 ASCII digits"):
+        labels_from_digits(digits[:, :5])
+    with pytest.raises(DataError, match="not 6 ASCII digits"):
+        labels_from_digits(torch.tensor([list(b"00001a")], dtype=torch.uint8))

@@ -364,8 +364,8 @@ def test_paper_toml_is_the_papers_recipe_as_its_authors_ran_it():
     assert (o.lr, o.momentum, o.weight_decay, o.update, o.bias_decay, o.bias_lr_mult) == (
         0.01, 0.9, 5e-4, "paper", False, 1.0)
     assert (o.schedule, o.max_drops, o.warmup_epochs) == ("plateau", 3, 0)
-    assert (a.crop, a.random_crop, a.flip, a.pca_noise, a.pca_std, a.pca_scale, a.mean,
-            a.std_normalize) == (224, True, True, True, 0.1, "sqrt", "image", False)
+    assert (a.crop, a.random_crop, a.flip, a.pca_noise, a.pca_std, a.pca_scale, a.pca_rescale,
+            a.mean, a.std_normalize) == (224, True, True, True, 0.1, "sqrt", False, "image", False)
     # Every key is written out, so a changed default cannot change the recipe unseen.
     written = load_config_file(path)
     for section in ("model", "optim", "augment"):

@@ -1,4 +1,5 @@
-"""Pixel statistics of the train shards -> `OUT/pca.json` (and optionally the mean image).
+"""Pixel statistics of the train shards -> `OUT/pca.json` (and optionally the mean image), and
+the one reader of both (`load_colour_stats`).
 
 Each worker streams its shards and accumulates exact integers: pixel count, per-channel sum of
 uint8 values and the 3x3 sum of products (int64 is exact up to ~1.4e14 pixels), plus the
@@ -10,9 +11,10 @@ covariance = (N * sum(x x^T) - sum(x) sum(x)^T) / N^2 (population covariance).
 from __future__ import annotations
 
 import io
+import json
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -27,6 +29,17 @@ from alexnet_dali.tools.shards import iter_shard
 
 PCA_NAME = "pca.json"
 MEAN_IMAGE_NAME = "mean_image.npy"
+
+
+@dataclass(frozen=True)
+class ColourStats:
+    """Training-set colour statistics on the 0-255 scale, from pca.json."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    eigenvalues: tuple[float, float, float]
+    eigenvectors: tuple[tuple[float, ...], ...]  # 3x3, eigenvectors are the COLUMNS
+    mean_image: np.ndarray | None = field(default=None, compare=False, repr=False)  # HWC f32
 
 
 @dataclass(frozen=True)
@@ -182,3 +195,61 @@ def summary(result: dict) -> str:
     if result.get("mean_image"):
         lines.append(f"mean image          {result['mean_image']} (float32 HWC)")
     return "\n".join(lines)
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; {what}") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e}); {what}") from None
+
+
+def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> ColourStats:
+    """Mean, std and the RGB eigen-decomposition from data_dir/pca.json (0-255 scale)."""
+    path = Path(data_dir) / PCA_NAME
+    pca = _read_json(path, "run `alexnet-dali pca-stats DATA` to compute it")
+    try:
+        vectors = np.asarray(pca["eigenvectors"], dtype=np.float64)
+        stats = ColourStats(
+            mean=tuple(float(v) for v in pca["mean"]),
+            std=tuple(float(v) for v in pca["std"]),
+            eigenvalues=tuple(float(v) for v in pca["eigenvalues"]),
+            eigenvectors=tuple(tuple(float(v) for v in row) for row in vectors),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path}: malformed ({e!r}); re-run `alexnet-dali pca-stats`") from None
+    if vectors.shape != (3, 3) or len(stats.mean) != 3 or len(stats.eigenvalues) != 3:
+        raise DataError(f"{path}: expected 3 means/eigenvalues and a 3x3 eigenvector matrix")
+    _check_pca_is_current(Path(data_dir), pca)
+    if not need_mean_image:
+        return stats
+    name = pca.get("mean_image")
+    if not name:
+        raise DataError(
+            f"{path}: augment.mean = 'image' needs a mean image, but pca.json has none; "
+            "recompute it with `alexnet-dali pca-stats` (mean image on) or use mean = 'channel'"
+        )
+    image_path = Path(data_dir) / name
+    try:
+        image = np.load(image_path).astype(np.float32)
+    except (OSError, ValueError) as e:
+        raise DataError(
+            f"{image_path}: cannot read the mean image ({e}); re-run "
+            "`alexnet-dali pca-stats DATA` or use augment.mean = 'channel'") from None
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise DataError(f"{image_path}: expected an HxWx3 mean image, got shape {image.shape}")
+    return ColourStats(stats.mean, stats.std, stats.eigenvalues, stats.eigenvectors, image)
+
+
+def _check_pca_is_current(data_dir: Path, pca: dict) -> None:
+    """pca.json must come from the train shards the manifest lists now (not an older build)."""
+    recorded = pca.get("train_shards_sha256")
+    if recorded is None:  # written by a version that did not record it
+        return
+    manifest = mf.read_manifest(data_dir)
+    if manifest.split_fingerprint("train") != recorded:
+        raise DataError(
+            f"{data_dir / PCA_NAME}: computed from other train shards than {manifest.path} "
+            f"lists now (train was rebuilt); re-run `alexnet-dali pca-stats {data_dir}`")
