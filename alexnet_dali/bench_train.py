@@ -6,14 +6,13 @@ already on the device (pure compute), so DALI/synthetic < 1 means the pipeline s
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Iterable
 
 import torch
 from tqdm import tqdm
 
-from alexnet_dali.config import TrainConfig
+from alexnet_dali.config import TrainConfig, from_dict
 from alexnet_dali.distributed import DistInfo, pick_device
 from alexnet_dali.steps import TrainStep, endless
 
@@ -58,10 +57,11 @@ def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, dev
     # many times slower on a CPU than the real 0-255-scale input; flush them so that both sources
     # time the same arithmetic.
     torch.set_flush_denormal(True)
-    cfg = TrainConfig(data=data or "synthetic", batch_size=batch_size, device=device,
-                      precision=precision, compile=compile)
+    values = {"data": data or "synthetic", "batch_size": batch_size, "device": device,
+              "precision": precision, "compile": compile}
     if workers:
-        cfg = dataclasses.replace(cfg, loader=dataclasses.replace(cfg.loader, num_threads=workers))
+        values["loader"] = {"num_threads": workers}
+    cfg = from_dict(TrainConfig, values, where="bench train")
     cfg = resolve_for_data(cfg)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=pick_device(device))
     net, input_device = build_network(cfg, info)

@@ -24,6 +24,12 @@ def manifest_sha256(data: str) -> str | None:
     return None if data == SYNTHETIC else read_manifest(data).sha256
 
 
+def class_list(data: str) -> list[list[str]] | None:
+    """DATA's classes in id order as [name (WNID), words] pairs, carried into checkpoints; None
+    for synthetic data."""
+    return None if data == SYNTHETIC else [[c.name, c.words] for c in read_manifest(data).classes]
+
+
 def resolve_for_data(cfg: TrainConfig) -> TrainConfig:
     """Take num_classes from the dataset's manifest (the model must match the data)."""
     if cfg.data == SYNTHETIC:

@@ -39,17 +39,19 @@ def new_state(
     step_in_epoch: int = 0, optimizer: dict[str, Any] | None = None,
     scheduler: dict[str, Any] | None = None, rng: list[dict[str, Any]] | None = None,
     loader_checkpoints: list[str] | None = None, manifest_sha256: str | None = None,
-    world_size: int = 1, best_top1_err: float = float("inf"),
+    classes: list[list[str]] | None = None, world_size: int = 1,
+    best_top1_err: float = float("inf"),
 ) -> dict[str, Any]:
     """The checkpoint dict (docs/DESIGN.md): `model` is the grouped net's state dict, `epoch` the
-    0-based epoch in progress, `rng` and `loader_checkpoints` one entry per rank."""
+    0-based epoch in progress, `rng` and `loader_checkpoints` one entry per rank, `classes` the
+    data's [name, words] per class id."""
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": model, "optimizer": optimizer or {}, "scheduler": scheduler or {},
         "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
         "rng": rng or [], "loader_checkpoints": loader_checkpoints or [],
-        "config": to_dict(config), "manifest_sha256": manifest_sha256, "world_size": world_size,
-        "best_top1_err": best_top1_err,
+        "config": to_dict(config), "manifest_sha256": manifest_sha256, "classes": classes,
+        "world_size": world_size, "best_top1_err": best_top1_err,
     }
 
 
@@ -232,6 +234,22 @@ def check_compatible(
             "(the data position restarts at the current epoch's beginning)."
         )
     return problems
+
+
+def check_same_classes(saved: list[list[str]] | None, data: str, checkpoint: str) -> None:
+    """Refuse to score a checkpoint on shards with another class list (same ids, same WNIDs)."""
+    if saved is None or data == "synthetic":  # checkpoints from before class lists were saved
+        return
+    from alexnet_dali.tools.manifest import read_manifest
+
+    mine, theirs = [c.name for c in read_manifest(data).classes], [name for name, _ in saved]
+    if mine != theirs:
+        i = next((i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b),
+                 min(len(mine), len(theirs)))
+        there, here = ((names + ["none"])[min(i, len(names))] for names in (theirs, mine))
+        raise CheckpointError(f"{checkpoint} was trained on another class list than {data} "
+                          f"({len(theirs)} vs {len(mine)} classes; class id {i} is {there} "
+                          f"there, {here} here); evaluate it on shards with its classes")
 
 
 def optimizer_changes(ckpt: dict[str, Any], *, model_parallel: bool, update: str,

@@ -15,21 +15,23 @@ BENCH_COMMANDS: list = []
               help="Shard folder (manifest.json, pca.json); default: generate one in --workdir.")
 @click.option("--workdir", type=click.Path(file_okay=False), default="/tmp/alexnet-dali-bench",
               show_default=True, help="Where the generated bench dataset is kept.")
-@click.option("--images", default=2048, show_default=True, help="Size of the generated dataset.")
-@click.option("--batch-size", default=128, show_default=True)
-@click.option("--threads", default=2, show_default=True,
+@click.option("--images", type=click.IntRange(min=8), default=2048, show_default=True,
+              help="Size of the generated dataset.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="DALI CPU threads = DataLoader workers.")
 @click.option("--decoder", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="gpu: nvJPEG/hardware decode (device='mixed') and GPU augmentation.")
-@click.option("--hw-decoder-load", default=0.65, show_default=True)
+@click.option("--hw-decoder-load", type=click.FloatRange(0, 1), default=0.65, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]),
               default="float32", show_default=True)
-@click.option("--prefetch", default=2, show_default=True,
+@click.option("--prefetch", type=click.IntRange(min=1), default=2, show_default=True,
               help="DALI prefetch queue depth = DataLoader prefetch_factor.")
-@click.option("--warmup", default=2, show_default=True,
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
               help="Untimed batches per turn, on top of the batches a pipeline holds in flight.")
-@click.option("--batches", default=10, show_default=True, help="Batches per repetition.")
-@click.option("--reps", default=5, show_default=True)
+@click.option("--batches", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Batches per repetition.")
+@click.option("--reps", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--skip-reference", is_flag=True, help="Leave out the DataLoader + Pillow row.")
 @click.option("--baseline", is_flag=True,
               help="Add the minimal DALI graph (read, decode, random crop/mirror, fixed mean).")

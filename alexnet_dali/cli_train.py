@@ -75,7 +75,8 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
                                                          sets=sets).run_dir
         state = ckpt_io.load_checkpoint(run_dir if resume == "latest" else resume)
     base = state["config"] if state and not config_file else None
-    cfg = resolve_config(data, config_file=config_file, sets=sets, flags=flags, base=base)
+    cfg = resolve_config(data, config_file=config_file, sets=sets, flags=flags, base=base,
+                         base_name=f"{state['path']}:config" if base else "")
     summary = train(cfg, resume=state, allow_mismatch=allow_mismatch)
     if summary["signal"]:
         click.echo(f"stopped by {summary['signal']}; resume with --resume", err=True)
@@ -88,10 +89,12 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
 @click.option("--tencrop", is_flag=True, help="Average the softmax of the 10 views.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
 @click.option("--split", default="val", show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Per rank.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Per rank.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
-@click.option("--workers", type=int, default=None, help="DALI CPU threads per rank.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="DALI CPU threads per rank.")
 @report_user_errors
 def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, split: str,
                  batch_size: int, device: str, workers: int | None) -> None:
@@ -113,15 +116,17 @@ def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, spl
 @click.command(
     "train", short_help="Training images/s: synthetic input vs fed by DALI, and the ratio.")
 @click.argument("data", required=False)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--steps", type=int, default=10, show_default=True, help="Timed steps per source.")
-@click.option("--warmup", type=int, default=2, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed steps per source.")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
               show_default=True)
-@click.option("--workers", type=int, default=None, help="DALI CPU threads.")
-@click.option("--threads", type=int, default=0, help="torch CPU threads (0: default).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="DALI CPU threads.")
+@click.option("--threads", type=click.IntRange(min=0), default=0,
+              help="torch CPU threads (0: default).")
 @click.option("--compile", is_flag=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 @report_user_errors

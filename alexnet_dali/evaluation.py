@@ -88,12 +88,13 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report."""
     from alexnet_dali.builders import precision_of, resolve_for_data
-    from alexnet_dali.checkpoint import load_checkpoint, model_from_checkpoint
+    from alexnet_dali.checkpoint import check_same_classes, load_checkpoint, model_from_checkpoint
     from alexnet_dali.errors import ConfigError
 
     info = distributed.setup(device)
     try:
         state = load_checkpoint(checkpoint)
+        check_same_classes(state.get("classes"), str(data), state["path"])
         model, cfg = model_from_checkpoint(state)
         classes = resolve_for_data(dataclasses.replace(cfg, data=str(data))).model.num_classes
         if classes != cfg.model.num_classes:

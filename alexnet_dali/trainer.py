@@ -22,6 +22,7 @@ from alexnet_dali import distributed
 from alexnet_dali.builders import (
     build_loaders,
     build_network,
+    class_list,
     manifest_sha256,
     precision_of,
     resolve_for_data,
@@ -100,6 +101,7 @@ class Run:
                  allow_mismatch: bool):
         self.cfg, self.info = cfg, info
         self.manifest_sha256 = manifest_sha256(cfg.data)
+        self.classes = class_list(cfg.data)
         self.precision = precision_of(cfg, info.device)
         _seed_everything(cfg, info.rank)
         self.net, self.input_device = build_network(cfg, info)
@@ -153,7 +155,8 @@ class Run:
             global_step=self.pos.global_step, step_in_epoch=self.pos.step_in_epoch,
             optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
             rng=rngs, loader_checkpoints=loader_ckpts, manifest_sha256=self.manifest_sha256,
-            world_size=self.info.world_size, best_top1_err=self.best_top1_err)
+            classes=self.classes, world_size=self.info.world_size,
+            best_top1_err=self.best_top1_err)
         if not self.info.is_main:
             return None
         return ckpt_io.save_checkpoint(self.cfg.run_dir, state, self.cfg.keep_checkpoints)

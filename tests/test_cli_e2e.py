@@ -31,6 +31,11 @@ def test_train_eval_tencrop_figures(shard_dataset, tmp_path):
         "kind": "train", "epoch": 1, "step": 2, "loss": 0, "lr": 0, "images_per_s": 0}
     assert set(lines[2]) == {"kind", "epoch", "step", "loss", "top1_err", "top5_err"}
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt-0001-0000002.pt"]
+    from alexnet_dali.checkpoint import load_checkpoint
+
+    manifest = json.loads((shard_dataset / "manifest.json").read_text())
+    assert load_checkpoint(run_dir)["classes"] == [[c["name"], c["words"]]
+                                                   for c in manifest["classes"]]
 
     out = tmp_path / "eval.json"
     ev = runner.invoke(main, ["eval", str(shard_dataset), "--checkpoint", str(run_dir),

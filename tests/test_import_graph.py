@@ -17,7 +17,7 @@ PACKAGE = "alexnet_dali"
 FOLDERS = {PACKAGE: ROOT / "alexnet_dali", f"{PACKAGE}.tools": ROOT / "tools",
            f"{PACKAGE}.pipelines": ROOT / "pipelines"}
 STAGES = ("leaves", "tools", "pipelines", "loader", "run", "cli")  # lowest first
-LEAVES = {PACKAGE, f"{PACKAGE}.errors", f"{PACKAGE}.config"}
+LEAVES = {PACKAGE, f"{PACKAGE}.errors", f"{PACKAGE}.config_types", f"{PACKAGE}.config"}
 DALI_ALLOWED = ("pipelines", "loader")
 DESIGN = ROOT / "docs" / "DESIGN.md"
 START, END = "<!-- import-graph:start -->", "<!-- import-graph:end -->"
@@ -105,10 +105,10 @@ def short(module: str) -> str:
 def drawing(edges: dict[str, set[str]]) -> str:
     """The graph as a text block: per stage (highest first) each module and what it imports.
 
-    Imports of the shared leaves (errors, config, the package's __version__) are left out: every
-    stage may use them, and they would be on nearly every line.
+    Imports of the shared leaves (errors, config_types, config, the package's __version__) are
+    left out: every stage may use them, and they would be on nearly every line.
     """
-    rows = [("stage", "module", "imports (project modules; the leaves errors/config not shown)")]
+    rows = [("stage", "module", "imports (project modules; the leaves are not shown)")]
     for name in reversed(STAGES):
         for module in sorted(m for m in edges if stage(m) == name):
             if module in FOLDERS:  # the packages' empty __init__ files

@@ -33,9 +33,9 @@ def test_read_manifest_types_what_preprocess_wrote(shard_dataset: Path) -> None:
 
 def test_newer_per_class_keys_are_ignored(tmp_path: Path, shard_dataset: Path) -> None:
     raw = json.loads((shard_dataset / MANIFEST_NAME).read_text())
-    raw["classes"] = [{**c, "words": "a later field"} for c in raw["classes"]]
+    raw["classes"] = [{**c, "words": "tench", "gloss": "a later field"} for c in raw["classes"]]
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(raw))
-    assert read_manifest(tmp_path).classes[0] == ClassEntry(0, raw["classes"][0]["name"])
+    assert read_manifest(tmp_path).classes[0] == ClassEntry(0, raw["classes"][0]["name"], "tench")
 
 
 @pytest.mark.parametrize("content,words", [

@@ -147,14 +147,16 @@ def write_manifest(out: str | Path) -> dict:
     first = next(iter(plans.values()))
     splits = {}
     for split, plan in plans.items():
-        if plan["classes"] != first["classes"] or plan["settings"] != first["settings"]:
+        if any(plan.get(k) != first.get(k) for k in ("classes", "class_words", "settings")):
             raise DataError(f"{out / split}: its classes or settings differ from the other "
                             "splits'; preprocess every split with the same classes and options")
         splits[split], rejects = _split_entry(out, split, plan)
         write_rejects(out / split / "rejects.tsv", rejects)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "classes": [{"id": i, "name": name} for i, name in enumerate(first["classes"])],
+        "classes": [{"id": i, "name": name, "words": words} for i, (name, words) in
+                    enumerate(zip(first["classes"], first.get("class_words") or
+                                  [""] * len(first["classes"])))],
         "splits": splits,
         "totals": {k: sum(s[k] for s in splits.values()) for k in ("found", "written", "rejected")},
         "settings": first["settings"],
@@ -165,7 +167,8 @@ def write_manifest(out: str | Path) -> dict:
 
 @dataclass(frozen=True)
 class ClassEntry:
-    """One class: `id` (the label stored in the shards) and `name` (its source folder).
+    """One class: `id` (the label stored in the shards), `name` (its WNID or source folder) and
+    `words` (human-readable, "" when unknown).
 
     New per-class fields get defaults here, so that manifests written before them still read;
     unknown keys of a newer manifest are ignored by `read_manifest`.
@@ -173,6 +176,7 @@ class ClassEntry:
 
     id: int
     name: str
+    words: str = ""
 
 
 @dataclass(frozen=True)
