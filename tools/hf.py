@@ -9,13 +9,13 @@ the last row group read is kept, so neighbouring rows cost one read.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from alexnet_dali.errors import DataError
-from alexnet_dali.tools.imagenet import Classes, import_optional
+from alexnet_dali.tools.imagenet import Classes
+from alexnet_dali.tools.parquet_rows import pyarrow_parquet
 from alexnet_dali.tools.scan import SplitScan
 from alexnet_dali.tools.sources import PARQUET, SourceListBuilder
 
@@ -34,15 +34,11 @@ def parquet_files(src: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _pq():
-    return import_optional("pyarrow.parquet", "hf")
-
-
 def class_label_names(path: Path) -> list[str] | None:
     """The `label` ClassLabel names stored in a shard's Hugging Face schema metadata, if any."""
     import json
 
-    metadata = _pq().read_schema(path).metadata or {}
+    metadata = pyarrow_parquet().read_schema(path).metadata or {}
     try:
         info = json.loads(metadata[b"huggingface"])["info"]["features"]["label"]
         return [str(name) for name in info["names"]]
@@ -52,7 +48,7 @@ def class_label_names(path: Path) -> list[str] | None:
 
 def max_label(files: dict[str, list[Path]]) -> int:
     """The largest label in any shard (the class count when nothing else gives it, minus 1)."""
-    pq = _pq()
+    pq = pyarrow_parquet()
     return max(int(pq.ParquetFile(path).read(columns=["label"]).column("label").to_numpy()
                    .max(initial=-1)) for paths in files.values() for path in paths)
 
@@ -68,7 +64,7 @@ def canonical_name(path: str, label: int, classes: Classes, fallback: str) -> st
 
 def scan_parquet(files: list[Path], classes: Classes) -> tuple[SplitScan, int]:
     """Labelled rows of the shard files, and how many rows were unlabelled (-1) and skipped."""
-    pq = _pq()
+    pq = pyarrow_parquet()
     builder, skipped = SourceListBuilder(), 0
     for path in files:
         try:
@@ -90,26 +86,3 @@ def scan_parquet(files: list[Path], classes: Classes) -> tuple[SplitScan, int]:
         builder.extend(container, names, labels[rows].tolist(), rows.tolist())
     sources, duplicates = builder.build()
     return SplitScan(sources, tuple(duplicates)), skipped
-
-
-@lru_cache(maxsize=1)
-def _row_group_images(path: str, group: int) -> list:
-    file = _pq().ParquetFile(path)
-    return file.read_row_group(group, columns=["image.bytes"]).column("image") \
-        .combine_chunks().field("bytes").to_pylist()
-
-
-@lru_cache(maxsize=64)
-def _row_group_starts(path: str) -> np.ndarray:
-    meta = _pq().ParquetFile(path).metadata
-    return np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
-
-
-def read_image(path: str, row: int) -> bytes:
-    """The image bytes of row `row` of a parquet shard."""
-    starts = _row_group_starts(path)
-    group = int(np.searchsorted(starts, row, side="right")) - 1
-    data = _row_group_images(path, group)[row - int(starts[group])]
-    if data is None:
-        raise OSError(f"row {row} of {path} has no image bytes")
-    return data

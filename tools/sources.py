@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.dtypes import StringDType
 
+from alexnet_dali.tools import parquet_rows
 from alexnet_dali.tools.images import RejectedImage
 
 DIR, TAR, PARQUET = "dir", "tar", "parquet"
@@ -176,9 +177,7 @@ class SourceReader:
                 if len(data) != loc.size:
                     raise RejectedImage("truncated", f"{loc.path} ends inside this member")
                 return data
-            from alexnet_dali.tools import hf
-
-            return hf.read_image(loc.path, loc.offset)
+            return parquet_rows.read_image(loc.path, loc.offset)
         except (OSError, ValueError) as e:  # pyarrow's errors derive from these
             raise RejectedImage("unreadable", f"{type(e).__name__}: {e.strerror or e}"
                                 if isinstance(e, OSError) else f"{type(e).__name__}: {e}") from None
