@@ -33,6 +33,10 @@ from alexnet_dali.evaluation import evaluate
 from alexnet_dali.optim import LRSchedule, build_optimizer, group_sizes, load_optimizer_state
 from alexnet_dali.runlog import RunLog
 from alexnet_dali.steps import TrainStep, endless
+from alexnet_dali.tools.outdir import explained
+
+RESUME_HINT = ("continue with --resume (from the newest complete checkpoint; if none was saved "
+               "yet, run the same command again)")
 
 class StopRequest:
     """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and exits cleanly.
@@ -233,7 +237,10 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
     """Train per `cfg`, resuming from a checkpoint (file, run dir or loaded dict); a summary."""
     info = distributed.setup(cfg.device)
     stop = StopRequest()
+    lock = None
     try:
+        if info.is_main:  # one trainer per run dir; rank 0 speaks for the job
+            lock = ckpt_io.claim_run_dir(cfg.run_dir)
         state = ckpt_io.load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
         existing = ckpt_io.latest_checkpoint(cfg.run_dir)
         if state is None and existing is not None:
@@ -264,7 +271,14 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
         run.log.close()
         return {"completed": completed, "epoch": run.pos.epoch, "global_step": run.pos.global_step,
                 "val": last, "signal": stop.signal_name}
+    except OSError as e:  # disk full, read-only, ...: one line saying what to do
+        error = explained(e, RESUME_HINT, cfg.run_dir)
+        if error is None:
+            raise
+        raise error from e
     finally:
+        if lock is not None:
+            lock.release()
         stop.restore()
         distributed.cleanup()
 
