@@ -4,6 +4,8 @@
 
 A checkpoint is `RUN/checkpoints/ckpt-EEEE-SSSSSSS.pt` (E: epoch, S: global step), a dict of
 tensors, plain numbers, strings and lists only, so `torch.load(weights_only=True)` reads it.
+A live trainer holds `RUN/.lock` (an OS file lock, `claim_run_dir`): a second trainer on the same
+run dir is refused, and temporaries that a killed save left behind are deleted at start.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from alexnet_dali.config import TrainConfig, from_dict, to_dict
 from alexnet_dali.errors import CheckpointError
 from alexnet_dali.model import build_model
+from alexnet_dali.tools.outdir import FolderLock, naming
 from alexnet_dali.tools.pca import ColourStats
 
 CKPT_RE = re.compile(r"^ckpt-(\d{4,})-(\d{7,})\.pt$")
+RUN_LOCK = ".lock"  # RUN/.lock: held by the live trainer (rank 0) of a run dir
 # Config keys added after checkpoints existed, with the value that reproduces how an older
 # checkpoint was trained: the LRN read literally, weight decay on biases too.
 LEGACY_CONFIG = {"model": {"lrn_formula": "text"}, "optim": {"bias_decay": True}}
@@ -79,16 +84,42 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def claim_run_dir(run_dir: str | Path) -> FolderLock:
+    """Lock RUN for this trainer (FolderInUse naming the holder if a live one has it) and delete
+    the temporaries of saves that a kill interrupted (safe: holding the lock, no one else saves).
+    """
+    lock = FolderLock(Path(run_dir) / RUN_LOCK, "wait for that run to end or choose another "
+                                                "--run-dir").acquire()
+    if lock.locked and checkpoint_dir(run_dir).is_dir():
+        for tmp in checkpoint_dir(run_dir).glob(".ckpt-*.pt.tmp-*"):
+            tqdm.write(f"removing {tmp}: left by a save that was killed")
+            tmp.unlink(missing_ok=True)
+    return lock
+
+
+def _write(state: dict[str, Any], tmp: Path) -> None:
+    """torch.save to `tmp` and fsync; on failure delete `tmp` and raise the OS error if any."""
+    try:
+        with naming(tmp), tmp.open("wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        cause = e.__context__  # torch.save reports a failed write as a RuntimeError
+        if isinstance(e, RuntimeError) and isinstance(cause, OSError):
+            cause.filename = cause.filename or str(tmp)
+            raise cause from e
+        raise
+
+
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
     """Write `state` atomically (temp file, fsync, rename, fsync dir); keep the newest `keep`."""
     directory = checkpoint_dir(run_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"ckpt-{state['epoch']:04d}-{state['global_step']:07d}.pt"
     tmp = directory / f".{path.name}.tmp-{os.getpid()}"
-    with tmp.open("wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    _write(state, tmp)
     os.replace(tmp, path)
     dir_fd = os.open(directory, os.O_RDONLY)
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from alexnet_dali import __version__, cli_data, cli_pipeline, cli_train, cli_use
+from alexnet_dali import __version__, cli_data, cli_doctor, cli_pipeline, cli_train, cli_use
 from alexnet_dali.errors import DEBUG_ENV, DEBUG_META
 
 
@@ -35,7 +35,7 @@ def bench() -> None:
     """Benchmarks that print measurements (preprocess, pipeline, train)."""
 
 
-for module in (cli_data, cli_pipeline, cli_train, cli_use):
+for module in (cli_data, cli_pipeline, cli_train, cli_doctor, cli_use):
     for command in module.COMMANDS:
         main.add_command(command)
     for command in module.BENCH_COMMANDS:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from alexnet_dali import distributed, metrics
+from alexnet_dali.tools.outdir import explain_os_errors, naming
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -100,9 +101,11 @@ def format_per_class(rows: list[dict[str, Any]]) -> str:
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> None:
-    """Write the eval result as pretty JSON."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(result, indent=2) + "\n")
+    """Write the eval result as pretty JSON (a full disk or the like: one error line)."""
+    with explain_os_errors("run eval again (the table above is the result)", path), \
+            naming(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
 
 
 def evaluate_checkpoint(

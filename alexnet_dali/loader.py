@@ -14,6 +14,7 @@ import base64
 import ctypes
 import io
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
@@ -170,11 +171,22 @@ def find_corrupt_jpeg(tars: tuple[str, ...]) -> tuple[str, str, str] | None:
     return None
 
 
+# DALI's words when an .idx points past the end of its tar: the tar is cut short, not the index
+_PAST_END = re.compile(r'Malformed index file at "([^"]+)".*offset is outside of the archive')
+
+
 def run_pipeline(pipe, spec: PipelineSpec):
     """pipe.run(), turning a decoder failure into an error naming the shard and sample key."""
     try:
         return pipe.run()
     except RuntimeError as e:
+        past_end = _PAST_END.search(str(e))
+        if past_end:
+            index = Path(past_end.group(1))
+            raise CorruptSampleError(
+                f"{index.with_suffix('.tar')}: shorter than its index {index.name} says (cut "
+                "short, e.g. by an incomplete copy); copy it again, and check every shard with "
+                "`alexnet-dali verify DATA`") from None
         if "decoders.image" not in str(e):
             raise
         found = find_corrupt_jpeg(spec.shards.tars)

@@ -17,6 +17,7 @@ from alexnet_dali.config import AugmentConfig
 from alexnet_dali.errors import DataError
 from alexnet_dali.tools.manifest import read_manifest
 from alexnet_dali.tools.pca import ColourStats
+from alexnet_dali.tools.verify import first_file_problem
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,9 @@ def load_shard_set(data_dir: str | Path, split: str) -> ShardSet:
     if not entry.shards:
         raise DataError(f"{manifest.path}: split {split!r} has no shards; re-run preprocess")
     tars = tuple(str(manifest.root / s.tar) for s in entry.shards)
-    missing = [t for t in tars if not Path(t).is_file()]
-    if missing:
-        raise DataError(
-            f"{missing[0]}: shard listed in {manifest.path} is missing; re-run preprocess")
+    problem = first_file_problem(manifest, split)  # every shard there, with its recorded size
+    if problem is not None:
+        raise DataError(problem)
     indexes = tuple(str(manifest.root / s.index) for s in entry.shards if s.index)
     have_all = len(indexes) == len(tars) and all(Path(i).is_file() for i in indexes)
     size = int(manifest.settings.get("size", 256))
