@@ -6,47 +6,36 @@ already on the device (pure compute), so DALI/synthetic < 1 means the pipeline s
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Iterable
 
 import torch
 from tqdm import tqdm
 
-from alexnet_dali.config import TrainConfig
+from alexnet_dali.config import TrainConfig, from_dict
 from alexnet_dali.distributed import DistInfo, pick_device
+from alexnet_dali.steps import TrainStep, endless
 
 
-def _time_source(run: Any, batches: Iterable, steps: int, warmup: int, label: str) -> float:
+def _time_source(step: TrainStep, batches: Iterable, steps: int, warmup: int,
+                 label: str) -> float:
     """Images/s over `steps` timed training steps after `warmup` untimed ones."""
-    from alexnet_dali.trainer import _train_step
-
     it = iter(batches)
     for _ in range(warmup):
         images, labels = next(it)
-        _train_step(run, images, labels)
-    if run.input_device.type == "cuda":
-        torch.cuda.synchronize(run.input_device)
+        step(images, labels)
+    if step.input_device.type == "cuda":
+        torch.cuda.synchronize(step.input_device)
     images_done = 0
     start = time.perf_counter()
     for _ in tqdm(range(steps), desc=label, leave=False):
         images, labels = next(it)
-        loss = _train_step(run, images, labels)
+        loss = step(images, labels)
         images_done += images.shape[0]
     loss.item()  # wait for the device
-    if run.input_device.type == "cuda":
-        torch.cuda.synchronize(run.input_device)
+    if step.input_device.type == "cuda":
+        torch.cuda.synchronize(step.input_device)
     return images_done / (time.perf_counter() - start)
-
-
-@dataclasses.dataclass
-class _BenchRun:
-    """The parts of trainer.Run that `_train_step` uses."""
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    input_device: torch.device
-    precision: str
 
 
 def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, device: str,
@@ -61,7 +50,6 @@ def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, dev
     )
     from alexnet_dali.optim import build_optimizer
     from alexnet_dali.synthetic import SyntheticTrainLoader
-    from alexnet_dali.trainer import _endless
 
     if threads:
         torch.set_num_threads(threads)
@@ -69,27 +57,28 @@ def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, dev
     # many times slower on a CPU than the real 0-255-scale input; flush them so that both sources
     # time the same arithmetic.
     torch.set_flush_denormal(True)
-    cfg = TrainConfig(data=data or "synthetic", batch_size=batch_size, device=device,
-                      precision=precision, compile=compile)
+    values = {"data": data or "synthetic", "batch_size": batch_size, "device": device,
+              "precision": precision, "compile": compile}
     if workers:
-        cfg = dataclasses.replace(cfg, loader=dataclasses.replace(cfg.loader, num_threads=workers))
+        values["loader"] = {"num_threads": workers}
+    cfg = from_dict(TrainConfig, values, where="bench train")
     cfg = resolve_for_data(cfg)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=pick_device(device))
     net, input_device = build_network(cfg, info)
     model = torch.compile(net) if compile else net
-    run = _BenchRun(model, build_optimizer(net.parameters(), cfg.optim), input_device,
-                    precision_of(cfg, info.device))
+    step = TrainStep(model, build_optimizer(net.parameters(), cfg.optim), input_device,
+                     precision_of(cfg, info.device))
     synthetic = SyntheticTrainLoader(
         batch_size=batch_size, steps_per_epoch=10**9, num_classes=cfg.model.num_classes,
         device=input_device, fixed=True, channels_last=channels_last_of(cfg, input_device))
     result: dict[str, Any] = {
-        "device": str(info.device), "precision": run.precision, "batch_size": batch_size,
+        "device": str(info.device), "precision": step.precision, "batch_size": batch_size,
         "steps": steps, "threads": torch.get_num_threads(),
-        "synthetic_images_per_s": _time_source(run, synthetic, steps, warmup, "synthetic"),
+        "synthetic_images_per_s": _time_source(step, synthetic, steps, warmup, "synthetic"),
     }
     if data:
         train_loader, _ = build_loaders(cfg, info, input_device, None)
-        dali = _time_source(run, _endless(train_loader), steps, warmup, "dali")
+        dali = _time_source(step, endless(train_loader), steps, warmup, "dali")
         result["dali_images_per_s"] = dali
         result["ratio"] = result["dali_images_per_s"] / result["synthetic_images_per_s"]
     _print(result)

@@ -7,37 +7,34 @@ ranks (`per_rank_batch`); data "synthetic" swaps the DALI loaders for `synthetic
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from alexnet_dali.config import ConfigError, TrainConfig
+from alexnet_dali.config import TrainConfig
+from alexnet_dali.errors import ConfigError
 from alexnet_dali.distributed import DistInfo
-from alexnet_dali.tools import shards
+from alexnet_dali.tools.manifest import read_manifest
 
 SYNTHETIC = "synthetic"
 
 
 def manifest_sha256(data: str) -> str | None:
     """sha256 of DATA/manifest.json's bytes (DESIGN.md), None for synthetic data."""
-    if data == SYNTHETIC:
-        return None
-    path = Path(data) / "manifest.json"
-    if not path.is_file():
-        raise ConfigError(
-            f"{path}: no manifest.json; run `alexnet-dali preprocess RAW {data}` first")
-    return shards.manifest_sha256(path)
+    return None if data == SYNTHETIC else read_manifest(data).sha256
+
+
+def class_list(data: str) -> list[list[str]] | None:
+    """DATA's classes in id order as [name (WNID), words] pairs, carried into checkpoints; None
+    for synthetic data."""
+    return None if data == SYNTHETIC else [[c.name, c.words] for c in read_manifest(data).classes]
 
 
 def resolve_for_data(cfg: TrainConfig) -> TrainConfig:
     """Take num_classes from the dataset's manifest (the model must match the data)."""
     if cfg.data == SYNTHETIC:
         return cfg
-    manifest_sha256(cfg.data)  # a ConfigError naming the file if there is no manifest
-    manifest = json.loads((Path(cfg.data) / "manifest.json").read_text())
-    classes = len(manifest["classes"])
+    classes = len(read_manifest(cfg.data).classes)
     if classes != cfg.model.num_classes:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
     return cfg
@@ -104,8 +101,8 @@ def build_loaders(cfg: TrainConfig, info: DistInfo, input_device: torch.device,
         return train, val
     from alexnet_dali.loader import build_eval_loader, build_train_loader
 
-    loader_cfg = dataclasses.replace(cfg.loader, batch_size=batch, layout=layout)
-    common = dict(loader=loader_cfg, augment=cfg.augment, rank=info.rank,
+    loader_cfg = dataclasses.replace(cfg.loader, layout=layout)
+    common = dict(loader=loader_cfg, augment=cfg.augment, batch_size=batch, rank=info.rank,
                   world_size=info.world_size, device=input_device)
     train = build_train_loader(cfg.data, seed=cfg.seed, checkpoint=loader_ckpt, **common)
     val = build_eval_loader(cfg.data, split="val", tencrop=False, **common)

@@ -1,4 +1,6 @@
-"""Training checkpoints: atomic writes, keep-last-K, RNG capture, and resume compatibility checks.
+"""Training checkpoints, the one home of their schema: the state dict the trainer saves
+(`new_state`), atomic writes with keep-last-K, reading back (`load_checkpoint`,
+`config_from_checkpoint`, `model_from_checkpoint`), RNG capture, resume compatibility checks.
 
 A checkpoint is `RUN/checkpoints/ckpt-EEEE-SSSSSSS.pt` (E: epoch, S: global step), a dict of
 tensors, plain numbers, strings and lists only, so `torch.load(weights_only=True)` reads it.
@@ -15,14 +17,37 @@ from typing import Any
 import numpy as np
 import torch
 
+from alexnet_dali.config import TrainConfig, from_dict, to_dict
+from alexnet_dali.errors import CheckpointError
+from alexnet_dali.model import build_model
+
 CKPT_RE = re.compile(r"^ckpt-(\d{4,})-(\d{7,})\.pt$")
 # Config keys added after checkpoints existed, with the value that reproduces how an older
 # checkpoint was trained: the LRN read literally, weight decay on biases too.
 LEGACY_CONFIG = {"model": {"lrn_formula": "text"}, "optim": {"bias_decay": True}}
+FORMAT = "alexnet-dali-checkpoint"
+FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit this run."""
+def new_state(
+    *, model: dict[str, torch.Tensor], config: TrainConfig, epoch: int, global_step: int,
+    step_in_epoch: int = 0, optimizer: dict[str, Any] | None = None,
+    scheduler: dict[str, Any] | None = None, rng: list[dict[str, Any]] | None = None,
+    loader_checkpoints: list[str] | None = None, manifest_sha256: str | None = None,
+    classes: list[list[str]] | None = None, world_size: int = 1,
+    best_top1_err: float = float("inf"),
+) -> dict[str, Any]:
+    """The checkpoint dict (docs/DESIGN.md): `model` is the grouped net's state dict, `epoch` the
+    0-based epoch in progress, `rng` and `loader_checkpoints` one entry per rank, `classes` the
+    data's [name, words] per class id."""
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "model": model, "optimizer": optimizer or {}, "scheduler": scheduler or {},
+        "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
+        "rng": rng or [], "loader_checkpoints": loader_checkpoints or [],
+        "config": to_dict(config), "manifest_sha256": manifest_sha256, "classes": classes,
+        "world_size": world_size, "best_top1_err": best_top1_err,
+    }
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -110,6 +135,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def config_from_checkpoint(state: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig a checkpoint was trained with."""
+    where = f"{state.get('path', 'checkpoint')}:config"
+    return from_dict(TrainConfig, state["config"], where=where)
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, TrainConfig]:
+    """The one-device network (CPU, eval mode) with a checkpoint's weights, and its TrainConfig.
+
+    Checkpoints always hold the grouped layout (also from --model-parallel runs).
+    """
+    cfg = config_from_checkpoint(state)
+    model = build_model(cfg.model)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg
+
+
 def capture_rng() -> dict[str, Any]:
     """torch/numpy/python RNG states as tensors and lists (weights_only-loadable)."""
     np_state = np.random.get_state()
@@ -161,6 +203,22 @@ def check_compatible(
             "(the data position restarts at the current epoch's beginning)."
         )
     return problems
+
+
+def check_same_classes(saved: list[list[str]] | None, data: str, checkpoint: str) -> None:
+    """Refuse to score a checkpoint on shards with another class list (same ids, same WNIDs)."""
+    if saved is None or data == "synthetic":  # checkpoints from before class lists were saved
+        return
+    from alexnet_dali.tools.manifest import read_manifest
+
+    mine, theirs = [c.name for c in read_manifest(data).classes], [name for name, _ in saved]
+    if mine != theirs:
+        i = next((i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b),
+                 min(len(mine), len(theirs)))
+        there, here = ((names + ["none"])[min(i, len(names))] for names in (theirs, mine))
+        raise CheckpointError(f"{checkpoint} was trained on another class list than {data} "
+                          f"({len(theirs)} vs {len(mine)} classes; class id {i} is {there} "
+                          f"there, {here} here); evaluate it on shards with its classes")
 
 
 def optimizer_changes(ckpt: dict[str, Any], *, model_parallel: bool, update: str,

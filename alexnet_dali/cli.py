@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from alexnet_dali import __version__, cli_data, cli_pipeline, cli_train
+from alexnet_dali.errors import DEBUG_ENV, DEBUG_META
 
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "terminal_width": 100}
@@ -15,12 +16,17 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "ter
 
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="alexnet-dali")
-def main() -> None:
+@click.option("--debug", is_flag=True,
+              help=f"Show the traceback of user errors too (or set {DEBUG_ENV}=1).")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """AlexNet (Krizhevsky et al. 2012) reproduced on an NVIDIA DALI pipeline and PyTorch.
 
     \b
     Flow: sample-data -> preprocess -> pca-stats -> train -> eval --tencrop
+    A mistake in the input (config, data, checkpoint) ends with one `error:` line, exit 2.
     """
+    ctx.meta[DEBUG_META] = debug
 
 
 @main.group()

@@ -4,21 +4,7 @@ from __future__ import annotations
 
 import click
 
-
-def _fail_on_data_error(func):
-    """Turn DataError (bad input a user must fix) into a clean click error."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from alexnet_dali.tools.scan import DataError
-
-        try:
-            return func(*args, **kwargs)
-        except DataError as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
+from alexnet_dali.errors import report_user_errors
 
 
 def _parse_part(value: str) -> tuple[int, int]:
@@ -41,6 +27,7 @@ def _parse_part(value: str) -> tuple[int, int]:
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
 @click.option("--with-odd-files", is_flag=True,
               help="Add CMYK, grayscale, PNG/GIF/16-bit as .JPEG, RGBA, truncated, empty, text.")
+@report_user_errors
 def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side, seed,
                 with_odd_files) -> None:
     """Generate a small seeded ImageNet-style dataset (OUT/{train,val}/<class>/*.JPEG).
@@ -68,26 +55,44 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
               "central square).")
 @click.option("--quality", default=90, show_default=True, help="JPEG quality of the output.")
 @click.option("--draft/--no-draft", default=True, show_default=True,
-              help="Decode big JPEGs at reduced DCT scale while >= 2x the size remains.")
+              help="Decode big JPEGs at 1/2, 1/4 or 1/8 DCT scale while the shorter side stays "
+              ">= the size (turbo) or 2x the size (pillow).")
+@click.option("--decoder", type=click.Choice(["turbo", "pillow"]), default="turbo",
+              show_default=True, help="JPEG decoder/encoder: libjpeg-turbo via simplejpeg, or "
+              "Pillow for everything (slower; recorded in the manifest).")
 @click.option("--max-pixels", default=None, type=int,
               help="Reject images with more pixels (decompression bombs) [default: 178956970].")
 @click.option("--seed", default=0, show_default=True, help="Shuffle seed (recorded).")
 @click.option("--shard-size", default=1000, show_default=True, help="Samples per shard.")
 @click.option("--workers", default=0, show_default=True, help="Processes; 0 = all cores.")
-@click.option("--split", default=None, help="SRC is one ImageFolder (or flat folder): this split.")
+@click.option("--layout", type=click.Choice(["official", "kaggle", "hf", "folders"]),
+              default=None, help="Input layout [default: detected from SRC's content].")
+@click.option("--split", default=None, help="Build only this split (folders: SRC may be the "
+              "split's folder itself).")
 @click.option("--val-labels", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="File name -> class lines for a flat val folder (ILSVRC-2012 style).")
+              help="Labels of a flat val folder: '<file> <class>' lines (LOC_val_solution.csv) "
+              "or one class a line (imagenet_2012_validation_synset_labels.txt).")
+@click.option("--class-names", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="'<wnid> <words>' lines (LOC_synset_mapping.txt): class words; for hf also "
+              "the class list.")
 @click.option("--part", default="1/1", show_default=True, help="Build share i of n of the shards.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_fail_on_data_error
-def preprocess(src, out, size, quality, draft, max_pixels, seed, shard_size, workers, split,
-               val_labels, part, quiet) -> None:
+@report_user_errors
+def preprocess(src, out, size, quality, draft, decoder, max_pixels, seed, shard_size, workers,
+               layout, split, val_labels, class_names, part, quiet) -> None:
     """Convert images to shuffled 256x256 JPEG tar shards + DALI indexes + manifest.json.
 
     \b
+    SRC layouts (detected; --layout overrides):
+      official  ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz
+      kaggle    LOC_synset_mapping.txt, LOC_val_solution.csv, ILSVRC/Data/CLS-LOC/
+      hf        Hugging Face imagenet-1k: data/{train,validation}-*.parquet
+      folders   train/<class>/..., val/<class>/... (or a flat val folder + --val-labels)
+    \b
     Examples:
       alexnet-dali preprocess demo/raw demo/shards
-      alexnet-dali preprocess /data/ILSVRC/train /data/shards --split train --part 3/8
+      alexnet-dali preprocess /data/ILSVRC2012 /data/shards          # the official tars
+      alexnet-dali preprocess /data/ILSVRC2012 /data/shards --split train --part 3/8
       alexnet-dali preprocess /data/ILSVRC/val /data/shards --split val --val-labels val.txt
     Re-running resumes: finished shards are kept. With --part, the last part to finish (or
     `alexnet-dali merge-manifest OUT`) writes the manifest.
@@ -95,15 +100,16 @@ def preprocess(src, out, size, quality, draft, max_pixels, seed, shard_size, wor
     from alexnet_dali.tools.images import DEFAULT_MAX_PIXELS, ImageSettings
     from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess as run, summary
 
-    image = ImageSettings(size, quality, draft, max_pixels or DEFAULT_MAX_PIXELS)
+    image = ImageSettings(size, quality, draft, max_pixels or DEFAULT_MAX_PIXELS, decoder)
     config = PreprocessConfig(image, seed, shard_size, workers, _parse_part(part))
-    manifest = run(src, out, config, split=split, val_labels=val_labels, progress=not quiet)
+    manifest = run(src, out, config, split=split, val_labels=val_labels, progress=not quiet,
+                   layout=layout, class_names=class_names)
     click.echo(summary(out, manifest))
 
 
 @click.command("merge-manifest", short_help="Write the manifest from finished --part runs.")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
-@_fail_on_data_error
+@report_user_errors
 def merge_manifest(out) -> None:
     """Write OUT/manifest.json from the shards that `preprocess --part i/n` runs built.
 
@@ -124,7 +130,7 @@ def merge_manifest(out) -> None:
 @click.option("--mean-image/--no-mean-image", default=True, show_default=True,
               help="Also save the 256x256x3 mean image (mean_image.npy).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_fail_on_data_error
+@report_user_errors
 def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
     """Per-channel mean/std, RGB covariance and its eigenvectors of the train shards -> pca.json.
 
@@ -140,13 +146,17 @@ def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
     click.echo(summary(result))
 
 
-@click.command("preprocess", short_help="Preprocess speed, draft vs no draft decoding.")
+@click.command("preprocess", short_help="Preprocess speed and quality: Pillow vs libjpeg-turbo, "
+               "folders vs official tar.")
 @click.option("--small", default=40, show_default=True, help="Images of ~500x375.")
 @click.option("--large", default=20, show_default=True, help="Images of ~2000x1500.")
 @click.option("--workers", default=1, show_default=True, help="preprocess worker processes.")
 @click.option("--repeats", default=2, show_default=True, help="Timed runs per setting (best).")
+@report_user_errors
 def bench_preprocess(small, large, workers, repeats) -> None:
-    """Time preprocess on generated photo-sized JPEGs with and without draft decoding.
+    """Time preprocess on generated photo-sized JPEGs: today's Pillow path, the libjpeg-turbo
+    path on the same folder, and the libjpeg-turbo path reading an official-style train tar;
+    PSNR against a full-resolution decode + Lanczos reference.
 
     \b
     Example:

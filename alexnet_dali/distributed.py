@@ -12,6 +12,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from alexnet_dali.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -34,12 +36,12 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if preference in ("cuda", "gpu") or preference.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {preference}: CUDA is not available; use --device cpu")
+            raise ConfigError(f"--device {preference}: CUDA is not available; use --device cpu")
         return torch.device(preference if ":" in preference else f"cuda:{local_rank}")
     if preference == "auto":
         cuda = torch.cuda.is_available()
         return torch.device(f"cuda:{local_rank}" if cuda else "cpu")
-    raise ValueError(f"unknown device {preference!r}: use auto, cpu or cuda")
+    raise ConfigError(f"unknown device {preference!r}: use auto, cpu or cuda")
 
 
 def setup(device_preference: str) -> DistInfo:
@@ -82,8 +84,3 @@ def gather_objects(obj: Any) -> list[Any]:
     dist.all_gather_object(out, obj)
     return out
 
-
-def barrier() -> None:
-    """Wait for every rank (a no-op alone)."""
-    if active():
-        dist.barrier()

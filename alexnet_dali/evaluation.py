@@ -85,13 +85,13 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report."""
     from alexnet_dali.builders import precision_of, resolve_for_data
-    from alexnet_dali.checkpoint import load_checkpoint
-    from alexnet_dali.config import ConfigError
-    from alexnet_dali.trainer import model_from_checkpoint
+    from alexnet_dali.checkpoint import check_same_classes, load_checkpoint, model_from_checkpoint
+    from alexnet_dali.errors import ConfigError
 
     info = distributed.setup(device)
     try:
         state = load_checkpoint(checkpoint)
+        check_same_classes(state.get("classes"), str(data), state["path"])
         model, cfg = model_from_checkpoint(state)
         classes = resolve_for_data(dataclasses.replace(cfg, data=str(data))).model.num_classes
         if classes != cfg.model.num_classes:
@@ -129,8 +129,8 @@ def _eval_loader(data: str, cfg: Any, info: Any, split: str, batch_size: int,
                                    tencrop=tencrop)
     from alexnet_dali.loader import build_eval_loader
 
-    loader_cfg = dataclasses.replace(cfg.loader, batch_size=batch_size, layout="NCHW",
+    loader_cfg = dataclasses.replace(cfg.loader, layout="NCHW",
                                      num_threads=workers or cfg.loader.num_threads)
     return build_eval_loader(data, split=split, loader=loader_cfg, augment=cfg.augment,
-                             rank=info.rank, world_size=info.world_size, device=info.device,
-                             tencrop=tencrop)
+                             batch_size=batch_size, rank=info.rank,
+                             world_size=info.world_size, device=info.device, tencrop=tencrop)

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,27 +17,13 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 
+from alexnet_dali.errors import DataError, report_user_errors
+from alexnet_dali.runlog import METRICS_NAME, read_metrics
+
 if TYPE_CHECKING:  # torch is imported inside the functions: `alexnet-dali --help` stays fast
     import torch
 
 FILTERS_PER_ROW = 16
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl file; a bad line is an error naming the file and line."""
-    path = Path(path)
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: not a JSON line ({e}); fix or delete it") from None
-        if not isinstance(record, dict) or "kind" not in record or "step" not in record:
-            raise ValueError(f"{path}:{number}: expected an object with 'kind' and 'step'")
-        records.append(record)
-    return records
 
 
 def _series(records: list[dict], kind: str, key: str) -> tuple[list[float], list[float]]:
@@ -130,10 +115,10 @@ def fc7_of_split(model: torch.nn.Module, data_dir: Path, split: str, limit: int,
 
     from alexnet_dali.loader import build_eval_loader
 
-    loader_cfg = dataclasses.replace(cfg.loader, batch_size=min(32, limit), layout="NCHW",
-                                     dtype="float32")
+    loader_cfg = dataclasses.replace(cfg.loader, layout="NCHW", dtype="float32")
     loader = build_eval_loader(data_dir, split=split, loader=loader_cfg, augment=cfg.augment,
-                               rank=0, world_size=1, device=device, return_draws=True)
+                               batch_size=min(32, limit), rank=0, world_size=1, device=device,
+                               return_draws=True)
     wanted = min(limit, loader.rank_samples)
     start = (256 - cfg.augment.crop) // 2  # shard images are 256×256; eval takes the center
     feats, crops = [], []
@@ -164,8 +149,7 @@ def plot_neighbours(queries: np.ndarray, bank: np.ndarray, indices: torch.Tensor
 
 def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, Any]:
     """The newest checkpoint's model (grouped, CPU, eval mode) and its TrainConfig."""
-    from alexnet_dali.checkpoint import load_checkpoint
-    from alexnet_dali.trainer import model_from_checkpoint
+    from alexnet_dali.checkpoint import load_checkpoint, model_from_checkpoint
 
     return model_from_checkpoint(load_checkpoint(run_dir))
 
@@ -180,22 +164,24 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
     out = Path(out_dir) if out_dir else run_dir / "figures"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir / METRICS_NAME
     if metrics.is_file():
         written.append(plot_curves(read_metrics(metrics), out / "curves.png"))
     from alexnet_dali.checkpoint import latest_checkpoint
 
     if latest_checkpoint(run_dir) is None:
         if not written:
-            raise FileNotFoundError(f"{run_dir}: neither metrics.jsonl nor checkpoints/ckpt-*.pt; "
-                                    "pass the run dir of `alexnet-dali train`")
+            raise DataError(f"{run_dir}: neither metrics.jsonl nor checkpoints/ckpt-*.pt; "
+                            "pass the run dir of `alexnet-dali train`")
         return written
     model, cfg = load_run_model(run_dir)
     towers = cfg.model.towers if cfg.model.arch == "paper" else 1
     written.append(save_image(conv1_grid(model.conv1.weight, towers), out / "conv1_filters.png",
                               scale=4))
+    from alexnet_dali.tools.manifest import MANIFEST_NAME
+
     data = Path(data_dir or cfg.data)
-    if (data / "manifest.json").is_file():
+    if (data / MANIFEST_NAME).is_file():
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
         val_feats, val_crops = fc7_of_split(model, data, "val", queries, cfg, device)
@@ -203,7 +189,7 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
         _, indices = nearest_neighbours(val_feats, bank, neighbours)
         written.append(plot_neighbours(val_crops, bank_crops, indices, out / "fc7_neighbours.png"))
     else:
-        click.echo(f"{data}: no manifest.json, skipping the fc7 neighbours figure "
+        click.echo(f"{data}: no {MANIFEST_NAME}, skipping the fc7 neighbours figure "
                    "(pass --data SHARDS)", err=True)
     return written
 
@@ -221,6 +207,7 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
 @click.option("--neighbours", default=6, show_default=True, help="Train neighbours per val image.")
 @click.option("--train-images", default=1024, show_default=True,
               help="How many train images (from the start of the split) to search.")
+@report_user_errors
 def figures_command(run_dir: str, data_dir: str | None, out_dir: str | None, queries: int,
                     neighbours: int, train_images: int) -> None:
     """Training curves, conv1 filters (Fig. 3) and fc7 nearest neighbours (Fig. 4) of a run.

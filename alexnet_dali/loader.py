@@ -25,21 +25,17 @@ from nvidia.dali.plugin.pytorch.torch_utils import to_torch_type
 from nvidia.dali.tensors import TensorListGPU
 
 from alexnet_dali.config import AugmentConfig, LoaderConfig
+from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
 from alexnet_dali.pipelines.eval import eval_pipeline
 from alexnet_dali.pipelines.readers import READER_NAME
-from alexnet_dali.pipelines.spec import (
-    PipelineSpec,
-    load_colour_stats,
-    load_shard_set,
-)
+from alexnet_dali.pipelines.spec import PipelineSpec, load_shard_set
 from alexnet_dali.pipelines.train import train_pipeline
-from alexnet_dali.tools.shards import iter_shard
+from alexnet_dali.tools.pca import load_colour_stats
+from alexnet_dali.tools.shards import LABEL_DIGITS, iter_shard
 
-CHECKPOINT_FORMAT = "alexnet-dali-loader-1"
-
-
-class CorruptSampleError(RuntimeError):
-    """A shard holds a sample DALI cannot decode (DALI cannot skip it)."""
+# 2: the lean train graph. DALI restores a checkpoint only into the graph that wrote it (it
+# names operators by their position), so a 1 cannot be restored and is refused by name.
+CHECKPOINT_FORMAT = "alexnet-dali-loader-2"
 
 
 def pipeline_spec(
@@ -51,7 +47,7 @@ def pipeline_spec(
         raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
     shards = load_shard_set(data_dir, split)
     if shards.samples < world_size:
-        raise ValueError(f"{data_dir}: split {split!r} has {shards.samples} samples, "
+        raise DataError(f"{data_dir}: split {split!r} has {shards.samples} samples, "
                          f"fewer than the {world_size} ranks")
     pipe_device = pipeline_device(loader, device)
     return PipelineSpec(
@@ -70,19 +66,20 @@ def pipeline_spec(
 def pipeline_device(loader: LoaderConfig, device: torch.device) -> str:
     """Where the graph runs: "gpu" (mixed decode) for a CUDA device unless loader.device="cpu"."""
     if loader.device == "gpu" and device.type != "cuda":
-        raise ValueError(f"loader.device = 'gpu' needs a CUDA torch device, got {device}; "
+        raise ConfigError(f"loader.device = 'gpu' needs a CUDA torch device, got {device}; "
                          "set loader.device = 'cpu' or 'auto'")
     if loader.device == "cpu":
         return "cpu"
     return "gpu" if device.type == "cuda" else "cpu"
 
 
-def _pipeline_args(spec: PipelineSpec, loader: LoaderConfig, device: torch.device,
-                   seed: int) -> dict:
+def pipeline_args(spec: PipelineSpec, loader: LoaderConfig, batch_size: int,
+                  device: torch.device, seed: int) -> dict:
+    """The `Pipeline` arguments every loader graph runs with (threads, prefetch, executor)."""
     device_id = None
     if spec.device == "gpu":
         device_id = device.index if device.index is not None else torch.cuda.current_device()
-    return dict(batch_size=loader.batch_size, num_threads=loader.num_threads,
+    return dict(batch_size=batch_size, num_threads=loader.num_threads,
                 device_id=device_id, seed=seed, prefetch_queue_depth=loader.prefetch,
                 exec_dynamic=True)
 
@@ -116,16 +113,44 @@ def copy_batch(batch, device: torch.device) -> torch.Tensor:
     return torch.from_dlpack(batch.as_tensor()).to(device)
 
 
-def to_torch(outputs, loader: LoaderConfig, device: torch.device) -> list[torch.Tensor]:
-    """DALI TensorLists → torch tensors on `device`; images cast/permuted per `loader`."""
-    tensors = [copy_batch(o, device) for o in outputs]
-    images = tensors[0]
+def images_to_torch(batch, loader: LoaderConfig, device: torch.device) -> torch.Tensor:
+    """The graph's image batch → a torch tensor on `device`, cast/permuted per `loader`."""
+    images = copy_batch(batch, device)
     wanted = getattr(torch, loader.dtype)
     if images.dtype != wanted:  # bfloat16 (DALI has none), float16 from a CPU graph
         images = images.to(wanted)
     if loader.layout == "NHWC":  # logically NCHW, channels_last in memory
         images = images.movedim(-1, -3)
-    return [images, *tensors[1:]]
+    return images
+
+
+DIGIT_WEIGHTS = 10 ** torch.arange(LABEL_DIGITS - 1, -1, -1)
+
+
+def labels_from_digits(digits: torch.Tensor) -> torch.Tensor:
+    """N×LABEL_DIGITS ASCII digits (uint8, the `.cls` members) → int64 class ids N.
+
+    One vectorised step on the whole batch; the DALI graph hands the bytes over untouched.
+    """
+    if digits.shape[1:] != (LABEL_DIGITS,) or ((digits < 48) | (digits > 57)).any():
+        raise DataError(f"a .cls member in this batch is not {LABEL_DIGITS} ASCII digits "
+                           f"(batch shape {tuple(digits.shape)}); re-run `alexnet-dali preprocess`")
+    return ((digits.long() - ord("0")) * DIGIT_WEIGHTS).sum(dim=1)
+
+
+def labels_to_torch(digits, device: torch.device) -> torch.Tensor:
+    """The graph's `.cls` digits (a CPU TensorList) → int64 labels N on `device`."""
+    if not digits.is_dense_tensor():
+        raise DataError(f".cls members of different lengths in one batch; each must be "
+                           f"{LABEL_DIGITS} ASCII digits: re-run `alexnet-dali preprocess`")
+    return labels_from_digits(torch.from_dlpack(digits.as_tensor())).to(device)
+
+
+def to_torch(outputs, loader: LoaderConfig, device: torch.device) -> list[torch.Tensor]:
+    """DALI (images, `.cls` digits, *draws) → torch tensors on `device`: images per `loader`,
+    int64 labels, the draws as they are."""
+    return [images_to_torch(outputs[0], loader, device), labels_to_torch(outputs[1], device),
+            *(copy_batch(o, device) for o in outputs[2:])]
 
 
 def find_corrupt_jpeg(tars: tuple[str, ...]) -> tuple[str, str, str] | None:
@@ -201,32 +226,40 @@ def _parse_checkpoint(checkpoint: bytes | str, spec: PipelineSpec,
     text = checkpoint.decode() if isinstance(checkpoint, bytes) else checkpoint
     try:
         state = json.loads(text)
-        assert state["format"] == CHECKPOINT_FORMAT
-    except (ValueError, KeyError, AssertionError):
-        raise ValueError("loader checkpoint: not a TrainLoader.checkpoint() string") from None
+        found_format = state["format"]
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError("loader checkpoint: not a TrainLoader.checkpoint() string; "
+                              "resume from a checkpoint `alexnet-dali train` wrote") from None
+    if found_format != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"loader checkpoint: format {found_format!r} comes from another version of the train "
+            f"graph (this one writes {CHECKPOINT_FORMAT!r}) and DALI cannot restore it; resume "
+            "from a checkpoint this version wrote")
     expected = (spec.shard_id, spec.num_shards, steps)
     found = (state["shard_id"], state["num_shards"], state["steps_per_epoch"])
     if found != expected:
-        raise ValueError(f"loader checkpoint is for (rank, world size, steps/epoch) {found}, "
-                         f"this run has {expected}; resume with the same data, ranks and batch")
+        raise CheckpointError(
+            f"loader checkpoint is for (rank, world size, steps/epoch) {found}, this run has "
+            f"{expected}; resume with the same data, ranks and batch")
     return base64.b64decode(state["dali"]), int(state["step_in_epoch"])
 
 
 def build_train_loader(
-    data_dir: str | Path, *, loader: LoaderConfig, augment: AugmentConfig, rank: int,
-    world_size: int, device: torch.device, seed: int, checkpoint: bytes | str | None = None,
-    return_draws: bool = False,
+    data_dir: str | Path, *, loader: LoaderConfig, augment: AugmentConfig, batch_size: int,
+    rank: int, world_size: int, device: torch.device, seed: int,
+    checkpoint: bytes | str | None = None, return_draws: bool = False,
 ) -> TrainLoader:
-    """The training loader of one rank; `checkpoint` (from TrainLoader.checkpoint) resumes."""
+    """The training loader of one rank, `batch_size` samples a batch (the per-rank batch);
+    `checkpoint` (from TrainLoader.checkpoint) resumes."""
     spec = pipeline_spec(data_dir, "train", loader=loader, augment=augment, rank=rank,
                          world_size=world_size, device=device, return_draws=return_draws)
-    steps = spec.shards.samples // (world_size * loader.batch_size)
+    steps = spec.shards.samples // (world_size * batch_size)
     if steps == 0:
-        raise ValueError(f"{data_dir}: {spec.shards.samples} training samples are fewer than one "
-                         f"global batch ({world_size} ranks × {loader.batch_size}); lower it")
+        raise ConfigError(f"{data_dir}: {spec.shards.samples} training samples are fewer than one "
+                          f"global batch ({world_size} ranks × {batch_size}); lower it")
     blob, step = (None, 0) if checkpoint is None else _parse_checkpoint(checkpoint, spec, steps)
-    pipe = train_pipeline(spec, checkpoint=blob,
-                          **_pipeline_args(spec, loader, device, rank_seed(seed, rank)))
+    pipe = train_pipeline(spec, checkpoint=blob, **pipeline_args(
+        spec, loader, batch_size, device, rank_seed(seed, rank)))
     pipe.build()
     _check_epoch_size(pipe, spec)
     return TrainLoader(pipe, spec, loader, device, steps, step)
@@ -235,19 +268,19 @@ def build_train_loader(
 def _check_epoch_size(pipe, spec: PipelineSpec) -> None:
     found = pipe.reader_meta(READER_NAME)["epoch_size"]
     if found != spec.shards.samples:
-        raise ValueError(f"{spec.shards.tars[0]}...: manifest.json lists {spec.shards.samples} "
-                         f"{spec.shards.split} samples but the shards hold {found}; re-run "
-                         "`alexnet-dali preprocess`")
+        raise DataError(f"{spec.shards.tars[0]}...: the manifest lists {spec.shards.samples} "
+                        f"{spec.shards.split} samples but the shards hold {found}; re-run "
+                        "`alexnet-dali preprocess`")
 
 
 class EvalLoader:
     """One rank's evaluation batches: (images, labels int64 N, valid bool N) on `device`."""
 
-    def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig,
+    def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig, batch_size: int,
                  device: torch.device) -> None:
         self._pipe, self._spec, self._loader, self._device = pipe, spec, loader, device
+        self.batch_size = batch = batch_size
         sizes = shard_sizes(spec.shards.samples, spec.num_shards)
-        batch = loader.batch_size
         self.rank_samples = sizes[spec.shard_id]
         self._own_steps = -(-self.rank_samples // batch)
         self._unread = 0  # batches of the reader's pass left by a consumer that stopped early
@@ -261,7 +294,7 @@ class EvalLoader:
         for _ in range(self._unread):  # realign the reader with the start of its shard
             run_pipeline(self._pipe, self._spec)
         self._unread = self._own_steps
-        batch = self._loader.batch_size
+        batch = self.batch_size
         images = labels = None
         for step in range(self.steps):
             if step < self._own_steps:
@@ -281,14 +314,16 @@ class EvalLoader:
 
 def build_eval_loader(
     data_dir: str | Path, *, split: str = "val", loader: LoaderConfig, augment: AugmentConfig,
-    rank: int, world_size: int, device: torch.device, tencrop: bool = False,
+    batch_size: int, rank: int, world_size: int, device: torch.device, tencrop: bool = False,
     return_draws: bool = False,
 ) -> EvalLoader:
-    """The evaluation loader of one rank: center crop, or ten views (N×10×3×H×W) with tencrop."""
+    """The evaluation loader of one rank, `batch_size` samples a batch: center crop, or ten views
+    (N×10×3×H×W) with tencrop."""
     spec = pipeline_spec(data_dir, split, loader=loader, augment=augment, rank=rank,
                          world_size=world_size, device=device, return_draws=return_draws)
     spec = replace(spec, shuffle_buffer=1)
-    pipe = eval_pipeline(spec, tencrop=tencrop, **_pipeline_args(spec, loader, device, 0))
+    pipe = eval_pipeline(spec, tencrop=tencrop,
+                         **pipeline_args(spec, loader, batch_size, device, 0))
     pipe.build()
     _check_epoch_size(pipe, spec)
-    return EvalLoader(pipe, spec, loader, device)
+    return EvalLoader(pipe, spec, loader, batch_size, device)

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet_dali.config import ConfigError, ModelConfig
+from alexnet_dali.config import ModelConfig
+from alexnet_dali.errors import ConfigError
 
 # Kernels per conv layer (both towers together) and which layers see only their own tower.
 PAPER_WIDTHS = (96, 256, 384, 384, 256)
@@ -73,8 +74,7 @@ class AlexNet(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        _check(cfg)
-        self.cfg = cfg
+        self.cfg = cfg  # checked where configs are built (config.from_dict / resolve_config)
         paper = cfg.arch == "paper"
         towers = cfg.towers if paper else 1
         c1, c2, c3, c4, c5 = PAPER_WIDTHS if paper else OWT_WIDTHS
@@ -123,20 +123,6 @@ def make_pool(overlap: bool) -> nn.MaxPool2d:
 def make_dropout(p: float) -> nn.Module:
     """Dropout with probability p, or Identity for p = 0 (no module left to switch on)."""
     return nn.Dropout(p) if p > 0 else nn.Identity()
-
-
-def _check(cfg: ModelConfig) -> None:
-    if cfg.arch not in ("paper", "owt"):
-        raise ConfigError(f"model.arch={cfg.arch!r}: use 'paper' or 'owt'")
-    if cfg.towers not in (1, 2):
-        raise ConfigError(f"model.towers={cfg.towers}: use 1 or 2")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ConfigError(f"model.dropout={cfg.dropout}: use a probability in [0, 1)")
-    if cfg.activation not in ("relu", "tanh") or cfg.init not in ("paper", "he"):
-        raise ConfigError(f"model.activation={cfg.activation!r} / model.init={cfg.init!r}: "
-                          "use activation relu|tanh and init paper|he")
-    if cfg.num_classes < 1:
-        raise ConfigError(f"model.num_classes={cfg.num_classes}: must be at least 1")
 
 
 def init_weights(model: nn.Module, cfg: ModelConfig) -> None:

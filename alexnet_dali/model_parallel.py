@@ -22,7 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from alexnet_dali.config import ConfigError, ModelConfig
+from alexnet_dali.config import ModelConfig
+from alexnet_dali.errors import ConfigError
 from alexnet_dali.model import (FC_WIDTH, FINAL_MAP, PAPER_WIDTHS, AlexNet, TowerLRN,
                                 make_dropout, make_pool)
 

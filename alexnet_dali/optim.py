@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 import torch
 
-from alexnet_dali.config import ConfigError, OptimConfig
+from alexnet_dali.config import OptimConfig
 
 
 class PaperSGD(torch.optim.Optimizer):
@@ -65,18 +65,12 @@ def param_groups(params: Iterable[torch.Tensor], cfg: OptimConfig) -> list[dict[
 
 def build_optimizer(params: Iterable, cfg: OptimConfig) -> torch.optim.Optimizer:
     """SGD with momentum by `cfg.update` ("pytorch" or "paper") over `param_groups(params)`."""
-    if cfg.bias_lr_mult <= 0:
-        raise ConfigError(f"optim.bias_lr_mult={cfg.bias_lr_mult}: use a positive factor")
     groups = param_groups(params, cfg)
     for group in groups:
         group["lr"] = cfg.lr * group["lr_mult"]
     if cfg.update == "paper":
         return PaperSGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.update == "pytorch":
-        return torch.optim.SGD(
-            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-    raise ConfigError(f"optim.update must be 'pytorch' or 'paper', not {cfg.update!r}")
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
@@ -100,8 +94,6 @@ class LRSchedule:
     """Per-epoch lr: linear warmup, then constant, step drops, or /10 on a val-error plateau."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig):
-        if cfg.schedule not in ("plateau", "step", "constant"):
-            raise ConfigError(f"optim.schedule must be plateau, step or constant: {cfg.schedule!r}")
         self.optimizer, self.cfg = optimizer, cfg
         self.base_lr = cfg.lr
         self.drops = 0

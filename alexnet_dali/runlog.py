@@ -1,4 +1,5 @@
-"""Run logging: `RUN/metrics.jsonl` (one JSON object a line) and TensorBoard scalars when installed.
+"""Run logging: `RUN/metrics.jsonl` (one JSON object a line) and TensorBoard scalars when installed;
+`read_metrics` is the file's one reader.
 
 Line shapes (the figures read them):
   {"kind": "train", "epoch": 1, "step": 40, "loss": 2.1, "lr": 0.01, "images_per_s": 850.0}
@@ -12,13 +13,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from alexnet_dali.errors import DataError
+
+METRICS_NAME = "metrics.jsonl"
+
 
 class RunLog:
     """Appends metric lines to RUN/metrics.jsonl and mirrors numbers to TensorBoard."""
 
     def __init__(self, run_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True):
         self.enabled = enabled
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = Path(run_dir) / METRICS_NAME
         self.writer = None
         self.note = ""
         if not enabled:
@@ -60,3 +65,21 @@ class RunLog:
         """Flush TensorBoard files."""
         if self.writer is not None:
             self.writer.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file; a bad line is an error naming the file and line."""
+    path = Path(path)
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{number}: not a JSON line ({e}); fix or delete it") from None
+        if not isinstance(record, dict) or "kind" not in record or "step" not in record:
+            raise DataError(f"{path}:{number}: expected an object with 'kind' and 'step'; fix or "
+                            "delete it")
+        records.append(record)
+    return records

@@ -8,7 +8,6 @@ mid-epoch bit for bit (model, optimiser, schedule, RNG states, each rank's loade
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import time
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from alexnet_dali import checkpoint as ckpt_io
@@ -24,15 +22,17 @@ from alexnet_dali import distributed
 from alexnet_dali.builders import (
     build_loaders,
     build_network,
+    class_list,
     manifest_sha256,
     precision_of,
     resolve_for_data,
 )
-from alexnet_dali.config import TrainConfig, from_dict, to_dict
+from alexnet_dali.config import TrainConfig, save_resolved_config
 from alexnet_dali.distributed import DistInfo
-from alexnet_dali.evaluation import autocast, evaluate
+from alexnet_dali.evaluation import evaluate
 from alexnet_dali.optim import LRSchedule, build_optimizer, group_sizes, load_optimizer_state
 from alexnet_dali.runlog import RunLog
+from alexnet_dali.steps import TrainStep, endless
 
 class StopRequest:
     """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and exits cleanly."""
@@ -90,21 +90,6 @@ def _seed_everything(cfg: TrainConfig, rank: int) -> None:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
 
 
-def _state(run: "Run") -> dict[str, Any]:
-    """The checkpoint dict (gathers every rank's loader position and RNG state)."""
-    loader_ckpts = distributed.gather_objects(run.train_loader.checkpoint())
-    rngs = distributed.gather_objects(ckpt_io.capture_rng())
-    return {
-        "format": "alexnet-dali-checkpoint", "format_version": 1,
-        "model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.schedule.state_dict(), "scaler": {},
-        "epoch": run.pos.epoch, "step_in_epoch": run.pos.step_in_epoch,
-        "global_step": run.pos.global_step, "rng": rngs, "loader_checkpoints": loader_ckpts,
-        "config": to_dict(run.cfg), "manifest_sha256": run.manifest_sha256,
-        "world_size": run.info.world_size, "best_top1_err": run.best_top1_err,
-    }
-
-
 class Run:
     """Everything one training process holds; `train()` drives it."""
 
@@ -112,6 +97,7 @@ class Run:
                  allow_mismatch: bool):
         self.cfg, self.info = cfg, info
         self.manifest_sha256 = manifest_sha256(cfg.data)
+        self.classes = class_list(cfg.data)
         self.precision = precision_of(cfg, info.device)
         _seed_everything(cfg, info.rank)
         self.net, self.input_device = build_network(cfg, info)
@@ -126,6 +112,7 @@ class Run:
         loader_ckpt = self._restore(resume, allow_mismatch) if resume else None
         if cfg.compile:
             self.model = torch.compile(self.model)
+        self.step = TrainStep(self.model, self.optimizer, self.input_device, self.precision)
         self.train_loader, self.val_loader = build_loaders(cfg, info, self.input_device,
                                                            loader_ckpt)
         self.log = RunLog(cfg.run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
@@ -157,7 +144,15 @@ class Run:
 
     def save(self) -> Path | None:
         """Checkpoint now (collective: every rank must call it); rank 0 writes."""
-        state = _state(self)
+        loader_ckpts = distributed.gather_objects(self.train_loader.checkpoint())
+        rngs = distributed.gather_objects(ckpt_io.capture_rng())
+        state = ckpt_io.new_state(
+            model=self.net.state_dict(), config=self.cfg, epoch=self.pos.epoch,
+            global_step=self.pos.global_step, step_in_epoch=self.pos.step_in_epoch,
+            optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
+            rng=rngs, loader_checkpoints=loader_ckpts, manifest_sha256=self.manifest_sha256,
+            classes=self.classes, world_size=self.info.world_size,
+            best_top1_err=self.best_top1_err)
         if not self.info.is_main:
             return None
         return ckpt_io.save_checkpoint(self.cfg.run_dir, state, self.cfg.keep_checkpoints)
@@ -169,25 +164,6 @@ def _steps_this_epoch(run: Run) -> int:
     return min(steps, limit) if limit else steps
 
 
-def _train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """One SGD step on a batch; returns the (detached) loss."""
-    images = images.to(run.input_device, non_blocking=True)
-    with autocast(run.input_device, run.precision):
-        logits = run.model(images)
-    loss = F.cross_entropy(logits.float(), labels.to(logits.device, non_blocking=True))
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    run.optimizer.step()
-    return loss.detach()
-
-
-def _endless(loader: Any) -> Any:
-    """The loader's batches, going on into its next epoch: with max_steps_per_epoch the loader's
-    epoch can end inside the trainer's, which must still take `total` steps."""
-    while True:
-        yield from loader
-
-
 def _run_epoch(run: Run, stop: StopRequest) -> bool:
     """Train the rest of the current epoch; False if a stop signal ended it early."""
     cfg, info, pos = run.cfg, run.info, run.pos
@@ -197,8 +173,8 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
     bar = tqdm(total=total, initial=pos.step_in_epoch, desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
                disable=not info.is_main, dynamic_ncols=True, leave=False)
     window_start, window_images = time.perf_counter(), 0
-    for images, labels in _endless(run.train_loader):
-        loss = _train_step(run, images, labels)
+    for images, labels in endless(run.train_loader):
+        loss = run.step(images, labels)
         pos.step_in_epoch += 1
         pos.global_step += 1
         window_images += images.shape[0] * info.world_size
@@ -244,14 +220,6 @@ def _end_epoch(run: Run) -> dict[str, float]:
     return result
 
 
-def save_resolved_config(cfg: TrainConfig) -> Path:
-    """Write RUN/config.json (the resolved config, loadable again with --config)."""
-    path = Path(cfg.run_dir) / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-    return path
-
-
 def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None,
           allow_mismatch: bool = False) -> dict[str, Any]:
     """Train per `cfg`, resuming from a checkpoint (file, run dir or loaded dict); a summary."""
@@ -292,21 +260,3 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
         stop.restore()
         distributed.cleanup()
 
-
-def config_from_checkpoint(state: dict[str, Any]) -> TrainConfig:
-    """The TrainConfig a checkpoint was trained with."""
-    where = f"{state.get('path', 'checkpoint')}:config"
-    return from_dict(TrainConfig, state["config"], where=where)
-
-
-def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, TrainConfig]:
-    """The one-device network (CPU, eval mode) with a checkpoint's weights, and its TrainConfig.
-
-    Checkpoints always hold the grouped layout (also from --model-parallel runs).
-    """
-    from alexnet_dali.model import build_model
-
-    cfg = config_from_checkpoint(state)
-    model = build_model(cfg.model)
-    model.load_state_dict(state["model"])
-    return model.eval(), cfg

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from nvidia.dali import fn, pipeline_def
 
-from alexnet_dali.pipelines.augment import normalize, random_crop, subtract_mean_image
-from alexnet_dali.pipelines.readers import decode, read_shards
+from alexnet_dali.pipelines.augment import crop_positions, normalize, subtract_mean_image
+from alexnet_dali.pipelines.readers import decode, read_members
 from alexnet_dali.pipelines.spec import PipelineSpec
 from alexnet_dali.pipelines.train import mean_and_std
 
@@ -35,32 +35,38 @@ def view_anchor(view: int, span: int) -> tuple[int, int]:
     return tuple(span // 2 if f < 0 else f * span for f in (fx, fy))  # type: ignore[return-value]
 
 
+def view_crop_pos(view: int, span: int) -> tuple[float, float]:
+    """`crop_mirror_normalize`'s normalised (x, y) position of view `view`: anchor / span."""
+    positions = crop_positions(span)
+    x, y = view_anchor(view, span)
+    return positions[x], positions[y]
+
+
 @pipeline_def
 def eval_pipeline(spec: PipelineSpec, tencrop: bool = False):
-    """Outputs images N×3×crop×crop (N×10×3×crop×crop with `tencrop`) and int64 labels N.
+    """Outputs images N×3×crop×crop (N×10×3×crop×crop with `tencrop`) and `.cls` digits N×6.
 
-    With `spec.return_draws` also the decoded image (HWC uint8).
+    With `spec.return_draws` also the decoded image (HWC uint8). Crop positions and mirror bits
+    are Python constants: the views cost one `crop_mirror_normalize` each, nothing more.
     """
     aug = spec.augment
-    jpegs, labels = read_shards(spec, training=False)
+    jpegs, digits = read_members(spec, training=False)
     decoded = decode(jpegs, spec.device, spec.hw_decoder_load)
     images = decoded
     if aug.mean == "image":
         images = subtract_mean_image(decoded, spec.stats.mean_image, spec.device)
     mean, std = mean_and_std(spec)
     span = spec.shards.image_size - aug.crop
-    common = dict(crop=aug.crop, span=span, mean=mean, std=std, dtype=spec.dtype,
-                  layout=spec.layout)
+    if span < 0:
+        raise ValueError(f"crop {aug.crop} is larger than the {spec.shards.image_size}x"
+                         f"{spec.shards.image_size} shard images")
+    common = dict(crop=aug.crop, mean=mean, std=std, dtype=spec.dtype, layout=spec.layout)
     if not tencrop:
-        out = normalize(images, anchor=random_crop(spec.shards.image_size, aug.crop, False),
-                        **common)
+        out = normalize(images, crop_pos=view_crop_pos(4, span), **common)  # view 4: center
     else:
-        views = []
-        for view, (_, _, _, mirrored) in enumerate(TENCROP_VIEWS):
-            x, y = view_anchor(view, span)
-            anchor = (fn.constant(idata=x, shape=[]), fn.constant(idata=y, shape=[]))
-            views.append(normalize(images, anchor=anchor, mirror=int(mirrored), **common))
-        out = fn.stack(*views, axis=0)
+        out = fn.stack(*(normalize(images, crop_pos=view_crop_pos(view, span),
+                                   mirror=int(mirrored), **common)
+                         for view, (_, _, _, mirrored) in enumerate(TENCROP_VIEWS)), axis=0)
     if spec.return_draws:
-        return out, labels, decoded
-    return out, labels
+        return out, digits, decoded
+    return out, digits

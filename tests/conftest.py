@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny generated ImageFolder dataset and its shards (manifest.json, pca.json).
+"""Shared fixtures: a tiny generated ImageFolder dataset and its shards (manifest.json, pca.json);
+the `gpu` marker's skip.
 
 `raw_dataset`: ROOT/{train,val}/<class>/*.JPEG, 4 classes, 24 train + 8 val images per class,
 sides 96-320 px, no odd files. `shard_dataset`: that data preprocessed (16 samples per shard:
-6 train shards, 2 val shards) plus pca.json and mean_image.npy.
+6 train shards, 2 val shards) plus pca.json and mean_image.npy. Hand-made shard folders for the
+pipeline tests come from `tests/helpers.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,18 @@ from alexnet_dali.tools.sample_data import SampleDataConfig, write_sample_data
 RAW_CONFIG = SampleDataConfig(classes=4, train_per_class=24, val_per_class=8, min_side=96,
                               max_side=320, seed=0)
 SHARD_CONFIG = PreprocessConfig(image=ImageSettings(), seed=0, shard_size=16, workers=1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `@pytest.mark.gpu` are skipped where torch sees no CUDA device."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in gpu_tests:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device (marker gpu)"))
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,11 @@ def test_train_eval_tencrop_figures(shard_dataset, tmp_path):
         "kind": "train", "epoch": 1, "step": 2, "loss": 0, "lr": 0, "images_per_s": 0}
     assert set(lines[2]) == {"kind", "epoch", "step", "loss", "top1_err", "top5_err"}
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt-0001-0000002.pt"]
+    from alexnet_dali.checkpoint import load_checkpoint
+
+    manifest = json.loads((shard_dataset / "manifest.json").read_text())
+    assert load_checkpoint(run_dir)["classes"] == [[c["name"], c["words"]]
+                                                   for c in manifest["classes"]]
 
     out = tmp_path / "eval.json"
     ev = runner.invoke(main, ["eval", str(shard_dataset), "--checkpoint", str(run_dir),
@@ -50,15 +55,15 @@ def test_train_eval_tencrop_figures(shard_dataset, tmp_path):
 
 
 def test_resume_with_another_batch_size_is_refused(shard_dataset, tmp_path):
-    from alexnet_dali.checkpoint import save_checkpoint
-    from alexnet_dali.config import ModelConfig, TrainConfig, to_dict
-    from alexnet_dali.builders import manifest_sha256
+    from alexnet_dali.checkpoint import new_state, save_checkpoint
+    from alexnet_dali.config import ModelConfig, TrainConfig
+    from alexnet_dali.tools.manifest import read_manifest
 
     cfg = TrainConfig(data=str(shard_dataset), batch_size=8, model=ModelConfig(num_classes=4))
-    save_checkpoint(tmp_path, {"model": {}, "config": to_dict(cfg), "epoch": 0,
-                               "global_step": 1, "world_size": 1,
-                               "manifest_sha256": manifest_sha256(str(shard_dataset)),
-                               "optimizer": {}, "scheduler": {}, "step_in_epoch": 1}, keep=1)
+    save_checkpoint(tmp_path, new_state(model={}, config=cfg, epoch=0, global_step=1,
+                                        step_in_epoch=1,
+                                        manifest_sha256=read_manifest(shard_dataset).sha256),
+                    keep=1)
     result = CliRunner().invoke(main, ["train", str(shard_dataset), "--run-dir", str(tmp_path),
                                        "--resume", "--batch-size", "16", "--device", "cpu"])
     assert result.exit_code == 2
@@ -123,8 +128,8 @@ def test_allow_mismatch_resumes_weights_with_another_batch_size(tmp_path):
 
 def test_data_problems_are_clean_errors_not_tracebacks(shard_dataset, tmp_path):
     """A missing data dir, a batch larger than the data and an unknown split: exit 2, a message."""
-    from alexnet_dali.checkpoint import save_checkpoint
-    from alexnet_dali.config import ModelConfig, TrainConfig, to_dict
+    from alexnet_dali.checkpoint import new_state, save_checkpoint
+    from alexnet_dali.config import ModelConfig, TrainConfig
     from alexnet_dali.model import build_model
 
     runner = CliRunner()
@@ -137,9 +142,8 @@ def test_data_problems_are_clean_errors_not_tracebacks(shard_dataset, tmp_path):
     assert too_big.exit_code == 2, too_big.output
     assert "fewer than one global batch" in too_big.output
     cfg = TrainConfig(data=str(shard_dataset), model=ModelConfig(num_classes=4))
-    save_checkpoint(tmp_path / "r3", {"model": build_model(cfg.model).state_dict(),
-                                      "config": to_dict(cfg), "epoch": 0, "global_step": 1},
-                    keep=1)
+    save_checkpoint(tmp_path / "r3", new_state(model=build_model(cfg.model).state_dict(),
+                                               config=cfg, epoch=0, global_step=1), keep=1)
     no_split = runner.invoke(main, ["eval", str(shard_dataset), "--checkpoint",
                                     str(tmp_path / "r3"), "--split", "test", "--device", "cpu"])
     assert no_split.exit_code == 2, no_split.output
@@ -168,7 +172,7 @@ def test_a_checkpoint_from_before_parameter_groups_is_refused_then_resumed_with_
 
     from alexnet_dali.checkpoint import latest_checkpoint
     from alexnet_dali.model import build_model
-    from alexnet_dali.trainer import config_from_checkpoint
+    from alexnet_dali.checkpoint import config_from_checkpoint
 
     runner = CliRunner()
     common = ["--run-dir", str(tmp_path), "--device", "cpu", "--max-steps-per-epoch", "1",
@@ -195,3 +199,30 @@ def test_a_checkpoint_from_before_parameter_groups_is_refused_then_resumed_with_
     resolved = json.loads((tmp_path / "config.json").read_text())
     # The old run goes on as it was trained: LRN read literally, biases decayed.
     assert resolved["model"]["lrn_formula"] == "text" and resolved["optim"]["bias_decay"] is True
+
+
+def test_an_older_checkpoint_resumes_and_evaluates(tmp_path):
+    """Checkpoints from before the design pass: an empty `scaler` entry and loader.batch_size in
+    the config. Both are dropped on read; resume and eval work."""
+    import torch
+
+    from alexnet_dali.checkpoint import latest_checkpoint
+
+    runner = CliRunner()
+    common = ["--run-dir", str(tmp_path), "--device", "cpu", "--max-steps-per-epoch", "1",
+              "--init", "he", "--lr", "0.001", "--batch-size", "2"]
+    first = runner.invoke(main, ["train", "synthetic", *common, "--epochs", "1",
+                                 "--set", "model.num_classes=4"])
+    assert first.exit_code == 0, first.output
+    path = latest_checkpoint(tmp_path)
+    state = torch.load(path, weights_only=True)
+    state["scaler"] = {}
+    state["config"]["loader"]["batch_size"] = 2
+    torch.save(state, path)
+    again = runner.invoke(main, ["train", "synthetic", *common, "--epochs", "2", "--resume"])
+    assert again.exit_code == 0, again.output
+    resumed = torch.load(latest_checkpoint(tmp_path), weights_only=True)
+    assert (resumed["epoch"], resumed["global_step"]) == (2, 2) and "scaler" not in resumed
+    ev = runner.invoke(main, ["eval", "synthetic", "--checkpoint", str(path), "--device", "cpu",
+                              "--batch-size", "2"])
+    assert ev.exit_code == 0, ev.output

@@ -44,7 +44,7 @@ def test_two_gloo_ranks_average_gradients_like_one_big_batch(shard_dataset, tmp_
     model = build_model(ModelConfig(num_classes=4, dropout=0.0, init="he"))
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
     loaders = [iter(build_train_loader(
-        shard_dataset, loader=LoaderConfig(batch_size=PER_RANK, num_threads=1),
+        shard_dataset, loader=LoaderConfig(num_threads=1), batch_size=PER_RANK,
         augment=AugmentConfig(std_normalize=True), rank=r, world_size=2,
         device=torch.device("cpu"), seed=3)) for r in range(2)]
     for _ in range(STEPS):

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from alexnet_dali.checkpoint import save_checkpoint
-from alexnet_dali.config import ModelConfig, TrainConfig, to_dict
+from alexnet_dali.checkpoint import new_state, save_checkpoint
+from alexnet_dali.config import ModelConfig, TrainConfig
 from alexnet_dali.evaluation import evaluate
 from alexnet_dali.model import build_model
 
@@ -53,8 +53,8 @@ def test_eval_cli_counts_every_val_sample_once_on_one_and_two_ranks(shard_datase
     cfg = TrainConfig(data=str(shard_dataset), model=ModelConfig(num_classes=4, init="he"))
     torch.manual_seed(0)
     model = build_model(cfg.model)
-    save_checkpoint(tmp_path, {"model": model.state_dict(), "config": to_dict(cfg), "epoch": 1,
-                               "global_step": 3, "world_size": 1}, keep=1)
+    save_checkpoint(tmp_path, new_state(model=model.state_dict(), config=cfg, epoch=1,
+                                        global_step=3), keep=1)
     val_samples = json.loads((shard_dataset / "manifest.json").read_text())["splits"]["val"]
     results = {}
     for ranks in (1, 2):
@@ -72,3 +72,22 @@ def test_eval_cli_counts_every_val_sample_once_on_one_and_two_ranks(shard_datase
         assert result["world_size"] == ranks and result["views"] == 1
     assert results[1]["top1_err"] == pytest.approx(results[2]["top1_err"])
     assert results[1]["loss"] == pytest.approx(results[2]["loss"], rel=1e-5)
+
+
+def test_eval_refuses_a_checkpoint_trained_on_another_class_list(shard_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from alexnet_dali.builders import class_list
+    from alexnet_dali.cli import main
+
+    cfg = TrainConfig(data=str(shard_dataset), model=ModelConfig(num_classes=4, init="he"))
+    classes = class_list(str(shard_dataset))
+    assert [name for name, _ in classes] == ["n00000000", "n00000001", "n00000002", "n00000003"]
+    other = [classes[0], ["n09999999", "elsewhere"], *classes[2:]]
+    save_checkpoint(tmp_path, new_state(model=build_model(cfg.model).state_dict(), config=cfg,
+                                        epoch=1, global_step=3, classes=other), keep=1)
+    result = CliRunner().invoke(main, ["eval", str(shard_dataset), "--checkpoint", str(tmp_path),
+                                       "--device", "cpu"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "was trained on another class list" in result.output
+    assert "class id 1 is n09999999 there, n00000001 here" in result.output

@@ -10,10 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet_dali.checkpoint import save_checkpoint
-from alexnet_dali.config import ModelConfig, TrainConfig, to_dict
+from alexnet_dali.checkpoint import new_state, save_checkpoint
+from alexnet_dali.config import ModelConfig, TrainConfig
+from alexnet_dali.errors import DataError
 from alexnet_dali.figures import (conv1_grid, fc7_of_split, make_figures, nearest_neighbours,
-                                  plot_curves, plot_neighbours, read_metrics)
+                                  plot_curves, plot_neighbours)
+from alexnet_dali.runlog import read_metrics
 from alexnet_dali.model import build_model
 
 METRICS = [
@@ -58,7 +60,7 @@ def test_curves_png_from_metrics(tmp_path: Path) -> None:
 def test_bad_metrics_line_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps(METRICS[0]) + "\n{not json\n")
-    with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
+    with pytest.raises(DataError, match=r"metrics.jsonl:2"):
         read_metrics(path)
 
 
@@ -86,8 +88,8 @@ def run_dir(shard_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     cfg = TrainConfig(data=str(shard_dataset), model=ModelConfig(num_classes=4, init="he"))
     torch.manual_seed(0)
     model = build_model(cfg.model)
-    save_checkpoint(run, {"model": model.state_dict(), "config": to_dict(cfg), "epoch": 1,
-                          "global_step": 3}, keep=1)
+    save_checkpoint(run, new_state(model=model.state_dict(), config=cfg, epoch=1, global_step=3),
+                    keep=1)
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in METRICS))
     return run
 
@@ -114,5 +116,5 @@ def test_make_figures_writes_all_three(run_dir: Path) -> None:
 
 
 def test_make_figures_on_an_empty_dir_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
+    with pytest.raises(DataError, match="metrics.jsonl"):
         make_figures(tmp_path)

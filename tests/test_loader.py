@@ -8,19 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_pipeline_shards import label_of, write_dataset
+from helpers import label_of, write_dataset
 
 from alexnet_dali.config import AugmentConfig, LoaderConfig
-from alexnet_dali.loader import (
-    CorruptSampleError,
-    build_eval_loader,
-    build_train_loader,
-    shard_sizes,
-)
-from alexnet_dali.pipelines.spec import DataDirError
+from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
+from alexnet_dali.loader import build_eval_loader, build_train_loader, shard_sizes
 
 CPU = torch.device("cpu")
-LOADER = LoaderConfig(batch_size=4, num_threads=1, prefetch=2, shuffle_buffer=8)
+LOADER = LoaderConfig(num_threads=1, prefetch=2, shuffle_buffer=8)
+BATCH = 4
 AUG = AugmentConfig()
 
 
@@ -30,7 +26,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def train(data: Path, **kwargs):
-    args = dict(loader=LOADER, augment=AUG, rank=0, world_size=1, device=CPU, seed=0)
+    args = dict(loader=LOADER, augment=AUG, batch_size=BATCH, rank=0, world_size=1, device=CPU,
+                seed=0)
     return build_train_loader(data, **{**args, **kwargs})
 
 
@@ -91,15 +88,18 @@ def test_restored_loader_continues_exactly(data: Path, consumed: int) -> None:
 
 def test_checkpoint_from_other_setup_is_refused(data: Path) -> None:
     state = train(data).checkpoint()
-    with pytest.raises(ValueError, match="world size"):
-        train(data, loader=replace(LOADER, batch_size=2), checkpoint=state)
-    with pytest.raises(ValueError, match="not a TrainLoader"):
+    with pytest.raises(CheckpointError, match="world size"):
+        train(data, batch_size=2, checkpoint=state)
+    with pytest.raises(CheckpointError, match="not a TrainLoader"):
         train(data, checkpoint="{}")
+    older = json.dumps({**json.loads(state), "format": "alexnet-dali-loader-1"})
+    with pytest.raises(CheckpointError, match="'alexnet-dali-loader-1' comes from another"):
+        train(data, checkpoint=older)
 
 
 def test_two_ranks_train_equal_steps_disjoint_shards(data: Path) -> None:
     """Rank r reads DALI shard r: equal step counts; first-epoch samples do not overlap."""
-    loaders = [train(data, rank=r, world_size=2, loader=replace(LOADER, batch_size=2))
+    loaders = [train(data, rank=r, world_size=2, batch_size=2)
                for r in range(2)]
     assert loaders[0].steps_per_epoch == loaders[1].steps_per_epoch == 21 // 4
     seen = [torch.cat([y for _, y in loader]).tolist() for loader in loaders]
@@ -113,12 +113,11 @@ def test_two_ranks_train_equal_steps_disjoint_shards(data: Path) -> None:
 @pytest.mark.parametrize("tencrop", [False, True])
 def test_eval_sees_every_sample_once(data: Path, world_size: int, batch: int,
                                      tencrop: bool) -> None:
-    loader = replace(LOADER, batch_size=batch)
     seen: list[int] = []
     steps = set()
     for rank in range(world_size):
-        el = build_eval_loader(data, loader=loader, augment=AUG, rank=rank, world_size=world_size,
-                               device=CPU, tencrop=tencrop)
+        el = build_eval_loader(data, loader=LOADER, augment=AUG, batch_size=batch, rank=rank,
+                               world_size=world_size, device=CPU, tencrop=tencrop)
         got = list(el)
         steps.add(len(got))
         assert len(got) == len(el)
@@ -131,7 +130,7 @@ def test_eval_sees_every_sample_once(data: Path, world_size: int, batch: int,
 
 
 def test_eval_twice_gives_the_same_pass(data: Path) -> None:
-    el = build_eval_loader(data, loader=replace(LOADER, batch_size=4), augment=AUG, rank=1,
+    el = build_eval_loader(data, loader=LOADER, augment=AUG, batch_size=4, rank=1,
                            world_size=2, device=CPU)
     first = [(x, y[v]) for x, y, v in el]
     second = [(x, y[v]) for x, y, v in el]
@@ -142,51 +141,49 @@ def test_eval_twice_gives_the_same_pass(data: Path) -> None:
 
 def test_corrupt_jpeg_names_shard_and_key(tmp_path: Path) -> None:
     root = write_dataset(tmp_path / "bad", {"train": 12}, per_shard=6, corrupt=("train", 8))
-    loader = train(root, loader=replace(LOADER, batch_size=3))
+    loader = train(root, batch_size=3)
     with pytest.raises(CorruptSampleError, match=r"train-000001\.tar: sample '000000008'"):
         list(loader)
 
 
 def test_bad_data_dirs_are_named(tmp_path: Path, data: Path) -> None:
-    with pytest.raises(DataDirError, match="manifest.json: not found"):
+    with pytest.raises(DataError, match="manifest.json: not found"):
         train(tmp_path)
     root = write_dataset(tmp_path / "d", {"train": 8}, per_shard=8)
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["splits"]["train"]["samples"] = 9
     (root / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="lists 9 train samples but the shards hold 8"):
+    with pytest.raises(DataError, match="lists 9 train samples but the shards hold 8"):
         train(root)
     pca = json.loads((data / "pca.json").read_text())
     (root / "pca.json").write_text(json.dumps({**pca, "mean_image": None}))
-    with pytest.raises(DataDirError, match="needs a mean image"):
+    with pytest.raises(DataError, match="needs a mean image"):
         train(root, augment=AugmentConfig(mean="image"))
     (root / "pca.json").write_text(json.dumps({**pca, "mean_image": "mean_image.npy"}))
     (root / "mean_image.npy").unlink(missing_ok=True)
-    with pytest.raises(DataDirError, match=r"mean_image\.npy: cannot read the mean image"):
+    with pytest.raises(DataError, match=r"mean_image\.npy: cannot read the mean image"):
         train(root, augment=AugmentConfig(mean="image"))
-    with pytest.raises(ValueError, match="fewer than one global batch"):
-        train(data, loader=replace(LOADER, batch_size=16), world_size=2)
+    with pytest.raises(ConfigError, match="fewer than one global batch"):
+        train(data, batch_size=16, world_size=2)
 
 
 def test_preprocessed_shards(shard_dataset: Path) -> None:
     """The DATA stage's real output (index files, pca.json, mean image) feeds both loaders."""
-    loader = replace(LOADER, batch_size=8)
-    tl = build_train_loader(shard_dataset, loader=loader, augment=AugmentConfig(mean="image"),
-                            rank=0, world_size=1, device=CPU, seed=0)
+    tl = build_train_loader(shard_dataset, loader=LOADER, augment=AugmentConfig(mean="image"),
+                            batch_size=8, rank=0, world_size=1, device=CPU, seed=0)
     labels = torch.cat([y for _, y in tl])
     assert len(labels) == 96 and set(labels.tolist()) <= {0, 1, 2, 3}
-    el = build_eval_loader(shard_dataset, loader=loader, augment=AUG, rank=0, world_size=1,
-                           device=CPU)
+    el = build_eval_loader(shard_dataset, loader=LOADER, augment=AUG, batch_size=8, rank=0,
+                           world_size=1, device=CPU)
     counts = torch.cat([y[v] for _, y, v in el]).bincount(minlength=4)
     assert counts.tolist() == [8, 8, 8, 8]
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_mixed_decode_matches_cpu(data: Path) -> None:
     """device="mixed" decoding + GPU augmentation equals the CPU graph up to decoder rounding."""
     gpu = torch.device("cuda", 0)
-    kwargs = dict(loader=LOADER, augment=AUG, rank=0, world_size=1)
+    kwargs = dict(loader=LOADER, augment=AUG, batch_size=BATCH, rank=0, world_size=1)
     cpu_x, cpu_y, _ = next(iter(build_eval_loader(data, device=CPU, **kwargs)))
     gpu_x, gpu_y, _ = next(iter(build_eval_loader(data, device=gpu, **kwargs)))
     assert gpu_x.device.type == "cuda" and torch.equal(gpu_y.cpu(), cpu_y)

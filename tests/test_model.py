@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_dali.config import ConfigError, ModelConfig
+from alexnet_dali.config import ConfigError, ModelConfig, resolve_config
 from alexnet_dali.model import TowerLRN, build_model, count_parameters
 
 PAPER_COUNTS = {"conv1": 34_944, "conv2": 307_456, "conv3": 885_120, "conv4": 663_936,
@@ -217,8 +217,10 @@ def test_channels_last_and_cpu_bf16_autocast(paper: nn.Module) -> None:
 @pytest.mark.parametrize("bad", [{"towers": 3}, {"dropout": 1.0}, {"arch": "vgg"},
                                  {"activation": "gelu"}, {"num_classes": 0}])
 def test_bad_config_is_a_clear_error(bad: dict) -> None:
+    """Checked where configs are built (tests/test_config.py has the rules), not in the model."""
+    (key, value), = bad.items()
     with pytest.raises(ConfigError, match="model\\."):
-        build_model(ModelConfig(**bad))
+        resolve_config(None, sets=(f"model.{key}={value}",))
 
 
 def test_traces_as_one_graph_for_torch_compile(paper: nn.Module) -> None:

@@ -46,7 +46,6 @@ def test_split_equals_grouped_on_cpu() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_split_equals_grouped_across_cpu_and_gpu() -> None:
     check_split_equals_grouped(("cpu", "cuda:0"), train=True)
 

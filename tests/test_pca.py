@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import shutil
@@ -14,7 +15,7 @@ import pytest
 from PIL import Image
 
 from alexnet_dali.tools import pca
-from alexnet_dali.tools.shards import manifest_sha256
+from alexnet_dali.tools.manifest import read_manifest
 
 
 def decoded_train_pixels(out: Path, max_images: int | None = None) -> np.ndarray:
@@ -57,7 +58,9 @@ def test_pca_json_equals_numpy_reference(shard_dataset):
         assert vectors[np.argmax(np.abs(vectors[:, j])), j] > 0
     assert list(result["eigenvalues"]) == sorted(result["eigenvalues"], reverse=True)
     assert (result["images"], result["pixels"]) == (len(images), images[..., 0].size)
-    assert result["manifest_sha256"] == manifest_sha256(shard_dataset / "manifest.json")
+    manifest_bytes = (shard_dataset / "manifest.json").read_bytes()
+    assert result["manifest_sha256"] == hashlib.sha256(manifest_bytes).hexdigest()
+    assert read_manifest(shard_dataset).sha256 == result["manifest_sha256"]
 
 
 def test_mean_image_equals_numpy_reference(shard_dataset):
@@ -69,8 +72,7 @@ def test_mean_image_equals_numpy_reference(shard_dataset):
 
 
 def test_partial_merge_equals_one_pass(shard_dataset):
-    manifest = json.loads((shard_dataset / "manifest.json").read_text())
-    tasks = pca.shard_tasks(shard_dataset, manifest, None, mean_image=True)
+    tasks = pca.shard_tasks(read_manifest(shard_dataset), None, mean_image=True)
     one_pass = pca.PixelSums.zero((256, 256))
     for task in tasks:  # one accumulator over every image
         for rgb in decoded_train_pixels_of(task[0]):
@@ -90,9 +92,9 @@ def decoded_train_pixels_of(tar_path: str) -> list[np.ndarray]:
 
 
 def test_one_and_two_workers_agree_and_max_images_samples_a_prefix(shard_dataset, tmp_path):
-    one = pca.accumulate(pca.shard_tasks(shard_dataset, _manifest(shard_dataset), 37, False),
+    one = pca.accumulate(pca.shard_tasks(read_manifest(shard_dataset), 37, False),
                          workers=1, progress=False)
-    two = pca.accumulate(pca.shard_tasks(shard_dataset, _manifest(shard_dataset), 37, False),
+    two = pca.accumulate(pca.shard_tasks(read_manifest(shard_dataset), 37, False),
                          workers=2, progress=False)
     assert one.images == two.images == 37
     np.testing.assert_array_equal(one.outer, two.outer)
@@ -101,10 +103,6 @@ def test_one_and_two_workers_agree_and_max_images_samples_a_prefix(shard_dataset
     stats = pca.statistics(one)
     assert_close(stats["covariance"], ref["covariance"])
     assert_close(stats["mean"], ref["mean"])
-
-
-def _manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
 
 
 def test_pin_signs_makes_largest_component_positive():
@@ -123,16 +121,16 @@ def test_exact_sums_do_not_lose_precision_on_constant_images():
 
 
 def test_stale_pca_json_is_refused_after_train_is_rebuilt(shard_dataset, tmp_path):
-    from alexnet_dali.pipelines.spec import DataDirError, load_colour_stats
+    from alexnet_dali.errors import DataError
 
     data = tmp_path / "shards"
     shutil.copytree(shard_dataset, data)
-    load_colour_stats(data)  # current: accepted
+    pca.load_colour_stats(data)  # current: accepted
     manifest = json.loads((data / "manifest.json").read_text())
     manifest["splits"]["val"]["shards"][0]["sha256"] = "0" * 64  # another split: still current
     (data / "manifest.json").write_text(json.dumps(manifest))
-    load_colour_stats(data)
+    pca.load_colour_stats(data)
     manifest["splits"]["train"]["shards"][0]["sha256"] = "0" * 64  # train rebuilt
     (data / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DataDirError, match=r"pca.json: computed from other train shards"):
-        load_colour_stats(data)
+    with pytest.raises(DataError, match=r"pca.json: computed from other train shards"):
+        pca.load_colour_stats(data)

@@ -1,8 +1,8 @@
 """The DALI graphs against NumPy references that replay the returned draws (CPU).
 
-The train pipeline in test mode returns anchor x, anchor y, the mirror bit, α and the decoded
-image; the reference below recomputes every output pixel from those with plain NumPy and the
-numbers in pca.json, independently of the pipeline code.
+The train pipeline in test mode returns the crop positions x, y (k/32 for integer anchor k), the
+mirror bit, α and the decoded image; the reference below recomputes every output pixel from those
+with plain NumPy and the numbers in pca.json, independently of the pipeline code.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_pipeline_shards import write_dataset
+from helpers import write_dataset
 
 from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.loader import build_eval_loader, build_train_loader
 
 CPU = torch.device("cpu")
-LOADER = LoaderConfig(batch_size=6, num_threads=1, prefetch=1, shuffle_buffer=8)
+LOADER = LoaderConfig(num_threads=1, prefetch=1, shuffle_buffer=8)
+BATCH = 6
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,12 @@ def pca_of(data: Path) -> dict:
 
 def reference(decoded: np.ndarray, x: int, y: int, mirror: int, alpha: np.ndarray, data: Path,
               aug: AugmentConfig) -> np.ndarray:
-    """HWC uint8 → CHW float64 exactly as paper section 4.1 describes, from the draws."""
+    """HWC uint8 → CHW float64 exactly as paper section 4.1 describes, from the draws.
+
+    The colour noise as cuda-convnet2 applies it: added to the mean-subtracted image, shift
+    = Σ_i p_i·α_i·√λ_i (λ_i itself with pca_scale="eigenvalue"), then with `pca_rescale` the
+    noised image × 1/(1 + pca_std).
+    """
     pca = pca_of(data)
     img = decoded.astype(np.float64)
     if aug.mean == "image":
@@ -50,6 +56,8 @@ def reference(decoded: np.ndarray, x: int, y: int, mirror: int, alpha: np.ndarra
         if aug.pca_scale == "sqrt":
             lam = np.sqrt(lam)
         img = img + sum(p[:, i] * alpha[i] * lam[i] for i in range(3))
+        if aug.pca_rescale:
+            img = img / (1.0 + aug.pca_std)
     img = img[y:y + aug.crop, x:x + aug.crop]
     if mirror:
         img = img[:, ::-1]
@@ -58,9 +66,16 @@ def reference(decoded: np.ndarray, x: int, y: int, mirror: int, alpha: np.ndarra
     return img.transpose(2, 0, 1)
 
 
+def anchors(positions: np.ndarray, span: int = 32) -> np.ndarray:
+    """Integer anchors of normalised crop positions, which must be exactly k/span."""
+    k = np.rint(positions.astype(np.float64) * span).astype(int)
+    np.testing.assert_allclose(positions, k / span, atol=1e-7)
+    return k
+
+
 def train_batch(data: Path, aug: AugmentConfig, loader: LoaderConfig = LOADER, seed: int = 3):
-    tl = build_train_loader(data, loader=loader, augment=aug, rank=0, world_size=1,
-                            device=CPU, seed=seed, return_draws=True)
+    tl = build_train_loader(data, loader=loader, augment=aug, batch_size=BATCH, rank=0,
+                            world_size=1, device=CPU, seed=seed, return_draws=True)
     return tl.run_with_draws()
 
 
@@ -69,7 +84,11 @@ AUGMENTS = {
     "no-augmentation": AugmentConfig(random_crop=False, flip=False, pca_noise=False),
     "mean-image-std": AugmentConfig(mean="image", std_normalize=True),
     "no-mean": AugmentConfig(mean="none", pca_std=0.5),
-    "sqrt-eigenvalues": AugmentConfig(pca_scale="sqrt"),
+    "eigenvalue-scale": AugmentConfig(pca_scale="eigenvalue"),
+    "rescale": AugmentConfig(pca_rescale=True),
+    "rescale-eigenvalue-mean-image-std": AugmentConfig(
+        mean="image", std_normalize=True, pca_rescale=True, pca_std=0.3, pca_scale="eigenvalue"),
+    "rescale-without-noise": AugmentConfig(pca_noise=False, pca_rescale=True),
 }
 
 
@@ -77,7 +96,8 @@ AUGMENTS = {
 def test_train_outputs_replay_draws(data: Path, name: str) -> None:
     aug = AUGMENTS[name]
     outputs = [t.numpy() for t in train_batch(data, aug)]
-    images, labels, xs, ys, mirrors, alphas, decoded = outputs
+    images, labels, pos_x, pos_y, mirrors, alphas, decoded = outputs
+    xs, ys = anchors(pos_x), anchors(pos_y)
     assert images.shape == (6, 3, 224, 224) and images.dtype == np.float32
     assert labels.dtype == np.int64
     for i in range(len(images)):
@@ -92,13 +112,13 @@ def test_train_outputs_replay_draws(data: Path, name: str) -> None:
 
 
 def test_draws_cover_their_ranges(data: Path) -> None:
-    """Over 4 batches: anchors within 0..32 and spread, both mirror bits, α ~ N(0, σ)."""
+    """Over 4 batches: positions k/32, k within 0..32 and spread; both mirror bits; α ~ N(0, σ)."""
     aug = AugmentConfig(pca_std=0.1)
-    tl = build_train_loader(data, loader=LOADER, augment=aug, rank=0, world_size=1, device=CPU,
-                            seed=5, return_draws=True)
+    tl = build_train_loader(data, loader=LOADER, augment=aug, batch_size=BATCH, rank=0,
+                            world_size=1, device=CPU, seed=5, return_draws=True)
     draws = [tl.run_with_draws() for _ in range(4)]
-    xs = torch.cat([d[2] for d in draws]).numpy()
-    ys = torch.cat([d[3] for d in draws]).numpy()
+    xs = anchors(torch.cat([d[2] for d in draws]).numpy())
+    ys = anchors(torch.cat([d[3] for d in draws]).numpy())
     mirrors = torch.cat([d[4] for d in draws]).numpy()
     alphas = torch.cat([d[5] for d in draws]).numpy()
     assert xs.min() >= 0 and xs.max() <= 32 and ys.min() >= 0 and ys.max() <= 32
@@ -121,8 +141,8 @@ def test_dtype_and_layout(data: Path, dtype: str, layout: str) -> None:
 
 
 def eval_batch(data: Path, aug: AugmentConfig, tencrop: bool):
-    el = build_eval_loader(data, loader=LOADER, augment=aug, rank=0, world_size=1, device=CPU,
-                           tencrop=tencrop, return_draws=True)
+    el = build_eval_loader(data, loader=LOADER, augment=aug, batch_size=BATCH, rank=0,
+                           world_size=1, device=CPU, tencrop=tencrop, return_draws=True)
     return [t.numpy() for t in el.run_with_draws()]
 
 
@@ -178,23 +198,59 @@ def test_graph_float16_output(data: Path) -> None:
                                rtol=1e-3, atol=0.07)
 
 
+def traced_ops(pipe) -> list[tuple[str, str]]:
+    """(operator, device) of every operator in a traced graph (DALI's private `_build_graph`)."""
+    pipe._build_graph()
+    return [(op._op._operator_name().rsplit(".", 1)[-1], op._op.device) for op in pipe._ops]
+
+
 @pytest.mark.parametrize("mean", ["channel", "image"])
 def test_gpu_graphs_trace_on_cpu_machine(data: Path, mean: str) -> None:
     """The device="gpu" graphs (mixed decode) trace with images on the GPU, draws on the CPU.
 
-    Building them needs CUDA; tracing (DALI's private `_build_graph`) checks the operator
-    placement without it, so a CPU-only CI still catches a broken GPU graph definition.
+    Building them needs CUDA; tracing checks the operator placement without it, so a CPU-only
+    CI still catches a broken GPU graph definition. On the GPU only the decoder and the fused
+    crop_mirror_normalize (and the mean image's subtraction, ten-crop's stack) touch pixels.
     """
     from alexnet_dali.loader import pipeline_spec
+    from alexnet_dali.pipelines.baseline import baseline_pipeline
     from alexnet_dali.pipelines.eval import eval_pipeline
     from alexnet_dali.pipelines.train import train_pipeline
 
-    spec = replace(pipeline_spec(data, "train", loader=LOADER, augment=AugmentConfig(mean=mean),
-                                 rank=0, world_size=1, device=CPU),
+    aug = AugmentConfig(mean=mean, pca_rescale=True)
+    spec = replace(pipeline_spec(data, "train", loader=LOADER, augment=aug, rank=0,
+                                 world_size=1, device=CPU),
                    device="gpu", dtype="float16", return_draws=True)
-    train = train_pipeline(spec, batch_size=2, num_threads=1, device_id=0, seed=0)
-    tencrop = eval_pipeline(spec, tencrop=True, batch_size=2, num_threads=1, device_id=0)
-    for pipe, expected in ((train, ["gpu"] + ["cpu"] * 5 + ["gpu"]),
-                           (tencrop, ["gpu", "cpu", "gpu"])):
-        pipe._build_graph()
-        assert [node.device for node in pipe._graph_outputs] == expected
+    args = dict(batch_size=2, num_threads=1, device_id=0)
+    train = train_pipeline(spec, seed=0, **args)
+    tencrop = eval_pipeline(spec, tencrop=True, **args)
+    baseline = baseline_pipeline(replace(spec, return_draws=False), **args)
+    mean_image = ["cast", "constant", "sub"] if mean == "image" else []
+    for pipe, outputs, gpu_ops in (
+        (train, ["gpu"] + ["cpu"] * 5 + ["gpu"], mean_image + ["crop_mirror_normalize"]),
+        (tencrop, ["gpu", "cpu", "gpu"], mean_image + ["crop_mirror_normalize"] * 10 + ["stack"]),
+        (baseline, ["gpu", "cpu"], ["crop_mirror_normalize"]),
+    ):
+        on_gpu = [(name, device) for name, device in traced_ops(pipe) if device != "cpu"]
+        assert on_gpu == [("image", "mixed")] + [(name, "gpu") for name in gpu_ops]
+        assert [node.device for node in pipe._graph_outputs] == outputs
+
+
+@pytest.mark.parametrize("tencrop", [False, True])
+def test_graphs_are_lean(data: Path, tencrop: bool) -> None:
+    """Every operator runs once per batch (a launch on the GPU): the train graph is the minimal
+    graph plus the colour noise's three (normal, coord_transform, reshape); eval adds none."""
+    from alexnet_dali.loader import pipeline_spec
+    from alexnet_dali.pipelines.baseline import baseline_pipeline
+    from alexnet_dali.pipelines.eval import eval_pipeline
+    from alexnet_dali.pipelines.train import train_pipeline
+
+    spec = pipeline_spec(data, "train", loader=LOADER, augment=AugmentConfig(pca_rescale=True),
+                         rank=0, world_size=1, device=CPU)
+    args = dict(batch_size=2, num_threads=1, device_id=None)
+    baseline = [name for name, _ in traced_ops(baseline_pipeline(spec, **args))]
+    train = [name for name, _ in traced_ops(train_pipeline(spec, seed=0, **args))]
+    assert sorted(train) == sorted(baseline + ["normal", "coord_transform", "reshape"])
+    views = [name for name, _ in traced_ops(eval_pipeline(spec, tencrop=tencrop, **args))]
+    assert views == ["webdataset", "image"] + ["crop_mirror_normalize"] * (10 if tencrop else 1) \
+        + ["stack"] * tencrop

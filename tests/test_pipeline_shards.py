@@ -1,96 +1,15 @@
-"""Tiny seeded shard folders for the pipeline/loader tests, written here with `tarfile`.
-
-Labels are unique per sample (`label_of(i)`), so a test can tell samples apart by label. Other test
-modules import `write_dataset` from here; the tests below check the writer and the in-graph label
-decoding.
-"""
+"""The test shard writer (tests/helpers.py) and the DALI graph's label decoding agree."""
 
 from __future__ import annotations
 
-import io
-import json
 import tarfile
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-SIZE = 256
-
-
-def label_of(i: int) -> int:
-    """A unique class id per sample that exercises all six digits."""
-    return 100_003 * (i % 9) + i
-
-
-def smooth_image(rng: np.random.Generator) -> np.ndarray:
-    """A 256×256×3 uint8 image with structure (so crops and flips differ) that JPEG keeps."""
-    coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    image = Image.fromarray(coarse).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-    noise = rng.integers(-20, 21, (SIZE, SIZE, 3))
-    return np.clip(np.asarray(image, dtype=np.int64) + noise, 0, 255).astype(np.uint8)
-
-
-def jpeg_bytes(array: np.ndarray) -> bytes:
-    """Baseline RGB JPEG (quality 95, 4:4:4) of an HWC uint8 array."""
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, "JPEG", quality=95, subsampling=0)
-    return buf.getvalue()
-
-
-def write_tar(path: Path, samples: list[tuple[str, bytes, int]]) -> None:
-    """A GNU tar with `<key>.jpg` and `<key>.cls` (6 ASCII digits) per sample."""
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-        for key, jpeg, label in samples:
-            for name, payload in ((f"{key}.jpg", jpeg), (f"{key}.cls", f"{label:06d}".encode())):
-                info = tarfile.TarInfo(name)
-                info.size = len(payload)
-                tar.addfile(info, io.BytesIO(payload))
-
-
-def fake_pca(rng: np.random.Generator, mean_image: bool) -> dict:
-    """pca.json content with a random orthonormal eigenbasis (eigenvectors are the columns)."""
-    vectors, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-    return {
-        "mean": [121.5, 113.25, 101.0], "std": [61.0, 59.5, 63.25],
-        "eigenvalues": [40.0, 9.0, 2.5], "eigenvectors": vectors.tolist(),
-        "mean_image": "mean_image.npy" if mean_image else None,
-    }
-
-
-def write_dataset(root: Path, splits: dict[str, int], per_shard: int = 8, seed: int = 0,
-                  corrupt: tuple[str, int] | None = None) -> Path:
-    """A shard folder (manifest.json, pca.json, mean_image.npy) with `splits[name]` samples each.
-
-    `corrupt=(split, i)` truncates sample i's JPEG. Returns `root`.
-    """
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    manifest: dict = {"format": "alexnet-dali-shards", "format_version": 1, "splits": {},
-                      "settings": {"size": SIZE, "seed": seed}}
-    for split, count in splits.items():
-        (root / split).mkdir(exist_ok=True)
-        shards = []
-        for start in range(0, count, per_shard):
-            samples = []
-            for i in range(start, min(count, start + per_shard)):
-                jpeg = jpeg_bytes(smooth_image(rng))
-                if corrupt == (split, i):
-                    jpeg = jpeg[:300] + b"\x00" * 64
-                samples.append((f"{i:09d}", jpeg, label_of(i)))
-            name = f"{split}/{split}-{start // per_shard:06d}.tar"
-            write_tar(root / name, samples)
-            shards.append({"tar": name, "index": None, "samples": len(samples)})
-        manifest["splits"][split] = {"shards": shards, "samples": count}
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    (root / "pca.json").write_text(json.dumps(fake_pca(rng, mean_image=True)))
-    mean_image = rng.uniform(60, 180, (SIZE, SIZE, 3)).astype(np.float32)
-    np.save(root / "mean_image.npy", mean_image)
-    return root
+from helpers import label_of, write_dataset
 
 
 def test_writer_and_graph_labels(tmp_path: Path) -> None:
-    """The DALI graph turns the 6 ASCII digits back into the written ids, in shard order."""
+    """The loader turns the 6 ASCII digits the graph hands over back into the written ids."""
     import torch
 
     from alexnet_dali.config import AugmentConfig, LoaderConfig
@@ -100,10 +19,26 @@ def test_writer_and_graph_labels(tmp_path: Path) -> None:
     with tarfile.open(root / "val" / "val-000000.tar") as tar:
         assert tar.getnames()[:2] == ["000000000.jpg", "000000000.cls"]
         assert tar.extractfile("000000001.cls").read() == f"{label_of(1):06d}".encode()
-    loader = build_eval_loader(root, loader=LoaderConfig(batch_size=4, num_threads=1),
-                               augment=AugmentConfig(), rank=0, world_size=1,
-                               device=torch.device("cpu"))
+    loader = build_eval_loader(root, loader=LoaderConfig(num_threads=1), augment=AugmentConfig(),
+                               batch_size=4, rank=0, world_size=1, device=torch.device("cpu"))
     labels = torch.cat([y[v] for _, y, v in loader])
     assert labels.dtype == torch.int64
     assert labels.tolist() == [label_of(i) for i in range(11)]
     assert max(labels.tolist()) > 99_999  # six significant digits decoded
+
+
+def test_labels_from_digits_against_int() -> None:
+    """The vectorised conversion equals int(b"...") per row; other widths or bytes are refused."""
+    import pytest
+    import torch
+
+    from alexnet_dali.loader import labels_from_digits
+    from alexnet_dali.errors import DataError
+
+    ids = [0, 7, 17, 123_456, 999_999, 100_000]
+    digits = torch.tensor([list(f"{i:06d}".encode()) for i in ids], dtype=torch.uint8)
+    assert labels_from_digits(digits).tolist() == [int(bytes(row.tolist())) for row in digits]
+    with pytest.raises(DataError, match="not 6 ASCII digits"):
+        labels_from_digits(digits[:, :5])
+    with pytest.raises(DataError, match="not 6 ASCII digits"):
+        labels_from_digits(torch.tensor([list(b"00001a")], dtype=torch.uint8))

@@ -107,3 +107,64 @@ def test_unexpected_decoder_errors_become_rejects_not_crashes(monkeypatch):
     with pytest.raises(RejectedImage, match="IndexError: corrupt Huffman table") as info:
         images.convert_image(jpeg_bytes(smooth_image(40, 30)), ImageSettings())
     assert info.value.reason == "unreadable"
+
+
+@pytest.mark.parametrize("shorter,target,scale", [(375, 256, 1), (511, 256, 1), (512, 256, 2),
+                                                  (1500, 256, 4), (1500, 512, 2),
+                                                  (5000, 256, 8)])
+def test_dct_scale_is_the_largest_power_of_two_keeping_the_target(shorter, target, scale):
+    assert images.dct_scale(shorter, target) == scale
+
+
+def test_turbo_decodes_at_power_of_two_scales_only():
+    settings = ImageSettings()  # turbo, TURBO_FACTOR x 256
+    assert images.TURBO_FACTOR == 1
+    for (w, h), expected in (((2000, 1500), (500, 375)), ((1100, 1030), (275, 258)),
+                             ((500, 375), (500, 375)), ((4000, 600), (2000, 300))):
+        pixels = images.decode_turbo(jpeg_bytes(smooth_image(w, h)), settings)
+        assert pixels.shape == (*expected[::-1], 3), (w, h)
+    off = images.decode_turbo(jpeg_bytes(smooth_image(2000, 1500)), ImageSettings(draft=False))
+    assert off.shape == (1500, 2000, 3)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a - b) ** 2)))
+
+
+def test_turbo_output_matches_a_full_resolution_lanczos_reference():
+    img = smooth_image(2400, 1800)
+    data = jpeg_bytes(img)
+    full = Image.open(io.BytesIO(data)).convert("RGB")  # full-size decode, independent resize
+    ref = np.asarray(full.crop((300, 0, 2100, 1800)).resize((256, 256), Image.LANCZOS), float)
+    for decoder in images.DECODERS:
+        out = images.convert_image(data, ImageSettings(decoder=decoder))
+        decoded = np.asarray(Image.open(io.BytesIO(out)), np.float64)
+        assert decoded.shape == (256, 256, 3) and psnr(decoded, ref) > 38, decoder
+        assert "progressive" not in Image.open(io.BytesIO(out)).info
+
+
+def test_turbo_hands_cmyk_and_corrupt_jpegs_to_pillow():
+    settings = ImageSettings()
+    assert images.decode_turbo(jpeg_bytes(smooth_image(300, 200).convert("CMYK")),
+                               settings) is None
+    whole = jpeg_bytes(smooth_image(300, 200))
+    assert images.decode_turbo(whole[: len(whole) // 2], settings) is None
+    with pytest.raises(RejectedImage) as info:
+        images.convert_image(whole[: len(whole) // 2], settings)
+    assert info.value.reason == "truncated"
+    assert images.decode_turbo(b"\x89PNG\r\n", settings) is None
+
+
+def test_turbo_checks_the_pixel_limit_from_the_header():
+    with pytest.raises(RejectedImage, match="600x500 = 300000 pixels > limit 299999"):
+        images.decode_turbo(jpeg_bytes(smooth_image(600, 500)), ImageSettings(max_pixels=299_999))
+
+
+def test_settings_record_the_decoder():
+    from alexnet_dali.tools.preprocess import PreprocessConfig
+
+    turbo = PreprocessConfig().settings()
+    assert turbo["decoder"] == "turbo" and "simplejpeg" in turbo["libraries"]
+    assert turbo["scale_factor"] == images.TURBO_FACTOR
+    pillow = PreprocessConfig(image=ImageSettings(decoder="pillow")).settings()
+    assert pillow["decoder"] == "pillow" and pillow["scale_factor"] == images.DRAFT_FACTOR

@@ -55,12 +55,12 @@ def test_resume_after_interruption_gives_identical_shards(src, reference, tmp_pa
     config = replace(CONFIG, workers=workers)
     real_write, calls = pp.write_shard, []
 
-    def interrupted(out, split, job, results):
+    def interrupted(out, split, job, listing, results):
         if len(calls) == 3:  # die while writing the 4th shard, after taking some of its results
             next(results)
             raise KeyboardInterrupt
         calls.append(job.index)
-        return real_write(out, split, job, results)
+        return real_write(out, split, job, listing, results)
 
     monkeypatch.setattr(pp, "write_shard", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -152,7 +152,9 @@ def test_split_option_and_flat_val_with_labels_file(src, tmp_path):
         with tarfile.open(out / shard["tar"]) as tar:
             labels_by_key.update({m.name.split(".")[0]: int(tar.extractfile(m).read())
                                   for m in tar if m.name.endswith(".cls")})
-    assert {name: labels_by_key[got[name]] for name in expected} == expected
+    # provenance names a flat val file `<class>/<file>`, as if sorted into class folders
+    assert {name: labels_by_key[got[f"{class_name(c)}/{name}"]] for name, c in expected.items()} \
+        == expected
     assert set(manifest["splits"]) == {"train", "val"}
 
 
@@ -176,17 +178,26 @@ def test_fifo_is_rejected_instead_of_blocking(tmp_path):
     assert "not a regular file" in (tmp_path / "out" / "train" / "rejects.tsv").read_text()
 
 
-def test_resume_after_sigkill_of_the_cli(tmp_path):
+@pytest.mark.parametrize("layout", ["folders", "official"])
+def test_resume_after_sigkill_of_the_cli(tmp_path, layout):
     """A real kill -9 mid-run: records mark complete shards; a re-run completes identically."""
     import signal
     import subprocess
     import sys
     import time
 
-    write_sample_data(tmp_path / "src", SampleDataConfig(classes=2, train_per_class=40,
-                                                          val_per_class=0, min_side=400,
-                                                          max_side=900, seed=1))
-    args = [sys.executable, "-m", "alexnet_dali.cli", "preprocess", str(tmp_path / "src"),
+    from miniature import tar_bytes
+
+    src = tmp_path / "src"
+    write_sample_data(src, SampleDataConfig(classes=2, train_per_class=40, val_per_class=0,
+                                            min_side=400, max_side=900, seed=1))
+    if layout == "official":  # the same images as ILSVRC2012_img_train.tar, a tar of class tars
+        inner = [(f"{d.name}.tar", tar_bytes([(p.name, p.read_bytes()) for p in sorted(
+            d.iterdir())])) for d in sorted((src / "train").iterdir())]
+        src = tmp_path / "official"
+        src.mkdir()
+        (src / "ILSVRC2012_img_train.tar").write_bytes(tar_bytes(inner))
+    args = [sys.executable, "-m", "alexnet_dali.cli", "preprocess", str(src),
             "--shard-size", "2", "--workers", "1", "--quiet"]
     subprocess.run([*args[:5], str(tmp_path / "ref"), *args[5:]], check=True,
                    capture_output=True)

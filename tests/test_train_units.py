@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 from alexnet_dali import checkpoint as ckpt_io
-from alexnet_dali.cli_train import load_config_file, parse_set, resolve_config
-from alexnet_dali.config import ConfigError, OptimConfig, TrainConfig, to_dict
+from alexnet_dali.config import (ConfigError, OptimConfig, TrainConfig, from_dict,
+                                 load_config_file, parse_set, resolve_config, to_dict)
 from alexnet_dali.optim import (LRSchedule, PaperSGD, build_optimizer, group_sizes,
                                 load_optimizer_state)
 
@@ -107,11 +108,23 @@ def test_config_errors_name_the_problem(tmp_path):
     assert parse_set("model.arch=owt") == {"model": {"arch": "owt"}}
 
 
+def test_an_old_config_with_loader_batch_size_still_loads(tmp_path):
+    """loader.batch_size (per rank) was a field once; old config.json/checkpoints drop it."""
+    old = to_dict(TrainConfig(batch_size=64))
+    old["loader"]["batch_size"] = 32
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old))
+    cfg = resolve_config("d", config_file=str(path))
+    assert cfg == TrainConfig(data="d", batch_size=64)
+    assert from_dict(TrainConfig, old) == TrainConfig(batch_size=64)
+    assert "batch_size" not in to_dict(cfg)["loader"]
+
+
 def test_checkpoint_atomic_keep_last_and_weights_only(tmp_path):
     model = torch.nn.Linear(3, 2)
     for step in range(1, 5):
-        state = {"model": model.state_dict(), "config": {"batch_size": 8}, "epoch": 0,
-                 "global_step": step, "world_size": 1, "manifest_sha256": "abc"}
+        state = ckpt_io.new_state(model=model.state_dict(), config=TrainConfig(batch_size=8),
+                                  epoch=0, global_step=step, manifest_sha256="abc")
         ckpt_io.save_checkpoint(tmp_path, state, keep=2)
     names = [p.name for p in ckpt_io.list_checkpoints(tmp_path)]
     assert names == ["ckpt-0000-0000003.pt", "ckpt-0000-0000004.pt"]
@@ -127,7 +140,8 @@ def test_checkpoint_atomic_keep_last_and_weights_only(tmp_path):
 def test_resuming_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path):
     model = torch.nn.Linear(3, 2)
     for step in (10, 20, 30):
-        state = {"model": model.state_dict(), "epoch": 0, "global_step": step}
+        state = ckpt_io.new_state(model=model.state_dict(), config=TrainConfig(), epoch=0,
+                                  global_step=step)
         ckpt_io.save_checkpoint(tmp_path, state, keep=5)
     moved = ckpt_io.set_aside_newer(tmp_path, 10)
     assert [p.name for p in moved] == ["ckpt-0000-0000020.pt", "ckpt-0000-0000030.pt"]
@@ -151,8 +165,9 @@ def test_rng_capture_restore_roundtrip_through_weights_only(tmp_path):
 
 
 def test_resume_refuses_another_world_size_batch_or_dataset():
-    ckpt = {"config": {"batch_size": 128}, "world_size": 2, "manifest_sha256": "a" * 64,
-            "path": "run/ckpt.pt"}
+    ckpt = {**ckpt_io.new_state(model={}, config=TrainConfig(batch_size=128), epoch=0,
+                                global_step=1, world_size=2, manifest_sha256="a" * 64),
+            "path": "run/ckpt.pt"}  # load_checkpoint adds the path
     ok = dict(world_size=2, batch_size=128, manifest_sha256="a" * 64, allow_mismatch=False)
     assert ckpt_io.check_compatible(ckpt, **ok) == []
     for change, words in [({"world_size": 1}, "world size 2 -> 1"),
@@ -164,7 +179,8 @@ def test_resume_refuses_another_world_size_batch_or_dataset():
 
 
 def test_resume_refuses_an_optimizer_state_of_another_layout_or_rule():
-    ckpt = {"config": {"model_parallel": True, "optim": {"update": "paper"}}, "path": "r/c.pt"}
+    cfg = TrainConfig(model_parallel=True, optim=OptimConfig(update="paper"))
+    ckpt = {**ckpt_io.new_state(model={}, config=cfg, epoch=0, global_step=1), "path": "r/c.pt"}
     same = dict(model_parallel=True, update="paper", allow_mismatch=False)
     assert ckpt_io.optimizer_changes(ckpt, **same) == []
     for change, words in [({"model_parallel": False}, "model_parallel True -> False"),
@@ -348,8 +364,8 @@ def test_paper_toml_is_the_papers_recipe_as_its_authors_ran_it():
     assert (o.lr, o.momentum, o.weight_decay, o.update, o.bias_decay, o.bias_lr_mult) == (
         0.01, 0.9, 5e-4, "paper", False, 1.0)
     assert (o.schedule, o.max_drops, o.warmup_epochs) == ("plateau", 3, 0)
-    assert (a.crop, a.random_crop, a.flip, a.pca_noise, a.pca_std, a.pca_scale, a.mean,
-            a.std_normalize) == (224, True, True, True, 0.1, "sqrt", "image", False)
+    assert (a.crop, a.random_crop, a.flip, a.pca_noise, a.pca_std, a.pca_scale, a.pca_rescale,
+            a.mean, a.std_normalize) == (224, True, True, True, 0.1, "sqrt", False, "image", False)
     # Every key is written out, so a changed default cannot change the recipe unseen.
     written = load_config_file(path)
     for section in ("model", "optim", "augment"):

@@ -1,13 +1,21 @@
-"""`bench preprocess`: preprocess throughput on generated photo-sized JPEGs, draft vs no draft.
+"""`bench preprocess`: preprocess throughput and output quality, today's path vs the new ones.
 
+Paths, each the real `preprocess` (read, decode, resize, encode, shard writing):
+- `pillow, folders`: Pillow decodes (draft mode) and encodes, files from a folder tree;
+- `turbo, folders`: libjpeg-turbo via simplejpeg (the default), same files;
+- `turbo, official tar`: the same files inside an ILSVRC2012_img_train.tar-style tar of tars.
 The images have photo-like spectra (smooth structure plus fine noise), so JPEG sizes and decode
-cost resemble real photos. Each configuration runs the real `preprocess` (decode, resize, encode,
-shard writing) on the same files, after one untimed warm-up pass that fills the page cache.
+cost resemble real photos. The paths run alternately, after one untimed warm-up pass each, best
+of `repeats`; img/s is source images per wall-clock second, CPU img/s per second of this
+process's CPU time (with one worker everything runs in this process, so it is the steadier
+number on a shared machine). Quality: PSNR and mean |difference| (0-255) of the decoded output
+against a full-resolution decode + Lanczos reference, before any JPEG encoding.
 """
 
 from __future__ import annotations
 
 import io
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -16,21 +24,26 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from alexnet_dali.tools.images import center_square_resize
 from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess
 from alexnet_dali.tools.shards import iter_shard
 
 SIZES = ((500, 375), (2000, 1500))
+WNID = "n01440764"
+PATHS = (("pillow, folders", "pillow", "folders"), ("turbo, folders", "turbo", "folders"),
+         ("turbo, official tar", "turbo", "official"))
 
 
 @dataclass(frozen=True)
 class BenchRow:
-    """One source size: images, source MB, seconds without and with draft, output difference."""
+    """One source size and path: seconds (wall, CPU) of the best run, quality vs reference."""
 
     size: tuple[int, int]
     images: int
-    source_mb: float
-    seconds_full: float
-    seconds_draft: float
+    path: str
+    seconds: float
+    cpu_seconds: float
+    psnr: float
     mean_abs_diff: float
 
 
@@ -45,72 +58,120 @@ def photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image
     return Image.fromarray(np.clip(layers + 128, 0, 255).astype(np.uint8))
 
 
-def write_images(folder: Path, size: tuple[int, int], count: int, seed: int) -> float:
-    """`count` JPEGs (quality 90) in folder/train/cls/; returns their total MB."""
-    target = folder / "train" / "cls"
+def write_sources(folder: Path, size: tuple[int, int], count: int, seed: int) -> list[bytes]:
+    """`count` JPEGs (quality 90) as folder/folders/train/<wnid>/ files and as an official-style
+    folder/official/ILSVRC2012_img_train.tar; returns their bytes in name order."""
+    target = folder / "folders" / "train" / WNID
     target.mkdir(parents=True)
-    total = 0
+    (folder / "official").mkdir()
+    files = []
     for i in range(count):
         rng = np.random.default_rng([seed, size[0], i])
         w, h = size if i % 2 == 0 else size[::-1]  # landscape and portrait
         buf = io.BytesIO()
         photo_like(rng, w, h).save(buf, format="JPEG", quality=90)
-        (target / f"img_{i:05d}.JPEG").write_bytes(buf.getvalue())
-        total += len(buf.getvalue())
-    return total / 1e6
+        files.append((f"{WNID}_{i:05d}.JPEG", buf.getvalue()))
+        (target / files[-1][0]).write_bytes(files[-1][1])
+    inner = io.BytesIO()
+    add_members(inner, files)
+    with open(folder / "official" / "ILSVRC2012_img_train.tar", "wb") as f:
+        add_members(f, [(f"{WNID}.tar", inner.getvalue())])
+    return [data for _, data in files]
 
 
-def timed_run(src: Path, out: Path, config: PreprocessConfig) -> float:
-    """Seconds of one preprocess run into a fresh folder."""
-    start = time.perf_counter()
-    preprocess(src, out, config, progress=False)
-    return time.perf_counter() - start
+def add_members(fileobj, members: list[tuple[str, bytes]]) -> None:
+    """Write an uncompressed tar of `members` to an open binary file."""
+    with tarfile.open(fileobj=fileobj, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
 
 
-def pixels(out: Path) -> np.ndarray:
-    """All output images of a run, in shard order, as one float array."""
-    arrays = []
-    for tar in sorted((out / "train").glob("*.tar")):
-        for _, members in iter_shard(tar):
-            arrays.append(np.asarray(Image.open(io.BytesIO(members["jpg"])), np.float64))
-    return np.stack(arrays)
+def reference(data: bytes, size: int) -> np.ndarray:
+    """Full-resolution decode + Lanczos central square, float64 HWC, before any encoding."""
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    return np.asarray(center_square_resize(img, size), np.float64)
+
+
+def timed_run(src: Path, out: Path, config: PreprocessConfig) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one preprocess run into a fresh folder."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    preprocess(src, out, config, progress=False, notify=lambda _: None)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def quality(out: Path, refs: dict[str, np.ndarray]) -> tuple[float, float]:
+    """PSNR (dB) and mean |difference| of a run's outputs against the references."""
+    import json
+
+    errors = []
+    for record in sorted((out / "train").glob("train-*.json")):
+        names = dict(json.loads(record.read_text())["sources"])
+        for key, members in iter_shard(record.with_suffix(".tar")):
+            pixels = np.asarray(Image.open(io.BytesIO(members["jpg"])).convert("RGB"), np.float64)
+            errors.append(pixels - refs[names[key]])
+    diff = np.stack(errors)
+    return float(10 * np.log10(255**2 / np.mean(diff**2))), float(np.abs(diff).mean())
 
 
 def bench_size(work: Path, size: tuple[int, int], count: int, config: PreprocessConfig,
-               repeats: int) -> BenchRow:
-    """Time draft and no-draft preprocess runs, interleaved, best of `repeats` each."""
+               repeats: int) -> list[BenchRow]:
+    """Every path on one source size, alternating, best of `repeats`."""
     src = work / f"src_{size[0]}x{size[1]}"
-    source_mb = write_images(src, size, count, seed=0)
-    full = replace(config, image=replace(config.image, draft=False))
-    draft = replace(config, image=replace(config.image, draft=True))
-    timed_run(src, work / f"warmup_{size[0]}", full)
-    times = {"full": [], "draft": []}
-    for r in range(repeats):
-        for name, cfg in (("full", full), ("draft", draft)):
-            times[name].append(timed_run(src, work / f"{name}_{size[0]}_{r}", cfg))
-    diff = np.abs(pixels(work / f"full_{size[0]}_0") - pixels(work / f"draft_{size[0]}_0"))
-    return BenchRow(size, count, source_mb, min(times["full"]), min(times["draft"]),
-                    float(diff.mean()))
+    sources = write_sources(src, size, count, seed=0)
+    refs = {f"{WNID}/{WNID}_{i:05d}.JPEG": reference(d, config.image.size)
+            for i, d in enumerate(sources)}
+    configs = {name: replace(config, image=replace(config.image, decoder=decoder))
+               for name, decoder, _ in PATHS}
+    runs = {name: [] for name, _, _ in PATHS}
+    for r in range(repeats + 1):  # run 0 warms the page cache and the imports
+        for k, (name, _, layout) in enumerate(PATHS):
+            runs[name].append(timed_run(src / layout, work / f"out_{size[0]}_{k}_{r}",
+                                        configs[name]))
+    rows = []
+    for k, (name, _, _) in enumerate(PATHS):
+        best = min(runs[name][1:])
+        psnr, mad = quality(work / f"out_{size[0]}_{k}_1", refs)
+        rows.append(BenchRow(size, count, name, best[0], min(c for _, c in runs[name][1:]),
+                             psnr, mad))
+    return rows
 
 
 def run_bench(counts: tuple[int, int], workers: int, repeats: int,
               config: PreprocessConfig = PreprocessConfig()) -> list[BenchRow]:
-    """One row per source size in `SIZES`, with `counts[i]` images of `SIZES[i]`."""
-    config = replace(config, workers=workers)
+    """Rows for every source size in `SIZES` (with `counts[i]` images) and every path."""
+    config = replace(config, workers=workers, image=replace(config.image, draft=True))
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as tmp:
-        return [bench_size(Path(tmp), size, count, config, repeats)
-                for size, count in zip(SIZES, counts)]
+        return [row for size, count in zip(SIZES, counts)
+                for row in bench_size(Path(tmp), size, count, config, repeats)]
 
 
 def format_table(rows: list[BenchRow], workers: int) -> str:
-    """Markdown table of the rows."""
-    lines = [f"preprocess, {workers} worker(s), best of runs; img/s = source images per second",
-             "| source size | images | source MB | no draft img/s | draft img/s | speedup "
-             "| mean abs diff (0-255) |",
-             "|---|---|---|---|---|---|---|"]
-    for row in rows:
+    """Markdown table of the rows; `x today` compares with the first path of the same size."""
+    lines = [f"preprocess, {workers} worker(s), best of runs; img/s = source images per second "
+             "(wall clock), CPU img/s = per CPU second of this process",
+             "| source size | images | path | img/s | CPU img/s | x today (wall, CPU) "
+             "| PSNR dB | mean abs diff |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:  # with more workers, this process's CPU time misses theirs
+        base = next(r for r in rows if r.size == row.size)
+        cpu = f"{row.images / row.cpu_seconds:.1f}" if workers == 1 else "n/a"
+        cpu_ratio = f", {base.cpu_seconds / row.cpu_seconds:.2f}x" if workers == 1 else ""
         lines.append(
-            f"| {row.size[0]}x{row.size[1]} | {row.images} | {row.source_mb:.1f} "
-            f"| {row.images / row.seconds_full:.1f} | {row.images / row.seconds_draft:.1f} "
-            f"| {row.seconds_full / row.seconds_draft:.2f}x | {row.mean_abs_diff:.2f} |")
+            f"| {row.size[0]}x{row.size[1]} | {row.images} | {row.path} "
+            f"| {row.images / row.seconds:.1f} | {cpu} "
+            f"| {base.seconds / row.seconds:.2f}x{cpu_ratio} "
+            f"| {row.psnr:.2f} | {row.mean_abs_diff:.3f} |")
+    lines.append("all sizes together (img/s = all images / summed seconds): " + "; ".join(
+        f"{name} {mix_rate(rows, name, 'seconds'):.1f}"
+        + (f" (CPU {mix_rate(rows, name, 'cpu_seconds'):.1f})" if workers == 1 else "")
+        for name, _, _ in PATHS))
     return "\n".join(lines)
+
+
+def mix_rate(rows: list[BenchRow], path: str, field: str) -> float:
+    """Images per second over every size of one path (the benchmark's size mix)."""
+    mine = [r for r in rows if r.path == path]
+    return sum(r.images for r in mine) / sum(getattr(r, field) for r in mine)
+

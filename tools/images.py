@@ -1,12 +1,16 @@
 """One source image -> a 256x256 baseline RGB JPEG (paper: shorter side 256, central 256x256 patch).
 
-Decoding detects the format from the content, never the file name. Big JPEGs are decoded at a
-reduced DCT scale (Pillow's draft mode, 1/2, 1/4 or 1/8) only while the result keeps a shorter
-side of at least `DRAFT_FACTOR` x the target, so the antialiasing resize that follows still has
-twice the target's resolution to work from. The resize is Lanczos (a windowed sinc; Pillow widens
-the kernel by the scale factor when reducing, so it antialiases) applied directly to the central
-square (`resize(box=...)`), equal to "resize the shorter side, then center-crop" without computing
-the discarded margins.
+Decoding detects the format from the content, never the file name. Two decoders (recorded in the
+manifest's settings, since they give slightly different bytes):
+- `turbo` (default): YCbCr and greyscale JPEGs (nearly all of ImageNet) are decoded by
+  libjpeg-turbo through simplejpeg at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both
+  sides >= `TURBO_FACTOR` x the target, and the output is encoded by libjpeg-turbo; every other
+  file (CMYK JPEGs, PNG, GIF, ..., and JPEGs libjpeg-turbo finds corrupt) goes to Pillow;
+- `pillow`: Pillow for everything, big JPEGs decoded at 1/2, 1/4 or 1/8 scale (draft mode) only
+  while both sides stay >= `DRAFT_FACTOR` x the target.
+Either way the resize is Pillow's Lanczos (a windowed sinc, widened by the scale factor when
+reducing, so it antialiases) applied directly to the central square (`resize(box=...)`), equal
+to "resize the shorter side, then center-crop" without computing the discarded margins.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import PIL
+import simplejpeg
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 DRAFT_FACTOR = 2
+TURBO_FACTOR = 1
 FILTER_NAME = "lanczos"
+DECODERS = ("turbo", "pillow")
 DEFAULT_MAX_PIXELS = 2 * 89_478_485  # Pillow's own DecompressionBombError threshold
 
 
@@ -31,6 +39,15 @@ class ImageSettings:
     quality: int = 90
     draft: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
+    decoder: str = "turbo"
+
+    def describe(self) -> dict:
+        """The decoder settings and library versions (they decide the output bytes)."""
+        turbo = self.decoder == "turbo"
+        return {"decoder": self.decoder,
+                "scale_factor": (TURBO_FACTOR if turbo else DRAFT_FACTOR) if self.draft else None,
+                "libraries": f"simplejpeg {simplejpeg.__version__}, Pillow {PIL.__version__}"
+                if turbo else f"Pillow {PIL.__version__}"}
 
 
 class RejectedImage(Exception):
@@ -57,8 +74,46 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def check_pixels(width: int, height: int, settings: ImageSettings) -> None:
+    """Reject images over the pixel limit (decompression bombs), from the header alone."""
+    if width * height > settings.max_pixels:
+        raise RejectedImage(
+            "decompression-bomb",
+            f"{width}x{height} = {width * height} pixels > limit {settings.max_pixels}",
+        )
+
+
+def dct_scale(shorter: int, target: int) -> int:
+    """The largest reduction 1, 2, 4 or 8 that keeps the shorter side >= target. Only powers of
+    two: libjpeg-turbo's other n/8 scales (3/8, 3/4, ...) measurably blur (see docs/DATA.md)."""
+    scale = 1
+    while scale < 8 and shorter // (scale * 2) >= target:
+        scale *= 2
+    return scale
+
+
+def decode_turbo(data: bytes, settings: ImageSettings) -> np.ndarray | None:
+    """A YCbCr or greyscale JPEG -> HWC uint8 RGB by libjpeg-turbo, DCT-scaled while both sides
+    stay >= TURBO_FACTOR x size; None for anything else (Pillow decodes or rejects it)."""
+    if not simplejpeg.is_jpeg(data):
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    check_pixels(width, height, settings)
+    if colorspace not in ("YCbCr", "Gray"):
+        return None  # CMYK/YCCK: Pillow's conversion
+    scale = dct_scale(min(width, height), settings.size * TURBO_FACTOR) if settings.draft else 1
+    try:  # asking for ceil(side / scale) makes libjpeg-turbo pick exactly 1/scale
+        return simplejpeg.decode_jpeg(data, "rgb", min_height=-(-height // scale),
+                                      min_width=-(-width // scale))
+    except ValueError:  # strict: also corrupt data libjpeg would only warn about
+        return None
+
+
 def decode(data: bytes, settings: ImageSettings) -> Image.Image:
-    """Decode header and pixels with reduced-scale JPEG decoding when allowed."""
+    """Decode header and pixels with Pillow, with reduced-scale JPEG decoding when allowed."""
     if not data:
         raise RejectedImage("empty", "0-byte file")
     try:
@@ -69,12 +124,7 @@ def decode(data: bytes, settings: ImageSettings) -> Image.Image:
         raise RejectedImage("decompression-bomb", str(e)) from None
     except Exception as e:  # noqa: BLE001 - a malformed header raises many kinds
         raise RejectedImage("unreadable", f"{type(e).__name__}: {e}") from None
-    width, height = img.size
-    if width * height > settings.max_pixels:
-        raise RejectedImage(
-            "decompression-bomb",
-            f"{width}x{height} = {width * height} pixels > limit {settings.max_pixels}",
-        )
+    check_pixels(*img.size, settings)
     if settings.draft and img.format == "JPEG":
         target = settings.size * DRAFT_FACTOR
         img.draft("RGB", (target, target))  # keeps both sides >= target
@@ -97,8 +147,11 @@ def center_square_resize(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), Image.Resampling.LANCZOS, box=box)
 
 
-def encode_jpeg(img: Image.Image, quality: int) -> bytes:
-    """RGB image -> baseline (non-progressive) JPEG bytes, 4:2:0, fixed settings."""
+def encode_jpeg(img: Image.Image, quality: int, decoder: str = "pillow") -> bytes:
+    """RGB image -> baseline (non-progressive) JPEG bytes, 4:2:0, accurate DCT, by the encoder
+    of `decoder`'s library (libjpeg-turbo for both; Pillow adds its own header fields)."""
+    if decoder == "turbo":
+        return simplejpeg.encode_jpeg(np.asarray(img), quality, "rgb", "420", fastdct=False)
     out = io.BytesIO()
     img.save(out, format="JPEG", quality=quality, subsampling="4:2:0", progressive=False,
              optimize=False)
@@ -109,21 +162,15 @@ def convert_image(data: bytes, settings: ImageSettings) -> bytes:
     """Source file bytes -> `size`x`size` RGB JPEG bytes, or RejectedImage with the reason."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        img = decode(data, settings)
+        if not data:
+            raise RejectedImage("empty", "0-byte file")
+        pixels = decode_turbo(data, settings) if settings.decoder == "turbo" else None
+        img = Image.fromarray(pixels) if pixels is not None else to_rgb(decode(data, settings))
         try:
-            return encode_jpeg(center_square_resize(to_rgb(img), settings.size), settings.quality)
+            return encode_jpeg(center_square_resize(img, settings.size), settings.quality,
+                               settings.decoder)
         except Exception as e:  # noqa: BLE001 - one odd file must never stop the run
             raise RejectedImage("unreadable", f"{type(e).__name__}: {e}") from None
-
-
-def convert_file(path: str, settings: ImageSettings) -> bytes:
-    """Read a file and convert it; read errors become RejectedImage('unreadable')."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise RejectedImage("unreadable", f"{type(e).__name__}: {e.strerror or e}") from None
-    return convert_image(data, settings)
 
 
 def allow_pixels(max_pixels: int) -> None:

@@ -1,21 +1,26 @@
-"""Bookkeeping files of a preprocess run and the step that merges them into `OUT/manifest.json`.
+"""`OUT/manifest.json`: its writer, its one typed reader (`read_manifest`), and the bookkeeping
+files of a preprocess run that the writer merges.
 
 Per split, `OUT/<split>/_plan.json` records the scan (classes, found, shard count, scan-time
 rejects, settings) and each finished shard leaves `<split>-NNNNNN.json` (samples, sha256, its
 rejects), written last and atomically: it is the mark that the shard is complete. The manifest is
 built only from these files, so `--part i/n` runs on many hosts merge into one manifest.
+Everyone else reads the manifest through `read_manifest` (docs/DESIGN.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import socket
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alexnet_dali.tools.scan import DataError
+from alexnet_dali.errors import DataError
 
 PLAN_NAME = "_plan.json"
 MANIFEST_NAME = "manifest.json"
@@ -110,14 +115,16 @@ def write_manifest(out: str | Path) -> dict:
     first = next(iter(plans.values()))
     splits = {}
     for split, plan in plans.items():
-        if plan["classes"] != first["classes"] or plan["settings"] != first["settings"]:
+        if any(plan.get(k) != first.get(k) for k in ("classes", "class_words", "settings")):
             raise DataError(f"{out / split}: its classes or settings differ from the other "
                             "splits'; preprocess every split with the same classes and options")
         splits[split], rejects = _split_entry(out, split, plan)
         write_rejects(out / split / "rejects.tsv", rejects)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "classes": [{"id": i, "name": name} for i, name in enumerate(first["classes"])],
+        "classes": [{"id": i, "name": name, "words": words} for i, (name, words) in
+                    enumerate(zip(first["classes"], first.get("class_words") or
+                                  [""] * len(first["classes"])))],
         "splits": splits,
         "totals": {k: sum(s[k] for s in splits.values()) for k in ("found", "written", "rejected")},
         "settings": first["settings"],
@@ -126,9 +133,109 @@ def write_manifest(out: str | Path) -> dict:
     return manifest
 
 
-def load_manifest(out: str | Path) -> dict:
-    """Read `OUT/manifest.json` with an error that says to run preprocess."""
+@dataclass(frozen=True)
+class ClassEntry:
+    """One class: `id` (the label stored in the shards), `name` (its WNID or source folder) and
+    `words` (human-readable, "" when unknown).
+
+    New per-class fields get defaults here, so that manifests written before them still read;
+    unknown keys of a newer manifest are ignored by `read_manifest`.
+    """
+
+    id: int
+    name: str
+    words: str = ""
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard of a split: tar and DALI index paths (relative to OUT), samples, tar sha256."""
+
+    tar: str
+    index: str | None
+    samples: int
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class SplitEntry:
+    """A split's shards in manifest order and its sample count."""
+
+    shards: tuple[ShardEntry, ...]
+    samples: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A read `OUT/manifest.json`; `sha256` is the hash of the file's bytes (the manifest hash)."""
+
+    path: Path
+    sha256: str
+    classes: tuple[ClassEntry, ...]
+    splits: dict[str, SplitEntry]
+    settings: dict[str, Any]
+    totals: dict[str, int]
+    raw: dict[str, Any] = field(compare=False, repr=False)  # the parsed JSON, for what is not typed
+
+    @property
+    def root(self) -> Path:
+        """The shard folder OUT (paths in the manifest are relative to it)."""
+        return self.path.parent
+
+    def split(self, name: str) -> SplitEntry:
+        """The entry of split `name`; a DataError naming the splits there are otherwise."""
+        if name not in self.splits:
+            raise DataError(f"{self.path}: no split {name!r} (have {sorted(self.splits)}); "
+                            f"preprocess it into {self.root}")
+        return self.splits[name]
+
+    def split_fingerprint(self, name: str = "train") -> str:
+        """sha256 over a split's shard hashes in manifest order: the data pca.json was computed
+        from. Unlike the manifest hash it does not change when another split is (re)built."""
+        digest = hashlib.sha256()
+        for shard in self.split(name).shards:
+            digest.update(str(shard.sha256).encode("ascii"))
+        return digest.hexdigest()
+
+
+def _typed(cls: type, value: Any, path: Path, where: str) -> Any:
+    """Dataclass `cls` from a JSON object, taking its known keys; a DataError if one is missing."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return cls(**{k: v for k, v in value.items() if k in names})
+    except (AttributeError, TypeError) as e:
+        raise DataError(f"{path}: {where} is malformed ({e}); re-run `alexnet-dali preprocess` "
+                        "(or merge-manifest) to rewrite it") from None
+
+
+def read_manifest(out: str | Path) -> Manifest:
+    """Read and check `OUT/manifest.json`; every problem is a DataError naming the file."""
     path = Path(out) / MANIFEST_NAME
-    if not path.exists():
-        raise DataError(f"{path}: not found; run `alexnet-dali preprocess SRC {out}` first")
-    return read_json(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; run `alexnet-dali preprocess SRC {out}` first") \
+            from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        raw = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e}); re-run `alexnet-dali preprocess` "
+                        "(or merge-manifest) to rewrite it") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise DataError(f"{path}: not an {FORMAT} manifest; run `alexnet-dali preprocess SRC "
+                        f"{out}` to write the shards")
+    splits = {}
+    for name, entry in raw.get("splits", {}).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("samples"), int):
+            raise DataError(f"{path}: split {name!r} is malformed (no sample count); re-run "
+                            "`alexnet-dali preprocess` (or merge-manifest) to rewrite it")
+        shards = tuple(_typed(ShardEntry, s, path, f"split {name!r} shard {i}")
+                       for i, s in enumerate(entry.get("shards", [])))
+        splits[name] = SplitEntry(shards, entry["samples"])
+    classes = tuple(_typed(ClassEntry, c, path, f"class {i}")
+                    for i, c in enumerate(raw.get("classes", [])))
+    return Manifest(path=path, sha256=hashlib.sha256(data).hexdigest(), classes=classes,
+                    splits=splits, settings=dict(raw.get("settings", {})),
+                    totals=dict(raw.get("totals", {})), raw=raw)

@@ -1,4 +1,5 @@
-"""Pixel statistics of the train shards -> `OUT/pca.json` (and optionally the mean image).
+"""Pixel statistics of the train shards -> `OUT/pca.json` (and optionally the mean image), and
+the one reader of both (`load_colour_stats`).
 
 Each worker streams its shards and accumulates exact integers: pixel count, per-channel sum of
 uint8 values and the 3x3 sum of products (int64 is exact up to ~1.4e14 pixels), plus the
@@ -10,8 +11,9 @@ covariance = (N * sum(x x^T) - sum(x) sum(x)^T) / N^2 (population covariance).
 from __future__ import annotations
 
 import io
+import json
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -20,11 +22,22 @@ from PIL import Image
 from tqdm import tqdm
 
 from alexnet_dali.tools import manifest as mf
-from alexnet_dali.tools.scan import DataError
-from alexnet_dali.tools.shards import iter_shard, manifest_sha256, split_fingerprint
+from alexnet_dali.errors import DataError
+from alexnet_dali.tools.shards import iter_shard
 
 PCA_NAME = "pca.json"
 MEAN_IMAGE_NAME = "mean_image.npy"
+
+
+@dataclass(frozen=True)
+class ColourStats:
+    """Training-set colour statistics on the 0-255 scale, from pca.json."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    eigenvalues: tuple[float, float, float]
+    eigenvectors: tuple[tuple[float, ...], ...]  # 3x3, eigenvectors are the COLUMNS
+    mean_image: np.ndarray | None = field(default=None, compare=False, repr=False)  # HWC f32
 
 
 @dataclass(frozen=True)
@@ -84,17 +97,15 @@ def shard_sums(task: tuple[str, int, bool]) -> PixelSums:
     return sums if sums is not None else PixelSums.zero(None)
 
 
-def shard_tasks(out: Path, manifest: dict, max_images: int | None,
+def shard_tasks(manifest: mf.Manifest, max_images: int | None,
                 mean_image: bool) -> list[tuple[str, int, bool]]:
     """(tar path, samples to use, mean image?) per train shard; `max_images` takes a prefix."""
-    if "train" not in manifest["splits"]:
-        raise DataError(f"{out / mf.MANIFEST_NAME}: has no train split; preprocess train first")
     tasks, left = [], max_images if max_images is not None else float("inf")
-    for shard in manifest["splits"]["train"]["shards"]:
-        take = int(min(shard["samples"], left))
+    for shard in manifest.split("train").shards:
+        take = int(min(shard.samples, left))
         if take <= 0:
             break
-        tasks.append((str(out / shard["tar"]), take, mean_image))
+        tasks.append((str(manifest.root / shard.tar), take, mean_image))
         left -= take
     return tasks
 
@@ -142,12 +153,11 @@ def pca_stats(out: str | Path, workers: int = 1, max_images: int | None = None,
               mean_image: bool = False, progress: bool = True) -> dict:
     """Stream the train shards of OUT and write `OUT/pca.json` (+ mean image); returns it."""
     out = Path(out)
-    manifest = mf.load_manifest(out)
-    sums = accumulate(shard_tasks(out, manifest, max_images, mean_image), workers, progress)
+    manifest = mf.read_manifest(out)
+    sums = accumulate(shard_tasks(manifest, max_images, mean_image), workers, progress)
     result = statistics(sums)
-    result.update(images=sums.images, pixels=sums.pixels,
-                  manifest_sha256=manifest_sha256(out / mf.MANIFEST_NAME),
-                  train_shards_sha256=split_fingerprint(manifest, "train"),
+    result.update(images=sums.images, pixels=sums.pixels, manifest_sha256=manifest.sha256,
+                  train_shards_sha256=manifest.split_fingerprint("train"),
                   max_images=max_images, mean_image=None)
     if mean_image:
         mean = (sums.image_sum / sums.images).astype(np.float32)  # HWC, 0-255 scale
@@ -169,3 +179,61 @@ def summary(result: dict) -> str:
     if result.get("mean_image"):
         lines.append(f"mean image          {result['mean_image']} (float32 HWC)")
     return "\n".join(lines)
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; {what}") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e}); {what}") from None
+
+
+def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> ColourStats:
+    """Mean, std and the RGB eigen-decomposition from data_dir/pca.json (0-255 scale)."""
+    path = Path(data_dir) / PCA_NAME
+    pca = _read_json(path, "run `alexnet-dali pca-stats DATA` to compute it")
+    try:
+        vectors = np.asarray(pca["eigenvectors"], dtype=np.float64)
+        stats = ColourStats(
+            mean=tuple(float(v) for v in pca["mean"]),
+            std=tuple(float(v) for v in pca["std"]),
+            eigenvalues=tuple(float(v) for v in pca["eigenvalues"]),
+            eigenvectors=tuple(tuple(float(v) for v in row) for row in vectors),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path}: malformed ({e!r}); re-run `alexnet-dali pca-stats`") from None
+    if vectors.shape != (3, 3) or len(stats.mean) != 3 or len(stats.eigenvalues) != 3:
+        raise DataError(f"{path}: expected 3 means/eigenvalues and a 3x3 eigenvector matrix")
+    _check_pca_is_current(Path(data_dir), pca)
+    if not need_mean_image:
+        return stats
+    name = pca.get("mean_image")
+    if not name:
+        raise DataError(
+            f"{path}: augment.mean = 'image' needs a mean image, but pca.json has none; "
+            "recompute it with `alexnet-dali pca-stats` (mean image on) or use mean = 'channel'"
+        )
+    image_path = Path(data_dir) / name
+    try:
+        image = np.load(image_path).astype(np.float32)
+    except (OSError, ValueError) as e:
+        raise DataError(
+            f"{image_path}: cannot read the mean image ({e}); re-run "
+            "`alexnet-dali pca-stats DATA` or use augment.mean = 'channel'") from None
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise DataError(f"{image_path}: expected an HxWx3 mean image, got shape {image.shape}")
+    return ColourStats(stats.mean, stats.std, stats.eigenvalues, stats.eigenvectors, image)
+
+
+def _check_pca_is_current(data_dir: Path, pca: dict) -> None:
+    """pca.json must come from the train shards the manifest lists now (not an older build)."""
+    recorded = pca.get("train_shards_sha256")
+    if recorded is None:  # written by a version that did not record it
+        return
+    manifest = mf.read_manifest(data_dir)
+    if manifest.split_fingerprint("train") != recorded:
+        raise DataError(
+            f"{data_dir / PCA_NAME}: computed from other train shards than {manifest.path} "
+            f"lists now (train was rebuilt); re-run `alexnet-dali pca-stats {data_dir}`")

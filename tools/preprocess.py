@@ -1,19 +1,20 @@
 """Source images -> shuffled WebDataset shards of 256x256 JPEGs, resumable and splittable.
 
-Samples go to shards by a seeded permutation of the sorted file list, and shards are assembled in
-the main process in that order, so the output is byte-identical whatever the worker count.
-Workers return encoded JPEG bytes per source image; at most a bounded number of batches is in
-flight, so memory does not grow with the dataset.
+Every input layout (`layouts`) gives a listing sorted by canonical name (`sources`). Samples go to
+shards by a seeded permutation of that listing, and shards are assembled in the main process in
+that order, so the output is byte-identical whatever the worker count or the layout the same
+images came in. Workers read each image at its locator and return encoded JPEG bytes; at most a
+bounded number of batches is in flight, so memory does not grow with the dataset.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
+import sys
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -24,9 +25,12 @@ import numpy as np
 from tqdm import tqdm
 
 from alexnet_dali import __version__
-from alexnet_dali.tools import images, scan
+from alexnet_dali.errors import DataError
+from alexnet_dali.tools import images, layouts
 from alexnet_dali.tools import manifest as mf
-from alexnet_dali.tools.scan import DataError, Source, SplitScan
+from alexnet_dali.tools.imagenet import Classes
+from alexnet_dali.tools.scan import SplitScan
+from alexnet_dali.tools.sources import Locator, SourceList, SourceReader
 from alexnet_dali.tools.shards import ShardWriter, encode_label, sha256_file
 
 BATCH = 8  # source images per worker task
@@ -47,40 +51,45 @@ class PreprocessConfig:
         """The manifest's `settings` (workers and part do not change the output)."""
         return {"size": self.image.size, "quality": self.image.quality,
                 "filter": images.FILTER_NAME, "draft": self.image.draft,
-                "draft_factor": images.DRAFT_FACTOR, "max_pixels": self.image.max_pixels,
+                **self.image.describe(), "max_pixels": self.image.max_pixels,
                 "seed": self.seed, "shard_size": self.shard_size, "version": __version__}
 
 
 @dataclass(frozen=True)
 class ShardJob:
-    """One shard to build: index and its sources with their keys, in write order."""
+    """One shard to build: its index and the listing indexes of its samples, in write order."""
 
     index: int
-    items: tuple[tuple[str, Source], ...]
+    entries: np.ndarray  # int64 indexes into the split's SourceList
+    first: int  # position (key) of the first sample
 
 
-def shuffled(found: SplitScan, split: str, seed: int) -> list[tuple[str, Source]]:
-    """(key, source) in shard order: a permutation seeded by (seed, split) of the sorted list."""
+def shuffled(count: int, split: str, seed: int) -> np.ndarray:
+    """Listing indexes in shard order: a permutation seeded by (seed, split) of the sorted list."""
     rng = np.random.default_rng([seed, zlib.crc32(split.encode())])
-    order = rng.permutation(len(found.sources))
-    return [(f"{pos:0{KEY_DIGITS}d}", found.sources[i]) for pos, i in enumerate(order)]
+    return rng.permutation(count)
 
 
 def plan_jobs(found: SplitScan, split: str, config: PreprocessConfig) -> list[ShardJob]:
-    """All shards of a split (every part), each with its slice of the shuffled sources."""
-    items = shuffled(found, split, config.seed)
-    count = math.ceil(len(items) / config.shard_size)
+    """All shards of a split (every part), each with its slice of the shuffled listing."""
+    order = shuffled(len(found.sources), split, config.seed)
     size = config.shard_size
-    return [ShardJob(k, tuple(items[k * size:(k + 1) * size])) for k in range(count)]
+    return [ShardJob(k, order[k * size:(k + 1) * size], k * size)
+            for k in range(math.ceil(len(order) / size))]
 
 
-def write_plan(out: Path, split: str, found: SplitScan, classes: list[str], shards: int,
+def key_of(position: int) -> str:
+    """Sample key: the position in the shuffled order, zero-padded."""
+    return f"{position:0{KEY_DIGITS}d}"
+
+
+def write_plan(out: Path, split: str, found: SplitScan, classes: Classes, shards: int,
                config: PreprocessConfig) -> None:
     """Record the split's scan; refuse to mix with output made from other inputs or settings."""
-    listing = "".join(f"{s.rel}\t{s.label}\n" for s in found.sources)
-    plan = {"split": split, "classes": classes, "found": found.found, "sources": len(found.sources),
-            "sources_sha256": hashlib.sha256(listing.encode("utf-8", "replace")).hexdigest(),
-            "shards": shards, "settings": config.settings(),
+    plan = {"split": split, "classes": list(classes.names), "class_words": list(classes.words),
+            "found": found.found, "sources": len(found.sources),
+            "sources_sha256": found.sources.sha256(), "shards": shards,
+            "settings": config.settings(),
             "rejects": [[r.rel, r.reason, r.detail] for r in found.rejects]}
     path = out / split / mf.PLAN_NAME
     if path.exists():
@@ -95,31 +104,32 @@ def write_plan(out: Path, split: str, found: SplitScan, classes: list[str], shar
 
 
 def _init_worker(settings: images.ImageSettings) -> None:
-    global _SETTINGS
-    _SETTINGS = settings
+    global _SETTINGS, _READER
+    _SETTINGS, _READER = settings, SourceReader()
     images.allow_pixels(settings.max_pixels)
 
 
 _SETTINGS = images.ImageSettings()
+_READER = SourceReader()
 
 
-def convert_batch(paths: list[str]) -> list[bytes | tuple[str, str]]:
-    """Worker task: source paths -> JPEG bytes, or (reason, detail) for a reject."""
+def convert_batch(locators: list[Locator]) -> list[bytes | tuple[str, str]]:
+    """Worker task: source locators -> JPEG bytes, or (reason, detail) for a reject."""
     out: list[bytes | tuple[str, str]] = []
-    for path in paths:
+    for loc in locators:
         try:
-            out.append(images.convert_file(path, _SETTINGS))
+            out.append(images.convert_image(_READER.read(loc), _SETTINGS))
         except images.RejectedImage as e:
             out.append((e.reason, e.detail))
     return out
 
 
-def _batches(root: str, jobs: list[ShardJob]) -> Iterator[list[str]]:
-    """Absolute source paths of `jobs` in order, `BATCH` at a time."""
+def _batches(sources: SourceList, jobs: list[ShardJob]) -> Iterator[list[Locator]]:
+    """Locators of the sources of `jobs` in order, `BATCH` at a time."""
     batch = []
     for job in jobs:
-        for _, src in job.items:
-            batch.append(os.path.join(root, src.rel))
+        for i in job.entries.tolist():
+            batch.append(sources.locator(i))
             if len(batch) == BATCH:
                 yield batch
                 batch = []
@@ -127,19 +137,22 @@ def _batches(root: str, jobs: list[ShardJob]) -> Iterator[list[str]]:
         yield batch
 
 
-def converted(root: str, jobs: list[ShardJob], config: PreprocessConfig,
+def converted(sources: SourceList, jobs: list[ShardJob], config: PreprocessConfig,
               workers: int) -> Iterator[bytes | tuple[str, str]]:
     """Results for every source of `jobs`, in order; at most 4 batches per worker in flight."""
     if workers <= 1:
         _init_worker(config.image)
-        for batch in _batches(root, jobs):
-            yield from convert_batch(batch)
+        try:
+            for batch in _batches(sources, jobs):
+                yield from convert_batch(batch)
+        finally:
+            _READER.close()
         return
     # a worker killed by the OS raises BrokenProcessPool here instead of hanging the run
     with ProcessPoolExecutor(workers, get_context("spawn"), _init_worker,
                              (config.image,)) as pool:
         pending: deque = deque()
-        for batch in _batches(root, jobs):
+        for batch in _batches(sources, jobs):
             pending.append(pool.submit(convert_batch, batch))
             if len(pending) >= 4 * workers:
                 yield from pending.popleft().result()
@@ -147,19 +160,22 @@ def converted(root: str, jobs: list[ShardJob], config: PreprocessConfig,
             yield from pending.popleft().result()
 
 
-def write_shard(out: Path, split: str, job: ShardJob,
+def write_shard(out: Path, split: str, job: ShardJob, listing: SourceList,
                 results: Iterator[bytes | tuple[str, str]]) -> tuple[int, int]:
     """Consume one shard's results, write tar + index + record; returns (written, rejected)."""
     stem = mf.shard_stem(split, job.index)
     writer = ShardWriter(out / split / f"{stem}.tar")
     rejects, sources = [], []
     try:
-        for (key, src), result in zip(job.items, results):
+        for position, i, result in zip(range(job.first, job.first + len(job.entries)),
+                                       job.entries.tolist(), results):
+            name = str(listing.names[i])
             if isinstance(result, tuple):
-                rejects.append([src.rel, *result])
+                rejects.append([name, *result])
             else:
-                writer.add(key, {"jpg": result, "cls": encode_label(src.label)})
-                sources.append([key, src.rel])
+                key = key_of(position)
+                writer.add(key, {"jpg": result, "cls": encode_label(int(listing.labels[i]))})
+                sources.append([key, name])
         if writer.samples:
             writer.commit()
         else:
@@ -172,7 +188,7 @@ def write_shard(out: Path, split: str, job: ShardJob,
               "tar": f"{split}/{stem}.tar" if has_tar else None,
               "index": f"{split}/{stem}.idx" if has_tar else None,
               "sha256": sha256_file(writer.tar_path) if has_tar else None,
-              "sources": sources}  # provenance: key -> source path relative to the split root
+              "sources": sources}  # provenance: key -> the source's canonical name
     mf.write_json_atomic(mf.sidecar_path(out, split, job.index), record)
     return writer.samples, len(rejects)
 
@@ -199,52 +215,37 @@ def pending_jobs(out: Path, split: str, jobs: list[ShardJob],
     return [job for job in mine if not mf.shard_done(out, split, job.index)]
 
 
-def class_list(src: Path, out: Path, split: str | None) -> list[str]:
-    """Train class names: SRC/train's folders (or SRC's with --split train), else OUT's manifest."""
-    if split is None:
-        return scan.list_classes(src / "train")
-    if split == "train":
-        return scan.list_classes(src)
+def known_classes(out: Path) -> Classes | None:
+    """The classes of shards already in OUT (manifest or any split's plan), if any."""
     if (out / mf.MANIFEST_NAME).exists():
-        return [c["name"] for c in mf.load_manifest(out)["classes"]]
-    if (out / "train" / mf.PLAN_NAME).exists():
-        return mf.read_json(out / "train" / mf.PLAN_NAME)["classes"]
-    raise DataError(f"{out}: --split {split} needs the train class list; preprocess the train "
-                    "split into this output folder first")
+        return Classes(*zip(*((c.name, c.words) for c in mf.read_manifest(out).classes)))
+    for plan_path in sorted(out.glob(f"*/{mf.PLAN_NAME}")):
+        plan = mf.read_json(plan_path)
+        return Classes(tuple(plan["classes"]), tuple(plan.get("class_words", [""] * len(
+            plan["classes"]))))
+    return None
 
 
-def scan_splits(src: Path, out: Path, split: str | None,
-                val_labels: Path | None) -> tuple[list[str], dict[str, SplitScan]]:
-    """Classes and the scan of every split to build."""
-    classes = class_list(src, out, split)
-    ids = {name: i for i, name in enumerate(classes)}
-    if split is not None:
-        roots = {split: src}
-    else:
-        roots = {name: src / name for name in ("train", "val") if (src / name).is_dir()}
-    scans = {}
-    for name, root in roots.items():
-        flat = val_labels is not None and name != "train"
-        scans[name] = scan.scan_flat(root, val_labels, ids) if flat else \
-            scan.scan_image_folder(root, ids)
-    return classes, scans
+def print_note(text: str) -> None:
+    """Default sink of notes and warnings: one line on stderr (beside the progress bar)."""
+    tqdm.write(text, file=sys.stderr)
 
 
-def build_split(out: Path, split: str, split_scan: SplitScan, classes: list[str],
+def build_split(out: Path, split: str, split_scan: SplitScan, classes: Classes,
                 config: PreprocessConfig, progress: bool) -> tuple[int, int]:
     """Build this part's unfinished shards of one split; returns (written, rejected) now."""
     jobs = plan_jobs(split_scan, split, config)
     write_plan(out, split, split_scan, classes, len(jobs), config)
     todo = pending_jobs(out, split, jobs, config)
     remove_stale_temps(out, split, todo)
-    total = sum(len(job.items) for job in todo)
+    total = sum(len(job.entries) for job in todo)
     bar = tqdm(total=total, unit="img", desc=f"preprocess {split}", disable=not progress,
                dynamic_ncols=True)
-    results = converted(split_scan.root, todo, config, resolve_workers(config.workers))
+    results = converted(split_scan.sources, todo, config, resolve_workers(config.workers))
     written = rejected = 0
     with bar, closing(results):  # closing stops the workers now if a shard write fails
         for job in todo:
-            w, r = write_shard(out, split, job, _counting(results, bar))
+            w, r = write_shard(out, split, job, split_scan.sources, _counting(results, bar))
             written, rejected = written + w, rejected + r
     return written, rejected
 
@@ -257,13 +258,25 @@ def _counting(results: Iterator, bar: tqdm) -> Iterator:
 
 def preprocess(src: str | Path, out: str | Path, config: PreprocessConfig,
                split: str | None = None, val_labels: str | Path | None = None,
-               progress: bool = True) -> dict | None:
+               progress: bool = True, layout: str | None = None,
+               class_names: str | Path | None = None,
+               notify: Callable[[str], None] = print_note) -> dict | None:
     """Build shards for every split; returns the manifest when all shards are now complete."""
     src, out = Path(src), Path(out)
-    labels = Path(val_labels) if val_labels is not None else None
-    classes, scans = scan_splits(src, out, split, labels)
-    for name, split_scan in scans.items():
-        build_split(out, name, split_scan, classes, config, progress)
+    known = known_classes(out)
+    options = layouts.ReadOptions(split, None if val_labels is None else Path(val_labels),
+                                  None if class_names is None else Path(class_names), known,
+                                  resolve_workers(config.workers))
+    dataset = layouts.read_dataset(src, layout or layouts.detect_layout(src, split), options)
+    if known is not None and known.names != dataset.classes.names:
+        raise DataError(f"{out}: holds shards of {len(known.names)} other classes than SRC's "
+                        f"{len(dataset.classes.names)}; use a new output folder")
+    for note in dataset.notes:
+        notify(f"note: {note}")
+    for warning in dataset.warnings:
+        notify(f"warning: {warning}")
+    for name, split_scan in dataset.splits.items():
+        build_split(out, name, split_scan, dataset.classes, config, progress)
     if config.part[1] > 1 and not mf.all_shards_done(out):
         return None  # other parts are still running; the last one (or merge-manifest) writes it
     return mf.write_manifest(out)

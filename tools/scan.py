@@ -4,6 +4,8 @@ Symlinked files and folders are followed (ImageNet subsets are often symlink far
 folder is entered once, so a symlink loop neither hangs the scan nor repeats images, and a file
 reached twice (two links to one file) is kept once and the other path rejected as a duplicate.
 Every regular file is a candidate: the image type is decided later from the content.
+Canonical names (see `sources`): the path under the split folder for an ImageFolder,
+`<class>/<file name>` for a flat folder, as if it had been sorted into class folders.
 """
 
 from __future__ import annotations
@@ -11,37 +13,19 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class DataError(ValueError):
-    """Input a user must fix (the message names the file and what to do)."""
-
-
-@dataclass(frozen=True)
-class Source:
-    """One found file: path relative to the split root (POSIX) and its class id."""
-
-    rel: str
-    label: int
-
-
-@dataclass(frozen=True)
-class Reject:
-    """A found file that is not written, with a reason slug and detail."""
-
-    rel: str
-    reason: str
-    detail: str
+from alexnet_dali.errors import DataError
+from alexnet_dali.tools.sources import DIR, Reject, SourceList, SourceListBuilder, valid_name
 
 
 @dataclass(frozen=True)
 class SplitScan:
-    """The result of scanning one split: its root, sources sorted by `rel`, scan-time rejects."""
+    """The images of one split (sorted by canonical name) and the files rejected while listing."""
 
-    root: str
-    sources: tuple[Source, ...]
+    sources: SourceList
     rejects: tuple[Reject, ...]
 
     @property
@@ -80,19 +64,22 @@ def list_classes(split_root: Path) -> list[str]:
                         "(one folder per class)")
     classes = sorted(p.name for p in split_root.iterdir() if p.is_dir())
     if not classes:
-        raise DataError(f"{split_root}: no class folders found; expected <class>/<image> files")
+        raise DataError(f"{split_root}: no class folders found; expected <class>/<image> files "
+                        "(for a flat val folder, pass --val-labels FILE)")
     return classes
 
 
-def _dedupe(root: Path, rels: list[str], labels: dict[str, int],
-            rejects: list[Reject]) -> list[Source]:
-    """Sources for labelled files; a second path to the same file becomes a duplicate reject."""
+def regular_files(root: Path, rels: list[str], rejects: list[Reject]) -> list[str]:
+    """The regular, distinct files among `rels`; a second path to one file is a duplicate."""
     first_path: dict[tuple[int, int], str] = {}
-    sources = []
+    kept = []
     for rel in rels:
-        path = root / rel
+        if not valid_name(rel):
+            rejects.append(Reject(rel.encode("utf-8", "backslashreplace").decode(), "unreadable",
+                                  "file name is not valid UTF-8; rename the file"))
+            continue
         try:
-            st = os.stat(path)
+            st = os.stat(root / rel)
         except OSError as e:
             rejects.append(Reject(rel, "unreadable", f"{type(e).__name__}: {e.strerror}"))
             continue
@@ -104,48 +91,68 @@ def _dedupe(root: Path, rels: list[str], labels: dict[str, int],
             rejects.append(Reject(rel, "duplicate", f"same file as {first_path[ident]}"))
             continue
         first_path[ident] = rel
-        sources.append(Source(rel, labels[rel]))
-    return sources
+        kept.append(rel)
+    return kept
+
+
+def listing(root: Path, rels: list[str], labels: list[int],
+            name_of: Callable[[str, int], str]) -> tuple[SourceList, list[Reject]]:
+    """Files `root/rel` with their labels as a SourceList, one `dir` container per folder."""
+    builder, folders = SourceListBuilder(), {}
+    containers = []
+    for rel in rels:
+        folder = os.path.dirname(rel)
+        if folder not in folders:
+            folders[folder] = builder.add_container(DIR, str((root / folder).absolute()))
+        containers.append(folders[folder])
+    builder.extend(containers, [name_of(rel, c) for rel, c in zip(rels, labels)], labels)
+    return builder.build()
 
 
 def scan_image_folder(split_root: Path, class_ids: dict[str, int]) -> SplitScan:
     """Scan `<split_root>/<class>/**`; a class folder not in `class_ids` is a DataError."""
     rels, rejects = walk_files(split_root)
-    labels: dict[str, int] = {}
     for cls in list_classes(split_root):
         if cls not in class_ids:
             raise DataError(
                 f"{split_root / cls}: class {cls!r} is not among the train classes; "
                 "remove the folder or preprocess train with it"
             )
+    in_class = []
     for rel in rels:
-        head, sep, _ = rel.partition("/")
-        if not sep:
-            rejects.append(Reject(rel, "no-class-folder", "file directly in the split folder"))
+        if "/" in rel:
+            in_class.append(rel)
         else:
-            labels[rel] = class_ids[head]
-    labelled = [r for r in rels if r in labels]
-    sources = _dedupe(split_root, labelled, labels, rejects)
-    return SplitScan(str(split_root.absolute()), tuple(sources), tuple(rejects))
+            rejects.append(Reject(rel, "no-class-folder", "file directly in the split folder"))
+    kept = regular_files(split_root, in_class, rejects)
+    labels = [class_ids[rel.partition("/")[0]] for rel in kept]
+    sources, duplicates = listing(split_root, kept, labels, lambda rel, _: rel)
+    return SplitScan(sources, tuple(rejects + duplicates))
 
 
 def read_val_labels(path: Path, class_ids: dict[str, int]) -> dict[str, int]:
-    """`name class` lines (space, tab or comma separated; LOC_val_solution.csv works) -> ids.
+    """A val labels file -> {file name or name without extension: class id}. Two formats:
 
-    Names match a file's name or its name without extension.
+    - `<file name> <class>` lines (space, tab or comma separated; Kaggle's LOC_val_solution.csv
+      works as is: its first class is the label);
+    - one class a line (TF's imagenet_2012_validation_synset_labels.txt): line i is the class of
+      `ILSVRC2012_val_<i, 8 digits>`, paired by that name, never by position in the folder.
     """
-    labels: dict[str, int] = {}
     try:
         lines = path.read_text().splitlines()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the val labels file ({e.strerror})") from None
-    for number, line in enumerate(lines, 1):
-        fields = [f for f in re.split(r"[\s,]+", line.strip()) if f]
-        if not fields or fields[0].startswith("#") or fields[0] == "ImageId":
-            continue
-        if len(fields) < 2:
-            raise DataError(f"{path}:{number}: expected '<file name> <class>', got {line!r}")
-        name, cls = fields[0], fields[1]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read the val labels file ({e})") from None
+    rows = [(number, [f for f in re.split(r"[\s,]+", line.strip()) if f])
+            for number, line in enumerate(lines, 1)]
+    rows = [(n, f) for n, f in rows if f and not f[0].startswith("#") and f[0] != "ImageId"]
+    one_class_a_line = bool(rows) and len(rows[0][1]) == 1
+    labels: dict[str, int] = {}
+    for index, (number, fields) in enumerate(rows, 1):
+        if one_class_a_line != (len(fields) == 1) or not fields:
+            form = "'<class>'" if one_class_a_line else "'<file name> <class>'"
+            raise DataError(f"{path}:{number}: expected {form} like the first line, "
+                            f"got {' '.join(fields)!r}")
+        name, cls = (f"ILSVRC2012_val_{index:08d}", fields[0]) if one_class_a_line else fields[:2]
         if cls not in class_ids:
             raise DataError(
                 f"{path}:{number}: class {cls!r} is not among the train classes; "
@@ -155,20 +162,21 @@ def read_val_labels(path: Path, class_ids: dict[str, int]) -> dict[str, int]:
     return labels
 
 
-def scan_flat(folder: Path, labels_file: Path, class_ids: dict[str, int]) -> SplitScan:
+def scan_flat(folder: Path, labels_file: Path, class_names: tuple[str, ...]) -> SplitScan:
     """Scan a flat folder (ILSVRC-2012 val) whose labels come from `labels_file`."""
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
-    by_name = read_val_labels(labels_file, class_ids)
+    by_name = read_val_labels(labels_file, {name: i for i, name in enumerate(class_names)})
     rels, rejects = walk_files(folder)
-    labels: dict[str, int] = {}
-    for rel in rels:
+    labelled, labels = [], []
+    for rel in regular_files(folder, rels, rejects):
         name = rel.rsplit("/", 1)[-1]
         label = by_name.get(name, by_name.get(name.split(".", 1)[0]))
         if label is None:
             rejects.append(Reject(rel, "no-label", f"not listed in {labels_file}"))
         else:
-            labels[rel] = label
-    labelled = [r for r in rels if r in labels]
-    sources = _dedupe(folder, labelled, labels, rejects)
-    return SplitScan(str(folder.absolute()), tuple(sources), tuple(rejects))
+            labelled.append(rel)
+            labels.append(label)
+    sources, duplicates = listing(
+        folder, labelled, labels, lambda rel, c: f"{class_names[c]}/{rel.rsplit('/', 1)[-1]}")
+    return SplitScan(sources, tuple(rejects + duplicates))

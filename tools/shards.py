@@ -1,4 +1,4 @@
-"""WebDataset tar shards: a deterministic GNU-tar writer with a DALI index, and the manifest hash.
+"""WebDataset tar shards: a deterministic GNU-tar writer with a DALI index, and their readers.
 
 A shard holds, per sample, `<key>.jpg` (JPEG bytes) and `<key>.cls` (the class id as
 `LABEL_DIGITS` zero-padded ASCII digits, no newline). Beside it, `<name>.idx` is the index DALI's
@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from alexnet_dali.errors import DataError
+
 LABEL_DIGITS = 6
 INDEX_VERSION = "v1.2"  # the version DALI's wds2idx writes
 TMP_SUFFIX = ".tmp"
@@ -24,13 +26,9 @@ TMP_SUFFIX = ".tmp"
 def encode_label(class_id: int) -> bytes:
     """Class id -> `LABEL_DIGITS` ASCII digits (b"000017")."""
     if not 0 <= class_id < 10**LABEL_DIGITS:
-        raise ValueError(f"class id {class_id} does not fit in {LABEL_DIGITS} digits")
+        raise DataError(f"class id {class_id} does not fit in {LABEL_DIGITS} digits; "
+                        f"at most {10**LABEL_DIGITS} classes")
     return f"{class_id:0{LABEL_DIGITS}d}".encode("ascii")
-
-
-def decode_label(data: bytes) -> int:
-    """`.cls` bytes -> class id (the webdataset convention: int of the ASCII text)."""
-    return int(data)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -39,22 +37,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while block := f.read(chunk):
             digest.update(block)
-    return digest.hexdigest()
-
-
-def manifest_sha256(path: str | Path) -> str:
-    """The manifest hash: sha256 of `manifest.json`'s bytes (recorded in pca.json, checkpoints)."""
-    return sha256_file(path)
-
-
-def split_fingerprint(manifest: dict, split: str = "train") -> str:
-    """sha256 over a split's shard hashes in manifest order: the data pca.json was computed from.
-
-    Unlike the manifest hash it does not change when another split is (re)built.
-    """
-    digest = hashlib.sha256()
-    for entry in manifest["splits"][split]["shards"]:
-        digest.update(entry["sha256"].encode("ascii"))
     return digest.hexdigest()
 
 
@@ -143,6 +125,22 @@ def format_index(samples: list[list[IndexEntry]]) -> str:
     for entries in samples:
         lines.append(" ".join(f"{e.ext} {e.offset} {e.size} {e.name}" for e in entries) + "\n")
     return "".join(lines)
+
+
+def read_index(path: str | Path) -> list[dict[str, IndexEntry]]:
+    """A DALI webdataset index (`format_index`'s text) -> per sample, {ext: IndexEntry}."""
+    lines = Path(path).read_text(encoding="ascii").splitlines()
+    version, _, count = lines[0].partition(" ")
+    if version != INDEX_VERSION or not count.isdigit() or int(count) != len(lines) - 1:
+        raise DataError(f"{path}: not a {INDEX_VERSION} webdataset index of {count} samples; "
+                        "re-run `alexnet-dali preprocess`")
+    samples = []
+    for line in lines[1:]:
+        fields = line.split(" ")
+        entries = [IndexEntry(fields[i], int(fields[i + 1]), int(fields[i + 2]), fields[i + 3])
+                   for i in range(0, len(fields), 4)]
+        samples.append({e.ext: e for e in entries})
+    return samples
 
 
 def iter_shard(tar_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:

@@ -1,0 +1,39 @@
+"""One SGD step and an endless batch stream: shared by the trainer and `bench train`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from alexnet_dali.evaluation import autocast
+
+
+@dataclass
+class TrainStep:
+    """Takes one SGD step of `model` (maybe DDP- or compile-wrapped) with `optimizer`."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    input_device: torch.device  # where the batch goes (the first tower's device when split)
+    precision: str  # "bf16" (autocast) or "fp32"
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One step on a batch (images N×3×H×W float, labels N int64); the detached loss."""
+        images = images.to(self.input_device, non_blocking=True)
+        with autocast(self.input_device, self.precision):
+            logits = self.model(images)
+        loss = F.cross_entropy(logits.float(), labels.to(logits.device, non_blocking=True))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+
+def endless(loader: Iterable) -> Iterator[Any]:
+    """The loader's batches, going on into its next epoch: with max_steps_per_epoch the loader's
+    epoch can end inside the trainer's, which must still take its steps."""
+    while True:
+        yield from loader

@@ -1,0 +1,164 @@
+"""The package's import graph, read from the source with `ast`: no cycle, no arrow from a lower
+stage to a higher one, DALI only in pipelines/ and the loader, and docs/DESIGN.md shows it.
+
+Every import counts, also one inside a function. Regenerate the drawing in docs/DESIGN.md with
+`python tests/test_import_graph.py`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "alexnet_dali"
+FOLDERS = {PACKAGE: ROOT / "alexnet_dali", f"{PACKAGE}.tools": ROOT / "tools",
+           f"{PACKAGE}.pipelines": ROOT / "pipelines"}
+STAGES = ("leaves", "tools", "pipelines", "loader", "run", "cli")  # lowest first
+LEAVES = {PACKAGE, f"{PACKAGE}.errors", f"{PACKAGE}.config_types", f"{PACKAGE}.config"}
+DALI_ALLOWED = ("pipelines", "loader")
+DESIGN = ROOT / "docs" / "DESIGN.md"
+START, END = "<!-- import-graph:start -->", "<!-- import-graph:end -->"
+
+
+def modules() -> dict[str, Path]:
+    """Dotted module name -> source file, for every module of the package."""
+    found = {}
+    for package, folder in FOLDERS.items():
+        for path in sorted(folder.glob("*.py")):
+            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    return found
+
+
+def stage(module: str) -> str:
+    """The stage a module belongs to (STAGES)."""
+    if module in LEAVES:
+        return "leaves"
+    for folder in ("tools", "pipelines"):
+        if module.startswith(f"{PACKAGE}.{folder}"):
+            return folder
+    name = module.rsplit(".", 1)[-1]
+    if name == "loader":
+        return "loader"
+    return "cli" if name == "cli" or name.startswith("cli_") else "run"
+
+
+def imports_of(path: Path, known: set[str]) -> tuple[set[str], set[str]]:
+    """(project modules, top-level external packages) that the file imports anywhere."""
+    project, external = set(), set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            # `from pkg import mod` imports a module; `from mod import name` the module itself
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known
+                     else node.module for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] == PACKAGE:
+                project.add(name)
+            else:
+                external.add(name.split(".")[0])
+    return project, external
+
+
+def graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """module -> project modules it imports; module -> external packages it imports."""
+    found = modules()
+    edges, external = {}, {}
+    for module, path in found.items():
+        edges[module], external[module] = imports_of(path, set(found))
+        edges[module].discard(module)
+    return edges, external
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        path.append(module)
+        for dep in sorted(edges.get(module, ())):
+            if state.get(dep) == 1:
+                return path[path.index(dep):] + [dep]
+            if dep not in state and (cycle := visit(dep)):
+                return cycle
+        path.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(edges):
+        if module not in state and (cycle := visit(module)):
+            return cycle
+    return None
+
+
+def short(module: str) -> str:
+    return module.removeprefix(f"{PACKAGE}.") if module != PACKAGE else PACKAGE
+
+
+def drawing(edges: dict[str, set[str]]) -> str:
+    """The graph as a text block: per stage (highest first) each module and what it imports.
+
+    Imports of the shared leaves (errors, config_types, config, the package's __version__) are
+    left out: every stage may use them, and they would be on nearly every line.
+    """
+    rows = [("stage", "module", "imports (project modules; the leaves are not shown)")]
+    for name in reversed(STAGES):
+        for module in sorted(m for m in edges if stage(m) == name):
+            if module in FOLDERS:  # the packages' empty __init__ files
+                continue
+            deps = sorted(short(d) for d in edges[module] if stage(d) != "leaves")
+            rows.append((name, short(module), ", ".join(deps) or "-"))
+    width = [max(len(row[i]) for row in rows) for i in range(2)]
+    lines = [f"{a:<{width[0]}}  {b:<{width[1]}}  {c}".rstrip() for a, b, c in rows]
+    return "\n".join(["```text", *lines, "```"])
+
+
+def test_the_package_has_no_import_cycle():
+    edges, _ = graph()
+    assert find_cycle(edges) is None, f"import cycle: {' -> '.join(find_cycle(edges))}"
+
+
+def test_imports_point_down_the_stages_only():
+    edges, _ = graph()
+    upward = [f"{m} ({stage(m)}) -> {d} ({stage(d)})" for m, deps in edges.items() for d in deps
+              if STAGES.index(stage(d)) > STAGES.index(stage(m))]
+    assert not upward, "imports from a lower stage to a higher one:\n" + "\n".join(upward)
+    assert edges[f"{PACKAGE}.errors"] == set(), "errors.py must import nothing of the project"
+
+
+def test_only_the_pipelines_and_the_loader_import_dali():
+    _, external = graph()
+    dali = sorted(m for m, packages in external.items() if "nvidia" in packages)
+    assert dali and all(stage(m) in DALI_ALLOWED for m in dali), dali
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def design_block() -> str:
+    text = DESIGN.read_text()
+    return text[text.index(START) + len(START):text.index(END)].strip()
+
+
+def test_design_md_shows_the_current_graph():
+    edges, _ = graph()
+    assert design_block() == drawing(edges), (
+        "docs/DESIGN.md's import graph is out of date: run `python tests/test_import_graph.py`")
+
+
+if __name__ == "__main__":  # rewrite the drawing in docs/DESIGN.md
+    text = DESIGN.read_text()
+    block = drawing(graph()[0])
+    text = re.sub(f"{re.escape(START)}.*{re.escape(END)}", lambda _: f"{START}\n{block}\n{END}",
+                  text, flags=re.S)
+    DESIGN.write_text(text)
+    print(block, file=sys.stdout)

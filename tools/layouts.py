@@ -1,0 +1,199 @@
+"""Recognise how SRC holds ImageNet and list every split's images with their class ids.
+
+Layouts, detected from SRC's content in this order (`--layout NAME` overrides):
+- `official`: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz;
+- `kaggle`: LOC_synset_mapping.txt, LOC_val_solution.csv, ILSVRC/Data/CLS-LOC/{train,val,test};
+- `hf`: Hugging Face parquet shards, data/{train,validation}-NNNNN-of-NNNNN.parquet (or in SRC);
+- `folders`: train/<class>/..., val/<class>/... (or a flat val folder with --val-labels).
+Class id = index in the sorted WNID (or folder name) list in every layout, so an image gets the
+same id whichever layout it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from alexnet_dali.errors import DataError
+from alexnet_dali.tools import hf, official
+from alexnet_dali.tools.imagenet import (CLASSES, DEVKIT_DIR, DEVKIT_TAR, WNID, Classes,
+                                         read_devkit, read_synset_words, size_warnings)
+from alexnet_dali.tools.scan import SplitScan, list_classes, scan_flat, scan_image_folder
+
+LAYOUTS = ("official", "kaggle", "hf", "folders")
+SPLITS = ("train", "val")
+KAGGLE_MAPPING, KAGGLE_VAL = "LOC_synset_mapping.txt", "LOC_val_solution.csv"
+KAGGLE_DATA = "ILSVRC/Data/CLS-LOC"
+LOOKED_FOR = (f"official ({official.TRAIN_TAR}, {official.VAL_TAR} or {DEVKIT_TAR}), "
+              f"kaggle ({KAGGLE_MAPPING} or {KAGGLE_DATA}/), hf (*.parquet in SRC or SRC/data/), "
+              "folders (train/ or val/ class folders)")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What the user said about SRC: split to build, labels and names files, known classes."""
+
+    split: str | None = None
+    val_labels: Path | None = None
+    class_names: Path | None = None
+    known: Classes | None = None  # the classes of shards already in OUT
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A layout's classes and the scan of every split to build, plus notes for the user."""
+
+    layout: str
+    classes: Classes
+    splits: dict[str, SplitScan]
+    notes: tuple[str, ...] = ()
+    class_where: str = "class {}"  # where a class's images come from, for messages
+    warnings: tuple[str, ...] = ()  # likely mistakes in the data (the run goes on)
+
+
+def detect_layout(src: Path, split: str | None = None) -> str:
+    """The layout of SRC, from what it holds; a DataError listing what was looked for."""
+    if any((src / name).exists() for name in (official.TRAIN_TAR, official.VAL_TAR, DEVKIT_TAR)):
+        return "official"
+    if (src / KAGGLE_MAPPING).exists() or (src / KAGGLE_DATA).is_dir():
+        return "kaggle"
+    if hf.parquet_files(src):
+        return "hf"
+    if split is not None or any((src / name).is_dir() for name in SPLITS):
+        return "folders"
+    raise DataError(f"{src}: no known input layout; looked for {LOOKED_FOR}. Pass --layout "
+                    f"NAME ({', '.join(LAYOUTS)}) or --split NAME for a single folder")
+
+
+def read_dataset(src: Path, layout: str, options: ReadOptions) -> Dataset:
+    """List the splits of SRC in `layout`, with class names and notes."""
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    read = {"official": read_official, "kaggle": read_kaggle, "hf": read_hf,
+            "folders": read_folders}[layout]
+    dataset = read(src, options)
+    if options.class_names is not None and layout != "hf":
+        dataset = replace(dataset, classes=dataset.classes.with_words(
+            read_synset_words(options.class_names)))
+    if not dataset.splits:
+        raise DataError(f"{src}: no {options.split or 'train or val'} images found in the "
+                        f"{layout} layout; looked for {LOOKED_FOR}")
+    warnings = empty_class_warnings(dataset)
+    wnids = all(WNID.fullmatch(n) for n in dataset.classes.names)
+    if layout != "folders" or (wnids and len(dataset.classes.names) >= 0.9 * CLASSES):
+        warnings += size_warnings(dataset.classes,
+                                  {k: s.found for k, s in dataset.splits.items()})
+    return replace(dataset, warnings=tuple(warnings))
+
+
+def empty_class_warnings(dataset: Dataset) -> list[str]:
+    """A warning per class without train images: it still takes an id, shifting later ones."""
+    if "train" not in dataset.splits:
+        return []
+    counts = np.bincount(dataset.splits["train"].sources.labels,
+                         minlength=len(dataset.classes.names))
+    return [f"{dataset.class_where.format(name)} has no images: it still takes class id {i}, "
+            "which shifts the id of every later class; remove it if it is not a class"
+            for i, name in enumerate(dataset.classes.names) if counts[i] == 0]
+
+
+def wanted(split: str | None) -> tuple[str, ...]:
+    """The splits to build."""
+    if split is not None and split not in SPLITS:
+        raise DataError(f"--split {split!r}: this layout has the splits {', '.join(SPLITS)}")
+    return SPLITS if split is None else (split,)
+
+
+def read_official(src: Path, options: ReadOptions) -> Dataset:
+    """The official tars; val needs the devkit, train uses it for class words when present."""
+    present = [s for s, name in (("train", official.TRAIN_TAR), ("val", official.VAL_TAR))
+               if s in wanted(options.split) and (src / name).exists()]
+    has_devkit = (src / DEVKIT_TAR).exists() or (src / DEVKIT_DIR).is_dir()
+    if "val" in present and not has_devkit:
+        raise DataError(f"{src / official.VAL_TAR}: its labels are in {DEVKIT_TAR}; put the "
+                        "devkit beside it, or build only train with --split train")
+    devkit = read_devkit(src) if has_devkit else None
+    notes = [] if devkit else [f"no {DEVKIT_TAR}: class names are WNIDs only (no words)"]
+    classes = devkit.classes if devkit else options.known or Classes.from_names(
+        set(official.train_wnids(src / official.TRAIN_TAR)) if present else set())
+    splits = {}
+    if "train" in present:
+        splits["train"] = official.scan_train_tar(src / official.TRAIN_TAR, classes,
+                                                  options.workers)
+    if "val" in present:
+        splits["val"] = official.scan_val_tar(src / official.VAL_TAR, classes, devkit)
+    return Dataset("official", classes, splits, tuple(notes),
+                   f"{src / official.TRAIN_TAR} member {{}}.tar")
+
+
+def read_kaggle(src: Path, options: ReadOptions) -> Dataset:
+    """Kaggle's ImageNet Object Localization Challenge download (test/ has no labels)."""
+    words = read_synset_words(src / KAGGLE_MAPPING)
+    classes = Classes.from_names(set(words), words)
+    data, splits, notes = src / KAGGLE_DATA, {}, []
+    if "train" in wanted(options.split) and (data / "train").is_dir():
+        splits["train"] = scan_image_folder(data / "train", classes.ids())
+    if "val" in wanted(options.split) and (data / "val").is_dir():
+        if not (src / KAGGLE_VAL).exists():
+            raise DataError(f"{src / KAGGLE_VAL}: not found; it holds the val labels "
+                            "(or build only train with --split train)")
+        splits["val"] = scan_flat(data / "val", src / KAGGLE_VAL, classes.names)
+    if (data / "test").is_dir():
+        notes.append(f"{data / 'test'}: skipped (the test images have no labels)")
+    return Dataset("kaggle", classes, splits, tuple(notes), f"class folder {data}/train/{{}}")
+
+
+def read_hf(src: Path, options: ReadOptions) -> Dataset:
+    """Hugging Face imagenet-1k parquet shards; labels are already sorted-WNID indexes."""
+    files = hf.parquet_files(src)
+    classes = hf_classes(files, options.class_names)
+    splits, notes = {}, []
+    for split in wanted(options.split):
+        shards = files.get(hf.SPLIT_PREFIXES[split], [])
+        if shards:
+            splits[split], skipped = hf.scan_parquet(shards, classes)
+            if skipped:
+                notes.append(f"{split}: skipped {skipped:,} unlabelled rows (label -1)")
+    for prefix in sorted(set(files) - set(hf.SPLIT_PREFIXES.values())):
+        notes.append(f"{prefix}-*.parquet: skipped ({len(files[prefix])} files; "
+                     + ("the test images have no labels)" if prefix == "test" else "not a split "
+                        "this tool builds)"))
+    return Dataset("hf", classes, splits, tuple(notes))
+
+
+def hf_classes(files: dict[str, list[Path]], class_names: Path | None) -> Classes:
+    """From --class-names (sorted WNIDs); else ids as names, words from the shards' metadata."""
+    if class_names is not None:
+        words = read_synset_words(class_names)
+        return Classes.from_names(set(words), words)
+    first = next(iter(files.values()))[0]
+    label_names = hf.class_label_names(first)
+    count = len(label_names) if label_names else hf.max_label(files) + 1
+    digits = len(str(count - 1))
+    return Classes(tuple(f"{i:0{digits}d}" for i in range(count)),
+                   tuple(label_names) if label_names else ("",) * count)
+
+
+def read_folders(src: Path, options: ReadOptions) -> Dataset:
+    """ImageFolder trees (SRC/train, SRC/val, or SRC itself with --split) or a flat val folder."""
+    if options.split is not None:
+        roots = {options.split: src / options.split if (src / options.split).is_dir() else src}
+    else:
+        roots = {name: src / name for name in SPLITS if (src / name).is_dir()}
+    if "train" in roots:
+        classes = Classes.from_names(list_classes(roots["train"]))
+    elif options.known is not None:
+        classes = options.known
+    else:
+        raise DataError(f"{src}: building {', '.join(roots)} needs the train class list; "
+                        "preprocess the train split into this output folder first")
+    splits = {}
+    for name, root in roots.items():
+        flat = options.val_labels is not None and name != "train"
+        splits[name] = scan_flat(root, options.val_labels, classes.names) if flat else \
+            scan_image_folder(root, classes.ids())
+    where = f"class folder {roots['train']}/{{}}" if "train" in roots else "class {}"
+    return Dataset("folders", classes, splits, (), where)
