@@ -14,6 +14,7 @@ import torch
 from alexnet_dali.config import TrainConfig
 from alexnet_dali.errors import ConfigError
 from alexnet_dali.distributed import DistInfo
+from alexnet_dali.tools.pca import ColourStats, load_colour_stats
 from alexnet_dali.tools.manifest import read_manifest
 
 SYNTHETIC = "synthetic"
@@ -38,6 +39,13 @@ def resolve_for_data(cfg: TrainConfig) -> TrainConfig:
     if classes != cfg.model.num_classes:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
     return cfg
+
+
+def colour_stats_of(cfg: TrainConfig) -> ColourStats | None:
+    """The training data's pca.json statistics (with the mean image if the recipe uses it)."""
+    if cfg.data == SYNTHETIC:
+        return None
+    return load_colour_stats(cfg.data, need_mean_image=cfg.augment.mean == "image")
 
 
 def precision_of(cfg: TrainConfig, device: torch.device) -> str:

@@ -4,6 +4,8 @@
 
 A checkpoint is `RUN/checkpoints/ckpt-EEEE-SSSSSSS.pt` (E: epoch, S: global step), a dict of
 tensors, plain numbers, strings and lists only, so `torch.load(weights_only=True)` reads it.
+A live trainer holds `RUN/.lock` (an OS file lock, `claim_run_dir`): a second trainer on the same
+run dir is refused, and temporaries that a killed save left behind are deleted at start.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from alexnet_dali.config import TrainConfig, from_dict, to_dict
 from alexnet_dali.errors import CheckpointError
 from alexnet_dali.model import build_model
+from alexnet_dali.tools.outdir import FolderLock, naming
+from alexnet_dali.tools.pca import ColourStats
 
 CKPT_RE = re.compile(r"^ckpt-(\d{4,})-(\d{7,})\.pt$")
+RUN_LOCK = ".lock"  # RUN/.lock: held by the live trainer (rank 0) of a run dir
 # Config keys added after checkpoints existed, with the value that reproduces how an older
 # checkpoint was trained: the LRN read literally, weight decay on biases too.
 LEGACY_CONFIG = {"model": {"lrn_formula": "text"}, "optim": {"bias_decay": True}}
@@ -35,19 +41,23 @@ def new_state(
     scheduler: dict[str, Any] | None = None, rng: list[dict[str, Any]] | None = None,
     loader_checkpoints: list[str] | None = None, manifest_sha256: str | None = None,
     classes: list[list[str]] | None = None, world_size: int = 1,
-    best_top1_err: float = float("inf"), devices: list[str] | None = None,
+    best_top1_err: float = float("inf"), colour_stats: ColourStats | None = None,
+    source: dict[str, str] | None = None, devices: list[str] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict (docs/DESIGN.md): `model` is the grouped net's state dict, `epoch` the
     0-based epoch in progress, `rng` and `loader_checkpoints` one entry per rank, `classes` the
-    data's [name, words] per class id, `devices` where rank 0's network ran (one device, or the
-    two towers of --model-parallel)."""
+    data's [name, words] per class id (read back by `saved_classes`); `colour_stats` the training
+    data's (for predict/export), `source` where imported weights came from, `devices` where rank
+    0's network ran (one device, or the two towers of --model-parallel)."""
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": model, "optimizer": optimizer or {}, "scheduler": scheduler or {},
         "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
         "rng": rng or [], "loader_checkpoints": loader_checkpoints or [],
         "config": to_dict(config), "manifest_sha256": manifest_sha256, "classes": classes,
-        "world_size": world_size, "best_top1_err": best_top1_err, "devices": devices or [],
+        "world_size": world_size, "best_top1_err": best_top1_err,
+        "colour_stats": colour_stats_record(colour_stats) if colour_stats else None,
+        "source": source, "devices": devices or [],
     }
 
 
@@ -75,16 +85,42 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def claim_run_dir(run_dir: str | Path) -> FolderLock:
+    """Lock RUN for this trainer (FolderInUse naming the holder if a live one has it) and delete
+    the temporaries of saves that a kill interrupted (safe: holding the lock, no one else saves).
+    """
+    lock = FolderLock(Path(run_dir) / RUN_LOCK, "wait for that run to end or choose another "
+                                                "--run-dir").acquire()
+    if lock.locked and checkpoint_dir(run_dir).is_dir():
+        for tmp in checkpoint_dir(run_dir).glob(".ckpt-*.pt.tmp-*"):
+            tqdm.write(f"removing {tmp}: left by a save that was killed")
+            tmp.unlink(missing_ok=True)
+    return lock
+
+
+def _write(state: dict[str, Any], tmp: Path) -> None:
+    """torch.save to `tmp` and fsync; on failure delete `tmp` and raise the OS error if any."""
+    try:
+        with naming(tmp), tmp.open("wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        cause = e.__context__  # torch.save reports a failed write as a RuntimeError
+        if isinstance(e, RuntimeError) and isinstance(cause, OSError):
+            cause.filename = cause.filename or str(tmp)
+            raise cause from e
+        raise
+
+
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
     """Write `state` atomically (temp file, fsync, rename, fsync dir); keep the newest `keep`."""
     directory = checkpoint_dir(run_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"ckpt-{state['epoch']:04d}-{state['global_step']:07d}.pt"
     tmp = directory / f".{path.name}.tmp-{os.getpid()}"
-    with tmp.open("wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    _write(state, tmp)
     os.replace(tmp, path)
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
@@ -206,8 +242,16 @@ def check_compatible(
     return problems
 
 
-def check_same_classes(saved: list[list[str]] | None, data: str, checkpoint: str) -> None:
+def saved_classes(state: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """The checkpoint's class list, (name, words) per class id (`new_state`'s `classes`); None
+    where it records none (synthetic data, or written before class lists were saved)."""
+    saved = state.get("classes")
+    return [(str(name), str(words)) for name, words in saved] if saved else None
+
+
+def check_same_classes(state: dict[str, Any], data: str) -> None:
     """Refuse to score a checkpoint on shards with another class list (same ids, same WNIDs)."""
+    saved = saved_classes(state)
     if saved is None or data == "synthetic":  # checkpoints from before class lists were saved
         return
     from alexnet_dali.tools.manifest import read_manifest
@@ -217,9 +261,10 @@ def check_same_classes(saved: list[list[str]] | None, data: str, checkpoint: str
         i = next((i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b),
                  min(len(mine), len(theirs)))
         there, here = ((names + ["none"])[min(i, len(names))] for names in (theirs, mine))
-        raise CheckpointError(f"{checkpoint} was trained on another class list than {data} "
-                          f"({len(theirs)} vs {len(mine)} classes; class id {i} is {there} "
-                          f"there, {here} here); evaluate it on shards with its classes")
+        raise CheckpointError(f"{state.get('path', 'checkpoint')} was trained on another "
+                              f"class list than {data} ({len(theirs)} vs {len(mine)} classes; "
+                              f"class id {i} is {there} there, {here} here); evaluate it on "
+                              "shards with its classes")
 
 
 def optimizer_changes(ckpt: dict[str, Any], *, model_parallel: bool, update: str,
@@ -249,3 +294,31 @@ def optimizer_changes(ckpt: dict[str, Any], *, model_parallel: bool, update: str
             "restart the optimizer's momentum from zero."
         )
     return changes
+
+
+def colour_stats_record(stats: ColourStats) -> dict[str, Any]:
+    """The training data's colour statistics as a checkpoint entry (the mean image as a tensor),
+    so `predict` and `export` normalise like training without the shards at hand."""
+    record: dict[str, Any] = {
+        "mean": list(stats.mean), "std": list(stats.std),
+        "eigenvalues": list(stats.eigenvalues),
+        "eigenvectors": [list(row) for row in stats.eigenvectors],
+    }
+    if stats.mean_image is not None:
+        record["mean_image"] = torch.from_numpy(np.ascontiguousarray(stats.mean_image,
+                                                                     dtype=np.float32))
+    return record
+
+
+def recorded_colour_stats(state: dict[str, Any]) -> ColourStats | None:
+    """Inverse of `colour_stats_record`; None for a checkpoint that records none."""
+    record = state.get("colour_stats")
+    if not record:
+        return None
+    image = record.get("mean_image")
+    return ColourStats(
+        mean=tuple(record["mean"]), std=tuple(record["std"]),
+        eigenvalues=tuple(record["eigenvalues"]),
+        eigenvectors=tuple(tuple(row) for row in record["eigenvectors"]),
+        mean_image=None if image is None else image.numpy().astype(np.float32),
+    )

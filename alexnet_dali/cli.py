@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from alexnet_dali import __version__, cli_data, cli_pipeline, cli_train
+from alexnet_dali import __version__, cli_data, cli_doctor, cli_pipeline, cli_train, cli_use
 from alexnet_dali.errors import DEBUG_ENV, DEBUG_META
 
 
@@ -24,6 +24,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
     \b
     Flow: sample-data -> preprocess -> pca-stats -> train -> eval --tencrop
+    Use: predict, export, import-weights torchvision
     A mistake in the input (config, data, checkpoint) ends with one `error:` line, exit 2;
     Ctrl-C exits 130 (train first saves a checkpoint; SIGTERM: 143). Every command: CMD --help.
     """
@@ -35,7 +36,7 @@ def bench() -> None:
     """Benchmarks that print measurements (preprocess, pipeline, train)."""
 
 
-for module in (cli_data, cli_pipeline, cli_train):
+for module in (cli_data, cli_pipeline, cli_train, cli_doctor, cli_use):
     for command in module.COMMANDS:
         main.add_command(command)
     for command in module.BENCH_COMMANDS:

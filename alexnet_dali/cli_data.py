@@ -1,4 +1,5 @@
-"""CLI commands of the data stage: sample-data, preprocess, merge-manifest, pca-stats, bench."""
+"""CLI commands of the data stage: sample-data, preprocess, merge-manifest, pca-stats, verify,
+bench."""
 
 from __future__ import annotations
 
@@ -123,9 +124,12 @@ def merge_manifest(out) -> None:
       alexnet-dali merge-manifest /data/shards
     """
     from alexnet_dali.tools.manifest import write_manifest
+    from alexnet_dali.tools.outdir import explain_os_errors
     from alexnet_dali.tools.preprocess import summary
 
-    click.echo(summary(out, write_manifest(out)))
+    with explain_os_errors("run merge-manifest again", out):
+        manifest = write_manifest(out)
+    click.echo(summary(out, manifest))
 
 
 @click.command("pca-stats", short_help="RGB mean/std/covariance/PCA of the train shards.")
@@ -152,6 +156,33 @@ def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
     click.echo(summary(result))
 
 
+@click.command("verify", short_help="Check every shard against manifest.json (after a copy).")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--decode", is_flag=True,
+              help="Also decode every JPEG strictly (a libjpeg warning is an error) and check "
+              "every label.")
+@click.option("--workers", default=0, show_default=True, help="Processes; 0 = all cores.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@report_user_errors
+def verify(out, decode, workers, quiet) -> None:
+    """Check the shards of OUT: size and sha256 as manifest.json records them, every .idx against
+    its tar, sample counts; with --decode, every sample decoded strictly.
+
+    \b
+    Examples:
+      alexnet-dali verify /data/shards              # after copying shards to another machine
+      alexnet-dali verify /data/shards --decode --workers 16
+    Exit status 0 when all is well, 1 with every bad shard and sample listed.
+    """
+    from alexnet_dali.tools.preprocess import resolve_workers
+    from alexnet_dali.tools.verify import summary, verify as run
+
+    checks, problems = run(out, decode, resolve_workers(workers), progress=not quiet)
+    click.echo(summary(out, checks, problems), err=bool(problems))
+    if problems:
+        raise SystemExit(1)
+
+
 @click.command("preprocess", short_help="Preprocess speed and quality: Pillow vs libjpeg-turbo, "
                "folders vs official tar.")
 @click.option("--small", default=40, show_default=True, help="Images of ~500x375.")
@@ -174,5 +205,5 @@ def bench_preprocess(small, large, workers, repeats) -> None:
     click.echo(format_table(rows, workers))
 
 
-COMMANDS: list = [sample_data, preprocess, merge_manifest, pca_stats]
+COMMANDS: list = [sample_data, preprocess, merge_manifest, pca_stats, verify]
 BENCH_COMMANDS: list = [bench_preprocess]

@@ -152,9 +152,11 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
               show_default=True, help="auto: cuda when available, else cpu.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               show_default="the checkpoint's", help="DALI CPU threads per rank.")
+@click.option("--per-class", is_flag=True,
+              help="Also accuracy and samples per class (names), worst first; in --json too.")
 @report_user_errors
 def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, split: str,
-                 batch_size: int, device: str, workers: int | None) -> None:
+                 batch_size: int, device: str, workers: int | None, per_class: bool) -> None:
     """Top-1/top-5 error of a checkpoint over the whole split of DATA (center or ten-crop).
 
     \b
@@ -171,7 +173,7 @@ def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, spl
     if data != SYNTHETIC:
         require_manifest(data, "eval")
     evaluate_checkpoint(data, ckpt, tencrop=tencrop, json_path=json_path, split=split,
-                        batch_size=batch_size, device=device, workers=workers)
+                        batch_size=batch_size, device=device, workers=workers, per_class=per_class)
 
 
 @click.command(

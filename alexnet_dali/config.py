@@ -38,6 +38,10 @@ class AugmentConfig:
     pca_rescale: bool = False
     mean: Literal["channel", "image", "none"] = "channel"  # what is subtracted from each pixel
     std_normalize: bool = False  # divide by the per-channel std too (not the paper; short runs)
+    # Explicit per-channel values (0-255 scale) instead of pca.json's mean / std; empty: pca.json's.
+    # Imported torchvision weights use 255·(0.485, 0.456, 0.406) and 255·(0.229, 0.224, 0.225).
+    mean_rgb: tuple[float, ...] = bounded((), ge=0, le=255)  # 3 values or none (RULES)
+    std_rgb: tuple[float, ...] = bounded((), gt=0)  # 3 values or none (RULES)
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,10 @@ RULES = (
          lambda c: conv5_side(c.augment.crop, c.model.overlap_pool) == FINAL_MAP,
          f"fc6 takes a {FINAL_MAP}x{FINAL_MAP} conv5 map: augment.crop must be 223..254 with "
          "model.overlap_pool = true, 195..226 without"),
+    Rule(("augment.mean_rgb", "augment.std_rgb"),
+         lambda c: len(c.augment.mean_rgb) in (0, 3) and len(c.augment.std_rgb) in (0, 3),
+         "augment.mean_rgb and augment.std_rgb each take 3 values (R, G, B, on the 0-255 scale), "
+         "or none to use pca.json's"),
 )
 
 

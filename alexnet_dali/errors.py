@@ -51,8 +51,10 @@ class Interrupted(Exception):
 
 def signal_exit_status(signal_name: str) -> int:
     """128 + the signal's number (SIGINT 130, SIGTERM 143): what a shell reports for a process
-    the signal ended, and what `train` exits with after saving on one."""
-    return 128 + signal.Signals[signal_name].value
+    the signal ended, and what `train` exits with after saving on one. A name that is no signal's
+    (a DDP rank that stopped because another rank was signalled) gives SIGTERM's 143."""
+    number = getattr(signal.Signals, signal_name, signal.SIGTERM)
+    return 128 + int(number)
 
 
 @contextlib.contextmanager

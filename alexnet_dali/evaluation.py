@@ -10,13 +10,14 @@ import contextlib
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from alexnet_dali import distributed, metrics
+from alexnet_dali.tools.outdir import explain_os_errors, naming
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -26,39 +27,56 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def probabilities(model: torch.nn.Module, images: torch.Tensor, *, precision: str = "fp32",
+                  tencrop: bool = False) -> torch.Tensor:
+    """Images N×3×H×W (N×10×3×H×W with tencrop) → softmax N×C float32 on the CPU; ten-crop:
+    the mean of the ten softmaxes."""
+    with autocast(images.device, precision):
+        logits = model(images.flatten(0, 1) if tencrop else images)
+    logits = logits.float().cpu()
+    if tencrop:
+        return metrics.tencrop_probabilities(logits.view(images.shape[0], -1, logits.shape[-1]))
+    return F.softmax(logits, dim=-1)
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module, loader: Iterable, *, device: torch.device, precision: str = "fp32",
     tencrop: bool = False, input_device: torch.device | None = None, progress: Any = None,
-) -> dict[str, float]:
-    """Top-1/top-5 error and accuracy and mean loss over `loader` (N x [10 x] 3 x H x W batches)."""
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Top-1/top-5 error and accuracy and mean loss over `loader` (N x [10 x] 3 x H x W batches).
+
+    With `class_names` (one per class) also "per_class": PerClassMeter rows, worst first.
+    """
     was_training = model.training
     model.eval()
     meter = metrics.TopKMeter((1, 5))
+    per_class = metrics.PerClassMeter(len(class_names), (1, 5)) if class_names else None
     loss_sum = torch.zeros(1, dtype=torch.float64)
     input_device = input_device or device
     for images, labels, valid in loader:
-        images = images.to(input_device, non_blocking=True)
-        views = images.shape[1] if tencrop else 1
-        with autocast(input_device, precision):
-            logits = model(images.flatten(0, 1) if tencrop else images)
-        logits = logits.float().cpu()
+        probs = probabilities(model, images.to(input_device, non_blocking=True),
+                              precision=precision, tencrop=tencrop)
         labels, valid = labels.cpu().long(), valid.cpu().bool()
-        if tencrop:
-            logits = logits.view(-1, views, logits.shape[-1])
-            probs = metrics.tencrop_probabilities(logits)
-        else:
-            probs = F.softmax(logits, dim=-1)
         meter.update(probs, labels, valid)  # softmax keeps the ranking: same top-k as logits
+        if per_class is not None:
+            per_class.update(probs, labels, valid)
         loss_sum += F.nll_loss(probs[valid].clamp_min(1e-12).log(), labels[valid],
                                reduction="sum").item()
         if progress is not None:
             progress.update(1)
     model.train(was_training)
-    counts = torch.cat([meter.counts().double(), loss_sum])
-    counts = distributed.all_reduce(counts.to(device)).cpu()
-    result = meter.result(counts[:-1].long())
-    result["loss"] = metrics.round_significant(counts[-1].item() / max(result["samples"], 1))
+    own = [meter.counts().double(), loss_sum]
+    if per_class is not None:
+        own.append(per_class.counts.flatten().double())
+    counts = distributed.all_reduce(torch.cat(own).to(device)).cpu()
+    top = len(meter.counts())
+    result: dict[str, Any] = meter.result(counts[:top].long())
+    result["loss"] = metrics.round_significant(counts[top].item() / max(result["samples"], 1))
+    if per_class is not None:
+        per_class_counts = counts[top + 1:].long().view_as(per_class.counts)
+        result["per_class"] = per_class.rows(class_names, per_class_counts)
     return result
 
 
@@ -73,25 +91,39 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_per_class(rows: list[dict[str, Any]]) -> str:
+    """Per-class table: class name and id, samples, top-1 and top-5 accuracy, worst first."""
+    width = min(max((len(r["class"]) for r in rows), default=5), 40)
+    lines = [f"{'class':<{width}}{'id':>7}{'samples':>9}{'top-1 acc':>11}{'top-5 acc':>11}"]
+    lines += [f"{r['class'][:width]:<{width}}{r['class_id']:>7}{r['samples']:>9}"
+              f"{r['top1_acc']:>11.4f}{r['top5_acc']:>11.4f}" for r in rows]
+    return "\n".join(lines)
+
+
 def write_json(result: dict[str, Any], path: str | Path) -> None:
-    """Write the eval result as pretty JSON."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(result, indent=2) + "\n")
+    """Write the eval result as pretty JSON (a full disk or the like: one error line)."""
+    with explain_os_errors("run eval again (the table above is the result)", path), \
+            naming(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
 
 
 def evaluate_checkpoint(
     data: str, checkpoint: str, *, tencrop: bool = False, json_path: str | None = None,
     split: str = "val", batch_size: int = 64, device: str = "auto", workers: int | None = None,
+    per_class: bool = False,
 ) -> dict[str, Any]:
-    """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report."""
+    """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report;
+    `per_class` adds accuracy and samples per class (by name), worst first."""
     from alexnet_dali.builders import precision_of, resolve_for_data
     from alexnet_dali.checkpoint import check_same_classes, load_checkpoint, model_from_checkpoint
     from alexnet_dali.errors import ConfigError
+    from alexnet_dali.inference import class_names
 
     info = distributed.setup(device)
     try:
         state = load_checkpoint(checkpoint)
-        check_same_classes(state.get("classes"), str(data), state["path"])
+        check_same_classes(state, str(data))
         model, cfg = model_from_checkpoint(state)
         classes = resolve_for_data(dataclasses.replace(cfg, data=str(data))).model.num_classes
         if classes != cfg.model.num_classes:
@@ -102,8 +134,9 @@ def evaluate_checkpoint(
         loader = _eval_loader(data, cfg, info, split, batch_size, workers, tencrop)
         bar = tqdm(total=len(loader), desc=f"eval {split}" + (" ten-crop" if tencrop else ""),
                    unit="batch", disable=not info.is_main, leave=False)
+        names = class_names(state, cfg, data) if per_class else None
         result = evaluate(model, loader, device=info.device, precision=precision, tencrop=tencrop,
-                          progress=bar)
+                          progress=bar, class_names=names)
         bar.close()
         result.update(views=10 if tencrop else 1, split=split, data=str(data),
                       checkpoint=state["path"], epoch=state["epoch"],
@@ -113,6 +146,8 @@ def evaluate_checkpoint(
             print(f"scored {state['path']} (epoch {state['epoch']}, global step "
                   f"{state['global_step']}) on {split} of {data}, {crop}:")
             print(format_table(result))
+            if per_class:
+                print(format_per_class(result["per_class"]))
             if json_path:
                 write_json(result, json_path)
         return result

@@ -14,6 +14,7 @@ import base64
 import ctypes
 import io
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
@@ -28,7 +29,7 @@ from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
 from alexnet_dali.pipelines.eval import eval_pipeline
 from alexnet_dali.pipelines.readers import READER_NAME
-from alexnet_dali.pipelines.spec import PipelineSpec, load_shard_set
+from alexnet_dali.pipelines.spec import PipelineSpec, load_shard_set, needs_colour_stats
 from alexnet_dali.pipelines.train import train_pipeline
 from alexnet_dali.tools.pca import load_colour_stats
 from alexnet_dali.tools.shards import LABEL_DIGITS, iter_shard
@@ -41,6 +42,7 @@ CHECKPOINT_FORMAT = "alexnet-dali-loader-2"
 def pipeline_spec(
     data_dir: str | Path, split: str, *, loader: LoaderConfig, augment: AugmentConfig,
     rank: int, world_size: int, device: torch.device, return_draws: bool = False,
+    training: bool = True,
 ) -> PipelineSpec:
     """The PipelineSpec of one rank: shard_id = global rank, num_shards = world size."""
     if not 0 <= rank < world_size:
@@ -52,7 +54,8 @@ def pipeline_spec(
     pipe_device = pipeline_device(loader, device)
     return PipelineSpec(
         shards=shards,
-        stats=load_colour_stats(data_dir, need_mean_image=augment.mean == "image"),
+        stats=load_colour_stats(data_dir, need_mean_image=augment.mean == "image")
+        if needs_colour_stats(augment, training) else None,
         augment=augment, shard_id=rank, num_shards=world_size,
         device=pipe_device, hw_decoder_load=loader.hw_decoder_load,
         # DALI emits float16 on the GPU; on the CPU its float16 conversion is slower than
@@ -168,11 +171,22 @@ def find_corrupt_jpeg(tars: tuple[str, ...]) -> tuple[str, str, str] | None:
     return None
 
 
+# DALI's words when an .idx points past the end of its tar: the tar is cut short, not the index
+_PAST_END = re.compile(r'Malformed index file at "([^"]+)".*offset is outside of the archive')
+
+
 def run_pipeline(pipe, spec: PipelineSpec):
     """pipe.run(), turning a decoder failure into an error naming the shard and sample key."""
     try:
         return pipe.run()
     except RuntimeError as e:
+        past_end = _PAST_END.search(str(e))
+        if past_end:
+            index = Path(past_end.group(1))
+            raise CorruptSampleError(
+                f"{index.with_suffix('.tar')}: shorter than its index {index.name} says (cut "
+                "short, e.g. by an incomplete copy); copy it again, and check every shard with "
+                "`alexnet-dali verify DATA`") from None
         if "decoders.image" not in str(e):
             raise
         found = find_corrupt_jpeg(spec.shards.tars)
@@ -320,7 +334,8 @@ def build_eval_loader(
     """The evaluation loader of one rank, `batch_size` samples a batch: center crop, or ten views
     (N×10×3×H×W) with tencrop."""
     spec = pipeline_spec(data_dir, split, loader=loader, augment=augment, rank=rank,
-                         world_size=world_size, device=device, return_draws=return_draws)
+                         world_size=world_size, device=device, return_draws=return_draws,
+                         training=False)
     spec = replace(spec, shuffle_buffer=1)
     pipe = eval_pipeline(spec, tencrop=tencrop,
                          **pipeline_args(spec, loader, batch_size, device, 0))

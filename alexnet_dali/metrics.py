@@ -34,10 +34,15 @@ def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] =
                          f"{tuple(scores.shape)} and {tuple(labels.shape)}")
     if valid is not None:
         scores, labels = scores[valid], labels[valid]
+    return topk_hits(scores, labels, ks).sum(dim=0).to(torch.int64)
+
+
+def topk_hits(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = TOPK) -> torch.Tensor:
+    """Scores N×C, labels N → bool N×len(ks): is the label among the k highest scores."""
     kmax = min(max(ks), scores.shape[1])
     top = scores.topk(kmax, dim=1).indices  # N×kmax, best first
     hits = top.eq(labels.to(top.device).view(-1, 1))  # N×kmax, at most one True per row
-    return torch.stack([hits[:, : min(k, kmax)].any(dim=1).sum() for k in ks]).to(torch.int64)
+    return torch.stack([hits[:, : min(k, kmax)].any(dim=1) for k in ks], dim=1)
 
 
 def topk_errors(scores: torch.Tensor, labels: torch.Tensor,
@@ -93,3 +98,37 @@ class TopKMeter:
             out[f"top{k}_acc"] = round_significant(correct / total)
         out["samples"] = total
         return out
+
+
+class PerClassMeter:
+    """Per class: correct@k counts and samples, int64 (len(ks)+1)×C; all-reduce `counts`."""
+
+    def __init__(self, num_classes: int, ks: Sequence[int] = TOPK) -> None:
+        self.ks = tuple(ks)
+        self.counts = torch.zeros(len(self.ks) + 1, num_classes, dtype=torch.int64)
+
+    def update(self, scores: torch.Tensor, labels: torch.Tensor,
+               valid: torch.Tensor | None = None) -> None:
+        """Add a batch of scores N×C (logits or probabilities) and labels N."""
+        if valid is not None:
+            scores, labels = scores[valid], labels[valid]
+        labels = labels.cpu().long()
+        hits = topk_hits(scores, labels, self.ks).cpu()
+        classes = self.counts.shape[1]
+        for i in range(len(self.ks)):
+            self.counts[i] += torch.bincount(labels[hits[:, i]], minlength=classes)
+        self.counts[-1] += torch.bincount(labels, minlength=classes)
+
+    def rows(self, names: Sequence[str], counts: torch.Tensor | None = None) -> list[dict]:
+        """One row per class that has samples, worst top-1 accuracy first (then by id):
+        {"class_id", "class", "samples", "top1_acc", "top5_acc"}."""
+        counts = self.counts if counts is None else counts.cpu()
+        rows = []
+        for c in range(counts.shape[1]):
+            total = int(counts[-1, c])
+            if total:
+                row = {"class_id": c, "class": names[c], "samples": total}
+                row.update({f"top{k}_acc": int(counts[i, c]) / total
+                            for i, k in enumerate(self.ks)})
+                rows.append(row)
+        return sorted(rows, key=lambda r: (r[f"top{self.ks[0]}_acc"], r["class_id"]))

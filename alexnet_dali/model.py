@@ -157,3 +157,28 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
         counts[layer] = counts.get(layer, 0) + p.numel()
     counts["total"] = sum(p.numel() for p in model.parameters())
     return counts
+
+
+def layer_macs(model: nn.Module, image_size: int = 224) -> dict[str, int]:
+    """Multiply-accumulates per image of each conv/linear layer's forward pass, plus `total`.
+
+    Counted from the layers as built: output elements × the MACs per output (the weight of one
+    output unit: in_channels/groups × k × k, or in_features), by a forward hook on one image.
+    """
+    counts: dict[str, int] = {}
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            counts[name] = output[0].numel() * module.weight[0].numel()
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    counts["total"] = sum(counts.values())
+    return counts

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alexnet_dali.errors import DataError
+from alexnet_dali.tools.outdir import naming
 
 METRICS_NAME = "metrics.jsonl"
 CHANCE_EPOCHS = 3  # after this many epochs at chance, say what usually helps
@@ -48,7 +49,7 @@ class RunLog:
         """Append one record (rank 0 only; a no-op elsewhere)."""
         if not self.enabled:
             return
-        with self.path.open("a") as f:
+        with naming(self.path), self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
             kind, step = record["kind"], record["step"]
@@ -61,7 +62,7 @@ class RunLog:
         if not self.enabled or not self.path.is_file():
             return
         lines = self.path.read_text().splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        kept = [line for line in lines if _step(line) <= step]
         if len(kept) != len(lines):
             self.path.write_text("".join(line + "\n" for line in kept))
 
@@ -69,6 +70,14 @@ class RunLog:
         """Flush TensorBoard files."""
         if self.writer is not None:
             self.writer.close()
+
+
+def _step(line: str) -> float:
+    """A line's step; infinity for a blank or torn line (a full disk or a kill mid-write)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def resume_line(path: str, epoch: int, epochs: int, step_in_epoch: int, steps: int,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,12 @@ from alexnet_dali.builders import (
     build_loaders,
     build_network,
     class_list,
+    colour_stats_of,
     manifest_sha256,
     precision_of,
     resolve_for_data,
 )
+from alexnet_dali.cadence import LossWindow, is_sync_point
 from alexnet_dali.config import TrainConfig, save_resolved_config
 from alexnet_dali.distributed import DistInfo
 from alexnet_dali.errors import signal_exit_status
@@ -34,9 +35,19 @@ from alexnet_dali.evaluation import evaluate
 from alexnet_dali.optim import LRSchedule, build_optimizer, group_sizes, load_optimizer_state
 from alexnet_dali.runlog import RunLog, chance_note, complete_line, devices_line, resume_line
 from alexnet_dali.steps import TrainStep, endless
+from alexnet_dali.tools.outdir import explained
+
+RESUME_HINT = ("continue with --resume (from the newest complete checkpoint; if none was saved "
+               "yet, run the same command again)")
 
 class StopRequest:
-    """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and exits cleanly."""
+    """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and exits cleanly.
+
+    Alone, the flag is read after every step. Under DDP the ranks agree on it only at the sync
+    points of `cadence.is_sync_point`, together with the loss, so that no step waits on a
+    collective and a host copy: every rank stops at the same sync point (at most `log_every`
+    steps later).
+    """
 
     def __init__(self) -> None:
         self.signal_name = ""
@@ -53,12 +64,13 @@ class StopRequest:
             raise KeyboardInterrupt(f"second {name}: stopped without a checkpoint")
         self.signal_name = self.signal_name or name  # no printing here: not reentrant-safe
 
-    def agreed(self, device: torch.device) -> bool:
-        """True on every rank if any rank was signalled (so all stop at the same step)."""
-        if not distributed.active():  # no tensor, so no device sync per step
-            return bool(self.signal_name)
-        flag = torch.tensor([1.0 if self.signal_name else 0.0], device=device)
-        return bool(distributed.all_reduce(flag, op="max").item() > 0)
+    def pending(self) -> bool:
+        """True if this process was signalled (a Python flag: no device or collective work)."""
+        return bool(self.signal_name)
+
+    def follow(self) -> None:
+        """Another rank was signalled (the ranks agreed to stop): stop here too, under its name."""
+        self.signal_name = self.signal_name or "a signal to another rank"
 
     def restore(self) -> None:
         """Put the previous handlers back."""
@@ -100,6 +112,7 @@ class Run:
         self.manifest_sha256 = manifest_sha256(cfg.data)
         self.classes = class_list(cfg.data)
         self.precision = precision_of(cfg, info.device)
+        self.colour_stats = colour_stats_of(cfg)  # recorded in checkpoints for predict/export
         _seed_everything(cfg, info.rank)
         self.net, self.input_device = build_network(cfg, info)
         self.devices = tuple(getattr(self.net, "devices", (self.input_device,)))  # rank 0's
@@ -154,7 +167,8 @@ class Run:
             optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
             rng=rngs, loader_checkpoints=loader_ckpts, manifest_sha256=self.manifest_sha256,
             classes=self.classes, world_size=self.info.world_size,
-            best_top1_err=self.best_top1_err, devices=[str(d) for d in self.devices])
+            best_top1_err=self.best_top1_err, colour_stats=self.colour_stats,
+            devices=[str(d) for d in self.devices])
         if not self.info.is_main:
             return None
         return ckpt_io.save_checkpoint(self.cfg.run_dir, state, self.cfg.keep_checkpoints)
@@ -174,28 +188,29 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
         return True
     bar = tqdm(total=total, initial=pos.step_in_epoch, desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
                disable=not info.is_main, dynamic_ncols=True, leave=False)
-    window_start, window_images = time.perf_counter(), 0
+    window = LossWindow()
+    alone = not distributed.active()
     for images, labels in endless(run.train_loader):
-        loss = run.step(images, labels)
+        window.add(run.step(images, labels), images.shape[0] * info.world_size)
         pos.step_in_epoch += 1
         pos.global_step += 1
-        window_images += images.shape[0] * info.world_size
         bar.update(1)
-        if pos.step_in_epoch % cfg.log_every == 0 or pos.step_in_epoch == total:
-            rate = window_images / max(time.perf_counter() - window_start, 1e-9)
-            loss_v = distributed.all_reduce(loss.float().clone()).item() / info.world_size
+        stopping = alone and stop.pending()
+        if is_sync_point(cfg, pos.step_in_epoch, total) or stopping:
+            loss_v, rate, stopping = window.agree(stop.pending(), info.world_size)
             bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{run.schedule.lr:.2g}", img_s=f"{rate:.1f}")
             run.log.write({"kind": "train", "epoch": pos.epoch + 1, "step": pos.global_step,
                            "loss": loss_v, "lr": run.schedule.lr, "images_per_s": rate})
-            window_start, window_images = time.perf_counter(), 0
-        if stop.agreed(info.device):
+            window.reset()
+        if stopping:
+            stop.follow()
             bar.close()
             return False
         if pos.step_in_epoch >= total:
             break
         if cfg.checkpoint_every and pos.step_in_epoch % cfg.checkpoint_every == 0:
             run.save()
-            window_start, window_images = time.perf_counter(), 0  # img/s excludes the save
+            window.reset()  # img/s excludes the save
     bar.close()
     return True
 
@@ -231,7 +246,10 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
     """Train per `cfg`, resuming from a checkpoint (file, run dir or loaded dict); a summary."""
     info = distributed.setup(cfg.device)
     stop = StopRequest()
+    lock = None
     try:
+        if info.is_main:  # one trainer per run dir; rank 0 speaks for the job
+            lock = ckpt_io.claim_run_dir(cfg.run_dir)
         state = ckpt_io.load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
         existing = ckpt_io.latest_checkpoint(cfg.run_dir)
         if state is None and existing is not None:
@@ -273,7 +291,14 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
         run.log.close()
         return {"completed": completed, "epoch": run.pos.epoch, "global_step": run.pos.global_step,
                 "val": last, "signal": stop.signal_name}
+    except OSError as e:  # disk full, read-only, ...: one line saying what to do
+        error = explained(e, RESUME_HINT, cfg.run_dir)
+        if error is None:
+            raise
+        raise error from e
     finally:
+        if lock is not None:
+            lock.release()
         stop.restore()
         distributed.cleanup()
 

@@ -17,6 +17,7 @@ from alexnet_dali.config import AugmentConfig
 from alexnet_dali.errors import DataError
 from alexnet_dali.tools.manifest import read_manifest
 from alexnet_dali.tools.pca import ColourStats
+from alexnet_dali.tools.verify import first_file_problem
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class PipelineSpec:
     """Everything one rank's pipeline needs; `device` is where decode and augmentation run."""
 
     shards: ShardSet
-    stats: ColourStats
+    stats: ColourStats | None  # None: the recipe needs no pca.json (`needs_colour_stats`)
     augment: AugmentConfig = AugmentConfig()
     shard_id: int = 0
     num_shards: int = 1
@@ -54,14 +55,34 @@ def load_shard_set(data_dir: str | Path, split: str) -> ShardSet:
     if not entry.shards:
         raise DataError(f"{manifest.path}: split {split!r} has no shards; re-run preprocess")
     tars = tuple(str(manifest.root / s.tar) for s in entry.shards)
-    missing = [t for t in tars if not Path(t).is_file()]
-    if missing:
-        raise DataError(
-            f"{missing[0]}: shard listed in {manifest.path} is missing; re-run preprocess")
+    problem = first_file_problem(manifest, split)  # every shard there, with its recorded size
+    if problem is not None:
+        raise DataError(problem)
     indexes = tuple(str(manifest.root / s.index) for s in entry.shards if s.index)
     have_all = len(indexes) == len(tars) and all(Path(i).is_file() for i in indexes)
     size = int(manifest.settings.get("size", 256))
     return ShardSet(split, tars, indexes if have_all else None, entry.samples, size)
+
+
+def needs_colour_stats(augment: AugmentConfig, training: bool) -> bool:
+    """Whether pca.json must be read: for PCA noise, the mean image, or a mean/std not given
+    explicitly (augment.mean_rgb / std_rgb)."""
+    return ((training and augment.pca_noise) or augment.mean == "image"
+            or (augment.mean == "channel" and not augment.mean_rgb)
+            or (augment.std_normalize and not augment.std_rgb))
+
+
+def channel_mean_and_std(
+    augment: AugmentConfig, stats: ColourStats | None,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean to subtract (0 with the mean image or mean="none") and divisor (1 without
+    std_normalize); explicit `mean_rgb` / `std_rgb` win over pca.json's (`stats` may be None)."""
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if augment.mean == "channel":
+        mean = tuple(float(v) for v in augment.mean_rgb) if augment.mean_rgb else stats.mean
+    if augment.std_normalize:
+        std = tuple(float(v) for v in augment.std_rgb) if augment.std_rgb else stats.std
+    return mean, std
 
 
 def pca_matrix(stats: ColourStats, scale: str = "sqrt") -> np.ndarray:

@@ -12,15 +12,12 @@ from alexnet_dali.pipelines.augment import (
     subtract_mean_image,
 )
 from alexnet_dali.pipelines.readers import decode, read_members
-from alexnet_dali.pipelines.spec import PipelineSpec, pca_matrix
+from alexnet_dali.pipelines.spec import PipelineSpec, channel_mean_and_std, pca_matrix
 
 
 def mean_and_std(spec: PipelineSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean to subtract (0 with the mean image or mean="none") and divisor."""
-    aug, stats = spec.augment, spec.stats
-    mean = stats.mean if aug.mean == "channel" else (0.0, 0.0, 0.0)
-    std = stats.std if aug.std_normalize else (1.0, 1.0, 1.0)
-    return mean, std
+    return channel_mean_and_std(spec.augment, spec.stats)
 
 
 def train_divisor(spec: PipelineSpec) -> tuple[float, ...]:

@@ -2,6 +2,7 @@
 the project's own shard writer, so that the readers are checked against an independent one).
 
 Labels are unique per sample (`label_of(i)`), so a test can tell samples apart by label.
+`output_bytes` reads back what `preprocess` wrote, for byte-identity checks between runs.
 `test_pipeline_shards.py` checks this writer against the DALI graph's label decoding. A plain
 module rather than fixtures: tests call the writer with their own splits, shard sizes and faults,
 and use `label_of` in their assertions.
@@ -105,3 +106,10 @@ def write_dataset(root: Path, splits: dict[str, int], per_shard: int = 8, seed: 
     mean_image = rng.uniform(60, 180, (SIZE, SIZE, 3)).astype(np.float32)
     np.save(root / "mean_image.npy", mean_image)
     return root
+
+
+def output_bytes(out: Path) -> dict[str, bytes]:
+    """Every shard, index and the manifest and rejects files, by relative path."""
+    names = ["manifest.json"] + [p.relative_to(out).as_posix() for p in out.glob("*/*")
+                                 if p.suffix in (".tar", ".idx", ".tsv")]
+    return {name: (out / name).read_bytes() for name in sorted(names)}

@@ -12,7 +12,7 @@ from alexnet_dali.cli import main
 pytestmark = pytest.mark.slow
 
 
-def test_train_eval_tencrop_figures(shard_dataset, tmp_path):
+def test_train_eval_tencrop_figures_predict_export(shard_dataset, raw_dataset, tmp_path):
     run_dir = tmp_path / "run"
     config = tmp_path / "tiny.toml"
     config.write_text('epochs = 1\nbatch_size = 8\nmax_steps_per_epoch = 2\nlog_every = 1\n'
@@ -54,6 +54,25 @@ def test_train_eval_tencrop_figures(shard_dataset, tmp_path):
     assert figures.exit_code == 0, figures.output
     for name in ("curves.png", "conv1_filters.png", "fc7_neighbours.png"):
         assert (run_dir / "figures" / name).stat().st_size > 1000, name
+
+    # the trainer records the training data's colour statistics for predict and export
+    import torch
+
+    ckpt = torch.load(next((run_dir / "checkpoints").iterdir()), weights_only=True)
+    pca = json.loads((shard_dataset / "pca.json").read_text())
+    assert ckpt["colour_stats"]["std"] == pca["std"]
+    photos = sorted((raw_dataset / "val").glob("*/*"))[:2]
+    preds = tmp_path / "preds.json"
+    predict = runner.invoke(main, ["predict", *map(str, photos), "--checkpoint", str(run_dir),
+                                   "--json", str(preds), "--device", "cpu", "--topk", "3"])
+    assert predict.exit_code == 0, predict.output
+    assert [len(entry["top"]) for entry in json.loads(preds.read_text())] == [3, 3]
+    export = runner.invoke(main, ["export", str(tmp_path / "alexnet.pt"), "--checkpoint",
+                                  str(run_dir)])
+    assert export.exit_code == 0, export.output
+    info = json.loads((tmp_path / "alexnet.pt.json").read_text())
+    assert info["normalization_folded_in"]["std_rgb"] != [1.0, 1.0, 1.0]  # std_normalize=true
+    assert [c["name"] for c in info["classes"]] == [f"n{i:08d}" for i in range(4)]
 
 
 def test_resume_with_another_batch_size_is_refused(shard_dataset, tmp_path):

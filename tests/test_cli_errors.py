@@ -89,3 +89,10 @@ def test_workers_started_under_the_block_never_see_ctrl_c():
             mask = pool.submit(signal.pthread_sigmask, signal.SIG_BLOCK, [])
         assert signal.SIGINT in mask.result(timeout=120)
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+
+
+def test_signal_exit_status_is_128_plus_the_signal():
+    from alexnet_dali.errors import signal_exit_status
+
+    assert signal_exit_status("SIGINT") == 130 and signal_exit_status("SIGTERM") == 143
+    assert signal_exit_status("a signal to another rank") == 143  # a DDP rank that followed

@@ -126,6 +126,8 @@ def test_every_choice_field_lists_its_choices() -> None:
     ("optim.step_epochs", "[30, -1]", ">= 0"), ("seed", "-1", ">= 0"),
     ("optim.plateau_patience", "0", ">= 1"), ("loader.shuffle_buffer", "0", ">= 1"),
     ("augment.crop", "0", ">= 1"), ("threads", "-1", ">= 0"),
+    ("augment.std_rgb", "[58, 0, 57]", "> 0"), ("augment.mean_rgb", "[124, 300, 104]",
+                                               "in [0, 255]"),
 ])
 def test_out_of_range_values_are_refused(key: str, bad: str, allowed: str) -> None:
     assert refused(f"{key}={bad}") == f"--set {key}={bad}: must be {allowed}"
@@ -178,6 +180,8 @@ def test_a_checkpoint_config_is_checked_too() -> None:
     (("augment.crop=256",), "augment.crop must be 223..254 with model.overlap_pool = true"),
     (("augment.crop=227", "model.overlap_pool=false"), "(have augment.crop = 227, "
                                                       "model.overlap_pool = False)"),
+    (("augment.mean_rgb=[124, 116]",), "augment.mean_rgb and augment.std_rgb each take 3 values"),
+    (("augment.std_rgb=[58]",), "(have augment.mean_rgb = (), augment.std_rgb = (58.0,))"),
 ])
 def test_cross_field_rules(items: tuple[str, ...], words: str) -> None:
     message = refused(*items)
@@ -189,6 +193,8 @@ def test_rules_accept_what_works() -> None:
     resolve_config("d", sets=("augment.crop=227",))
     resolve_config("d", sets=("augment.crop=200", "model.overlap_pool=false"))
     resolve_config("d", sets=("device=cuda", "loader.device=gpu"))
+    resolve_config("d", sets=("augment.mean_rgb=[123.7, 116.3, 103.5]",
+                              "augment.std_rgb=[58.4, 57.1, 57.4]"))
 
 
 @pytest.mark.parametrize("overlap,crops", [(True, (222, 223, 254, 255)),

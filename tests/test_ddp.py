@@ -66,3 +66,51 @@ def test_batch_that_does_not_divide_across_ranks_is_an_error():
     assert per_rank_batch(TrainConfig(batch_size=128), 4) == 32
     with pytest.raises(ConfigError, match="batch_size 128 does not divide across 3 ranks"):
         per_rank_batch(TrainConfig(batch_size=128), 3)
+
+
+def _worker_with_rank(launcher_pid: int, rank: int) -> int:
+    """PID of the torchrun worker (a descendant of `launcher_pid`) whose RANK is `rank`."""
+    from pathlib import Path
+
+    todo, seen = [launcher_pid], []
+    while todo:
+        pid = todo.pop()
+        seen.append(pid)
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            todo += [int(c) for c in (task / "children").read_text().split()]
+    for pid in seen[1:]:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return pid
+    raise AssertionError(f"no worker with RANK={rank} under {launcher_pid}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds workers through /proc")
+def test_sigterm_to_one_rank_stops_both_at_the_same_sync_point(tmp_path):
+    """The ranks agree on the stop flag every log_every steps: both stop, rank 0 saves, exit 0."""
+    import os
+    import signal
+    import time
+
+    run_dir, log_every = tmp_path / "ddp-stop", 3
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "alexnet_dali.cli", "train", "synthetic", "--run-dir", str(run_dir),
+           "--device", "cpu", "--threads", "1", "--batch-size", "2", "--epochs", "1",
+           "--max-steps-per-epoch", "1000", "--log-every", str(log_every),
+           "--set", "model.num_classes=4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "metrics.jsonl").exists():  # rank 0 logged the first sync point
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no metrics.jsonl"
+        time.sleep(0.1)
+    os.kill(_worker_with_rank(proc.pid, 1), signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    # Each rank saves and exits 143 (128 + SIGTERM); torchrun reports those as failures, exit 1.
+    assert proc.returncode == 1, err[-3000:]
+    assert "exitcode  : 143" in err, err[-3000:]
+    state = torch.load(latest_checkpoint(run_dir), weights_only=True)
+    assert state["step_in_epoch"] % log_every == 0 and 0 < state["step_in_epoch"] < 1000
+    assert len(state["loader_checkpoints"]) == 2
+    assert "a signal to another rank: saved" in out + err
+    assert "exit status 143; continue with --resume" in out + err

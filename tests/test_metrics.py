@@ -83,3 +83,19 @@ def test_errors_are_counts_derived_and_rounded_for_json() -> None:
     assert (result["top1_err"], result["top1_acc"], result["top5_err"]) == (0.2, 0.8, 0.0)
     assert 1 - 56 / 70 != 0.2  # the float that used to reach eval.json
     assert round_significant(2 / 3) == 0.666667 and round_significant(1 / 3000) == 0.000333333
+
+
+def test_per_class_counts_hand_checked() -> None:
+    from alexnet_dali.metrics import PerClassMeter
+
+    meter = PerClassMeter(num_classes=6)
+    # LABELS 1, 4, 0, 2 (ranks 1, 5, 6, 2), a class-5 sample at rank 1, then padding (class 1)
+    scores = torch.cat([LOGITS, LOGITS[2:3], LOGITS[0:1]])
+    labels = torch.tensor([1, 4, 0, 2, 5, 1])
+    meter.update(scores[:3], labels[:3])
+    meter.update(scores[3:], labels[3:], valid=torch.tensor([True, True, False]))
+    names = [f"c{i}" for i in range(6)]
+    rows = meter.rows(names)
+    assert [(r["class"], r["samples"], r["top1_acc"], r["top5_acc"]) for r in rows] == [
+        ("c0", 1, 0.0, 0.0), ("c2", 1, 0.0, 1.0), ("c4", 1, 0.0, 1.0), ("c1", 1, 1.0, 1.0),
+        ("c5", 1, 1.0, 1.0)]  # worst top-1 first, then by id; class 3 has no sample

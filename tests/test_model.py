@@ -229,3 +229,21 @@ def test_traces_as_one_graph_for_torch_compile(paper: nn.Module) -> None:
     x = images()
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), paper(x))
+
+
+def test_layer_macs_count_each_layer_from_its_shapes() -> None:
+    """conv1: 55·55 outputs × 96 kernels × 3·11·11 MACs; the total is half torch's FLOP count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from alexnet_dali.model import layer_macs
+
+    model = build_model(ModelConfig())
+    macs = layer_macs(model)
+    assert macs["conv1"] == 55 * 55 * 96 * 3 * 11 * 11
+    assert macs["conv2"] == 27 * 27 * 256 * 48 * 5 * 5  # groups=2: each kernel sees 48 maps
+    assert macs["fc6"] == 256 * 6 * 6 * 4096 and macs["fc8"] == 4096 * 1000
+    assert macs["total"] == sum(v for k, v in macs.items() if k != "total") == 724_406_816
+    with FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 224, 224))
+    assert counter.get_total_flops() == 2 * macs["total"]

@@ -1,14 +1,14 @@
 """The DALI graphs against NumPy references that replay the returned draws (CPU).
 
 The train pipeline in test mode returns the crop positions x, y (k/32 for integer anchor k), the
-mirror bit, α and the decoded image; the reference below recomputes every output pixel from those
-with plain NumPy and the numbers in pca.json, independently of the pipeline code.
+mirror bit, α and the decoded image; the NumPy reference (`pipelines/reference.py`, shared with
+`alexnet-dali doctor`) recomputes every output pixel from those and the numbers in pca.json,
+independently of the pipeline code.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +21,7 @@ from helpers import write_dataset
 
 from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.loader import build_eval_loader, build_train_loader
+from alexnet_dali.pipelines import reference
 
 CPU = torch.device("cpu")
 LOADER = LoaderConfig(num_threads=1, prefetch=1, shuffle_buffer=8)
@@ -32,45 +33,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("aug"), {"train": 18, "val": 10}, per_shard=6)
 
 
-def pca_of(data: Path) -> dict:
-    return json.loads((data / "pca.json").read_text())
-
-
-def reference(decoded: np.ndarray, x: int, y: int, mirror: int, alpha: np.ndarray, data: Path,
-              aug: AugmentConfig) -> np.ndarray:
-    """HWC uint8 → CHW float64 exactly as paper section 4.1 describes, from the draws.
-
-    The colour noise as cuda-convnet2 applies it: added to the mean-subtracted image, shift
-    = Σ_i p_i·α_i·√λ_i (λ_i itself with pca_scale="eigenvalue"), then with `pca_rescale` the
-    noised image × 1/(1 + pca_std).
-    """
-    pca = pca_of(data)
-    img = decoded.astype(np.float64)
-    if aug.mean == "image":
-        img = img - np.load(data / "mean_image.npy")
-    elif aug.mean == "channel":
-        img = img - np.asarray(pca["mean"])
-    if aug.pca_noise:
-        p = np.asarray(pca["eigenvectors"])  # columns are the eigenvectors p_i
-        lam = np.asarray(pca["eigenvalues"])
-        if aug.pca_scale == "sqrt":
-            lam = np.sqrt(lam)
-        img = img + sum(p[:, i] * alpha[i] * lam[i] for i in range(3))
-        if aug.pca_rescale:
-            img = img / (1.0 + aug.pca_std)
-    img = img[y:y + aug.crop, x:x + aug.crop]
-    if mirror:
-        img = img[:, ::-1]
-    if aug.std_normalize:
-        img = img / np.asarray(pca["std"])
-    return img.transpose(2, 0, 1)
-
-
-def anchors(positions: np.ndarray, span: int = 32) -> np.ndarray:
-    """Integer anchors of normalised crop positions, which must be exactly k/span."""
-    k = np.rint(positions.astype(np.float64) * span).astype(int)
-    np.testing.assert_allclose(positions, k / span, atol=1e-7)
-    return k
+def anchors(positions: np.ndarray) -> np.ndarray:
+    """Integer anchors of normalised crop positions (each must be exactly k/32)."""
+    return np.array([reference.anchor(p) for p in positions])
 
 
 def train_batch(data: Path, aug: AugmentConfig, loader: LoaderConfig = LOADER, seed: int = 3):
@@ -100,9 +65,10 @@ def test_train_outputs_replay_draws(data: Path, name: str) -> None:
     xs, ys = anchors(pos_x), anchors(pos_y)
     assert images.shape == (6, 3, 224, 224) and images.dtype == np.float32
     assert labels.dtype == np.int64
+    stats = reference.read_stats(data)
     for i in range(len(images)):
-        ref = reference(decoded[i], xs[i], ys[i], mirrors[i], alphas[i], data, aug)
-        np.testing.assert_allclose(images[i], ref, atol=2e-3, rtol=1e-5)
+        ref = reference.train_view(decoded[i], xs[i], ys[i], mirrors[i], alphas[i], aug, stats)
+        np.testing.assert_allclose(images[i], ref, atol=reference.FLOAT32_ATOL, rtol=1e-5)
     if not aug.random_crop:
         assert set(xs) == set(ys) == {16}
     if not aug.flip:
@@ -150,10 +116,10 @@ def eval_batch(data: Path, aug: AugmentConfig, tencrop: bool):
 def test_center_crop(data: Path, aug: AugmentConfig) -> None:
     images, labels, decoded = eval_batch(data, aug, tencrop=False)
     assert images.shape == (6, 3, 224, 224)
-    no_pca = replace(aug, pca_noise=False)
-    for i in range(6):
-        np.testing.assert_allclose(images[i], reference(decoded[i], 16, 16, 0, None, data, no_pca),
-                                   atol=2e-3)
+    stats = reference.read_stats(data)
+    for i in range(6):  # view 4 of the ten: the centre crop, anchor (16, 16)
+        np.testing.assert_allclose(images[i], reference.tencrop_views(decoded[i], aug, stats)[4],
+                                   atol=reference.FLOAT32_ATOL)
 
 
 def test_tencrop_views_in_documented_order(data: Path) -> None:
@@ -161,14 +127,15 @@ def test_tencrop_views_in_documented_order(data: Path) -> None:
     aug = AugmentConfig()
     images, _, decoded = eval_batch(data, aug, tencrop=True)
     assert images.shape == (6, 10, 3, 224, 224)
-    mean = np.asarray(pca_of(data)["mean"])
-    windows = [(0, 0), (0, 32), (32, 0), (32, 32), (16, 16)]  # (row, col) of the top-left
+    from alexnet_dali.pipelines.eval import TENCROP_VIEWS
+
+    names = [name for name, *_ in TENCROP_VIEWS]
+    assert names == list(reference.TENCROP_WINDOWS) + [
+        f"mirrored {name}" for name in reference.TENCROP_WINDOWS]
+    stats = reference.read_stats(data)
     for i in range(6):
-        img = decoded[i].astype(np.float64) - mean
-        crops = [img[r:r + 224, c:c + 224] for r, c in windows]
-        views = crops + [crop[:, ::-1] for crop in crops]
-        for v, view in enumerate(views):
-            np.testing.assert_allclose(images[i, v], view.transpose(2, 0, 1), atol=2e-3)
+        np.testing.assert_allclose(images[i], reference.tencrop_views(decoded[i], aug, stats),
+                                   atol=reference.FLOAT32_ATOL)
 
 
 def test_decoded_image_matches_pillow(data: Path) -> None:

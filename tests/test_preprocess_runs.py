@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers import output_bytes
 
 from alexnet_dali.tools import preprocess as pp
 from alexnet_dali.tools.manifest import write_manifest
@@ -19,13 +20,6 @@ from alexnet_dali.tools.scan import DataError
 SMALL = SampleDataConfig(classes=3, train_per_class=10, val_per_class=3, min_side=48,
                          max_side=160, seed=5, odd_files=True)
 CONFIG = pp.PreprocessConfig(shard_size=4, workers=1, seed=7)
-
-
-def output_bytes(out: Path) -> dict[str, bytes]:
-    """Every shard, index and the manifest and rejects files, by relative path."""
-    names = ["manifest.json"] + [p.relative_to(out).as_posix() for p in out.glob("*/*")
-                                 if p.suffix in (".tar", ".idx", ".tsv")]
-    return {name: (out / name).read_bytes() for name in sorted(names)}
 
 
 @pytest.fixture(scope="module")

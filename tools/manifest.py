@@ -4,7 +4,8 @@ files of a preprocess run that the writer merges.
 Per split, `OUT/<split>/_plan.json` records the scan (classes, found, shard count, scan-time
 rejects, settings) and each finished shard leaves `<split>-NNNNNN.json` (samples, sha256, its
 rejects), written last and atomically: it is the mark that the shard is complete. The manifest is
-built only from these files, so `--part i/n` runs on many hosts merge into one manifest.
+built only from these files, so `--part i/n` runs on many hosts merge into one manifest. While
+a run builds part i of n of a split, it holds the lock `OUT/<split>/.lock-part-i-of-n`.
 Everyone else reads the manifest through `read_manifest` (docs/DESIGN.md).
 """
 
@@ -14,13 +15,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import socket
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alexnet_dali.errors import DataError
+from alexnet_dali.tools.outdir import FolderInUse, FolderLock, held_by_other, naming, temp_path
 
 PLAN_NAME = "_plan.json"
 MANIFEST_NAME = "manifest.json"
@@ -30,13 +31,17 @@ FORMAT_VERSION = 1
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary name, fsync, rename: readers never see half a file."""
-    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)  # ASCII: odd file names stay valid
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    try:
+        with naming(tmp), open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)  # ASCII: odd file names stay valid
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: Path) -> Any:
@@ -45,6 +50,26 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: cannot read ({e}); delete it and re-run preprocess") from None
+
+
+def lock_part(out: Path, split: str, part: tuple[int, int]) -> FolderLock:
+    """Hold the lock of this part of a split (one per part: hosts share OUT in `--part i/n` runs).
+
+    A run cut into another number of parts n' overlaps ours, so a live holder of any
+    `-of-n'` lock of the split is refused too.
+    """
+    i, n = part
+    lock = FolderLock(out / split / f".lock-part-{i}-of-{n}",
+                      f"wait for it to end; part {i}/{n} of {split} runs once at a time")
+    lock.acquire()
+    for other in (out / split).glob(".lock-part-*-of-*"):
+        holder = None if other.name.endswith(f"-of-{n}") else held_by_other(other)
+        if holder:
+            lock.release()
+            raise FolderInUse(
+                f"{out / split}: {holder} is building it as {other.name[len('.lock-'):]}; parts "
+                f"that run at the same time must all use --part i/{other.name.rsplit('-', 1)[1]}")
+    return lock
 
 
 def shard_stem(split: str, index: int) -> str:
@@ -86,7 +111,9 @@ def _split_entry(out: Path, split: str, plan: dict) -> tuple[dict, list[list[str
         info = read_json(sidecar_path(out, split, i))
         rejects.extend(info["rejects"])
         if info["tar"] is not None:
-            shards.append({k: info[k] for k in ("tar", "index", "samples", "sha256")})
+            # "size" (bytes of the tar) is absent from records written before it was added
+            shards.append({k: info[k] for k in ("tar", "index", "samples", "sha256", "size")
+                           if k in info})
     written = sum(s["samples"] for s in shards)
     entry = {"shards": shards, "samples": written, "found": plan["found"], "written": written,
              "rejected": len(rejects), "rejects_file": f"{split}/rejects.tsv",
@@ -101,9 +128,14 @@ def write_rejects(path: Path, rejects: list[list[str]]) -> None:
     """`rejects.tsv`: header, then `path<TAB>reason<TAB>detail` per rejected file."""
     clean = [[f.replace("\t", " ").replace("\n", " ") for f in row] for row in rejects]
     text = "path\treason\tdetail\n" + "".join("\t".join(row) + "\n" for row in clean)
-    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    try:
+        with naming(tmp):
+            tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_manifest(out: str | Path) -> dict:
@@ -149,12 +181,13 @@ class ClassEntry:
 
 @dataclass(frozen=True)
 class ShardEntry:
-    """One shard of a split: tar and DALI index paths (relative to OUT), samples, tar sha256."""
+    """One shard of a split: tar and index paths (relative to OUT), samples, tar sha256 and size."""
 
     tar: str
     index: str | None
     samples: int
     sha256: str | None = None
+    size: int | None = None  # bytes of the tar; None in manifests written before it was recorded
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -21,8 +22,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from alexnet_dali.tools import manifest as mf
 from alexnet_dali.errors import DataError, ctrl_c_blocked_for_new_workers
+from alexnet_dali.tools import manifest as mf
+from alexnet_dali.tools import outdir
 from alexnet_dali.tools.shards import iter_shard
 
 PCA_NAME = "pca.json"
@@ -160,12 +162,26 @@ def pca_stats(out: str | Path, workers: int = 1, max_images: int | None = None,
     result.update(images=sums.images, pixels=sums.pixels, manifest_sha256=manifest.sha256,
                   train_shards_sha256=manifest.split_fingerprint("train"),
                   max_images=max_images, mean_image=None)
-    if mean_image:
-        mean = (sums.image_sum / sums.images).astype(np.float32)  # HWC, 0-255 scale
-        np.save(out / MEAN_IMAGE_NAME, mean)
-        result["mean_image"] = MEAN_IMAGE_NAME
-    mf.write_json_atomic(out / PCA_NAME, result)
+    with outdir.explain_os_errors("re-run pca-stats", out):
+        outdir.remove_dead_temps(out)
+        if mean_image:
+            mean = (sums.image_sum / sums.images).astype(np.float32)  # HWC, 0-255 scale
+            save_npy_atomic(out / MEAN_IMAGE_NAME, mean)
+            result["mean_image"] = MEAN_IMAGE_NAME
+        mf.write_json_atomic(out / PCA_NAME, result)
     return result
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """np.save under a temporary name, then rename: a full disk never leaves half a file."""
+    tmp = outdir.temp_path(path)
+    try:
+        with outdir.naming(tmp), open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def summary(result: dict) -> str:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from alexnet_dali import __version__
 from alexnet_dali.errors import DataError, ctrl_c_blocked_for_new_workers
-from alexnet_dali.tools import images, layouts
+from alexnet_dali.tools import images, layouts, outdir
 from alexnet_dali.tools import manifest as mf
 from alexnet_dali.tools.imagenet import Classes
 from alexnet_dali.tools.scan import SplitScan
@@ -34,6 +34,7 @@ from alexnet_dali.tools.sources import Locator, SourceList, SourceReader
 from alexnet_dali.tools.shards import ShardWriter, encode_label, sha256_file
 
 BATCH = 8  # source images per worker task
+RERUN = "re-run the same command: it resumes (finished shards are kept)"
 KEY_DIGITS = 9
 
 
@@ -189,6 +190,7 @@ def write_shard(out: Path, split: str, job: ShardJob, listing: SourceList,
               "tar": f"{split}/{stem}.tar" if has_tar else None,
               "index": f"{split}/{stem}.idx" if has_tar else None,
               "sha256": sha256_file(writer.tar_path) if has_tar else None,
+              "size": writer.tar_path.stat().st_size if has_tar else None,
               "sources": sources}  # provenance: key -> the source's canonical name
     mf.write_json_atomic(mf.sidecar_path(out, split, job.index), record)
     return writer.samples, len(rejects)
@@ -234,11 +236,13 @@ def print_note(text: str) -> None:
 
 def build_split(out: Path, split: str, split_scan: SplitScan, classes: Classes,
                 config: PreprocessConfig, progress: bool) -> tuple[int, int]:
-    """Build this part's unfinished shards of one split; returns (written, rejected) now."""
+    """Build this part's unfinished shards of one split (its lock held); returns (written,
+    rejected) now."""
     jobs = plan_jobs(split_scan, split, config)
     write_plan(out, split, split_scan, classes, len(jobs), config)
     todo = pending_jobs(out, split, jobs, config)
     remove_stale_temps(out, split, todo)
+    outdir.remove_dead_temps(out / split)
     total = sum(len(job.entries) for job in todo)
     bar = tqdm(total=total, unit="img", desc=f"preprocess {split}", disable=not progress,
                dynamic_ncols=True)
@@ -276,11 +280,14 @@ def preprocess(src: str | Path, out: str | Path, config: PreprocessConfig,
         notify(f"note: {note}")
     for warning in dataset.warnings:
         notify(f"warning: {warning}")
-    for name, split_scan in dataset.splits.items():
-        build_split(out, name, split_scan, dataset.classes, config, progress)
-    if config.part[1] > 1 and not mf.all_shards_done(out):
-        return None  # other parts are still running; the last one (or merge-manifest) writes it
-    return mf.write_manifest(out)
+    with outdir.explain_os_errors(RERUN, out):
+        outdir.remove_dead_temps(out)
+        for name, split_scan in dataset.splits.items():
+            with mf.lock_part(out, name, config.part):  # no other live writer of these shards
+                build_split(out, name, split_scan, dataset.classes, config, progress)
+        if config.part[1] > 1 and not mf.all_shards_done(out):
+            return None  # other parts are still running; the last one (or merge-manifest) does it
+        return mf.write_manifest(out)
 
 
 def summary(out: str | Path, manifest: dict | None) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alexnet_dali.errors import DataError
+from alexnet_dali.tools.outdir import naming
 
 LABEL_DIGITS = 6
 INDEX_VERSION = "v1.2"  # the version DALI's wds2idx writes
@@ -29,6 +30,11 @@ def encode_label(class_id: int) -> bytes:
         raise DataError(f"class id {class_id} does not fit in {LABEL_DIGITS} digits; "
                         f"at most {10**LABEL_DIGITS} classes")
     return f"{class_id:0{LABEL_DIGITS}d}".encode("ascii")
+
+
+def decode_label(data: bytes) -> int:
+    """`.cls` bytes -> class id (the webdataset convention: int of the ASCII text)."""
+    return int(data)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -86,7 +92,8 @@ class ShardWriter:
             name = f"{key}.{ext}"
             header_offset = self._tar.offset
             info = _member(name, len(data))
-            self._tar.addfile(info, io.BytesIO(data))
+            with naming(self._tmp_tar):
+                self._tar.addfile(info, io.BytesIO(data))
             header_size = len(info.tobuf(tarfile.GNU_FORMAT, self._tar.encoding, "surrogateescape"))
             entries.append(IndexEntry(ext, header_offset + header_size, len(data), name))
         self._samples.append(entries)
@@ -98,24 +105,31 @@ class ShardWriter:
 
     def commit(self) -> None:
         """Finish the tar, write the index, fsync, then rename both to their final names."""
-        self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        with naming(self._tmp_tar):
+            self._tar.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
         tmp_index = self.index_path.with_name(self.index_path.name + TMP_SUFFIX)
-        with open(tmp_index, "w", encoding="ascii") as f:
-            f.write(format_index(self._samples))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with naming(tmp_index), open(tmp_index, "w", encoding="ascii") as f:
+                f.write(format_index(self._samples))
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp_index.unlink(missing_ok=True)
+            raise
         os.replace(tmp_index, self.index_path)
         os.replace(self._tmp_tar, self.tar_path)
 
     def abort(self) -> None:
-        """Close and delete the temporary file."""
+        """Close and delete the temporary file (without writing the tar's end: the disk may be
+        full)."""
         try:
-            self._tar.close()
-        finally:
             self._file.close()
+        except OSError:
+            pass  # flushing the buffer failed (disk full): the file is deleted anyway
+        finally:
             self._tmp_tar.unlink(missing_ok=True)
 
 
@@ -128,33 +142,62 @@ def format_index(samples: list[list[IndexEntry]]) -> str:
 
 
 def read_index(path: str | Path) -> list[dict[str, IndexEntry]]:
-    """A DALI webdataset index (`format_index`'s text) -> per sample, {ext: IndexEntry}."""
-    lines = Path(path).read_text(encoding="ascii").splitlines()
+    """A DALI webdataset index (`format_index`'s text) -> per sample, {ext: IndexEntry}.
+
+    Whole lines only, each a multiple of 4 fields: a cut-short or edited index is a DataError
+    naming the file and the line.
+    """
+    try:
+        text = Path(path).read_text(encoding="ascii")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not an ASCII webdataset index; re-run `alexnet-dali "
+                        "preprocess`") from None
+    lines = text.split("\n")
     version, _, count = lines[0].partition(" ")
-    if version != INDEX_VERSION or not count.isdigit() or int(count) != len(lines) - 1:
-        raise DataError(f"{path}: not a {INDEX_VERSION} webdataset index of {count} samples; "
-                        "re-run `alexnet-dali preprocess`")
+    if version != INDEX_VERSION or not count.isdigit() or lines[-1] != "" \
+            or int(count) != len(lines) - 2:
+        raise DataError(f"{path}: not a {INDEX_VERSION} webdataset index of {count} samples "
+                        "(cut short or edited?); re-run `alexnet-dali preprocess`")
     samples = []
-    for line in lines[1:]:
+    for number, line in enumerate(lines[1:-1], 2):
         fields = line.split(" ")
-        entries = [IndexEntry(fields[i], int(fields[i + 1]), int(fields[i + 2]), fields[i + 3])
-                   for i in range(0, len(fields), 4)]
+        try:
+            if len(fields) % 4:
+                raise ValueError
+            entries = [IndexEntry(fields[i], int(fields[i + 1]), int(fields[i + 2]),
+                                  fields[i + 3]) for i in range(0, len(fields), 4)]
+        except ValueError:
+            raise DataError(f"{path}: line {number} is not '<ext> <offset> <size> <name>' per "
+                            "member; re-run `alexnet-dali preprocess`") from None
         samples.append({e.ext: e for e in entries})
     return samples
 
 
-def iter_shard(tar_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield `(key, {ext: bytes})` per sample of a shard, in file order (streams, O(1 sample))."""
-    key, members = None, {}
+def iter_samples(tar_path: str | Path,
+                 read: bool = True) -> Iterator[tuple[str, list[IndexEntry], dict[str, bytes]]]:
+    """Yield `(key, members as the index lists them, {ext: bytes})` per sample, in file order.
+
+    Streams (O(1 sample) memory). With `read=False` only the headers are parsed and the dict is
+    empty. A tar cut short raises `tarfile.ReadError`.
+    """
+    key, entries, members = None, [], {}
     with tarfile.open(tar_path, mode="r:") as tar:
         for info in tar:
             if not info.isfile():
                 continue
             stem, _, ext = info.name.partition(".")
             if stem != key and key is not None:
-                yield key, members
-                members = {}
+                yield key, entries, members
+                entries, members = [], {}
             key = stem
-            members[ext] = tar.extractfile(info).read()
+            entries.append(IndexEntry(ext, info.offset_data, info.size, info.name))
+            if read:
+                members[ext] = tar.extractfile(info).read()
     if key is not None:
+        yield key, entries, members
+
+
+def iter_shard(tar_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield `(key, {ext: bytes})` per sample of a shard, in file order (streams, O(1 sample))."""
+    for key, _, members in iter_samples(tar_path):
         yield key, members

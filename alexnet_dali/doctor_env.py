@@ -1,0 +1,77 @@
+"""The environment part of the doctor's report: versions, devices, extras, usable decoders
+(what DALI can do comes from `pipelines/probe.py`, the only place outside the graphs that asks)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+
+from alexnet_dali.pipelines.probe import dali_version, decoder_status, driver_cuda_version
+
+EXTRAS = ("scipy", "pyarrow", "onnx", "onnxruntime", "matplotlib", "tensorboard", "simplejpeg")
+
+
+def package_version(name: str) -> str:
+    """The installed version of distribution `name`, or "not installed"."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def driver_version() -> str:
+    """The NVIDIA driver version (nvidia-smi) and the CUDA version it supports (DALI), or none."""
+    cuda = driver_cuda_version()
+    smi = ""
+    if shutil.which("nvidia-smi"):
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        done = subprocess.run(query, capture_output=True, text=True, timeout=30)
+        smi = done.stdout.splitlines()[0].strip() if done.returncode == 0 and done.stdout else ""
+    if not cuda and not smi:
+        return "none (no NVIDIA driver found)"
+    supports = f"supports CUDA {cuda // 1000}.{cuda % 1000 // 10}" if cuda else ""
+    return ", ".join(part for part in (smi and f"driver {smi}", supports) if part)
+
+
+def gpu_lines() -> list[tuple[str, str]]:
+    """One (`GPU i`, name, memory, compute capability, SMs) entry per CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return [("GPUs", "none visible to torch")]
+    lines = []
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        lines.append((f"GPU {i}", f"{p.name}, {p.total_memory / 2**30:.1f} GiB, compute "
+                                  f"capability {p.major}.{p.minor}, {p.multi_processor_count} SMs"))
+    return lines
+
+
+def environment() -> list[tuple[str, str]]:
+    """(what, value) pairs: Python, OS, torch, DALI, driver, GPUs, CPUs, extras, decoders."""
+    import torch
+
+    import alexnet_dali
+
+    cuda_build = torch.version.cuda or "none (CPU build)"
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    cpus = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    lines = [
+        ("alexnet-dali", alexnet_dali.__version__),
+        ("Python", f"{platform.python_version()} ({platform.python_implementation()})"),
+        ("OS", platform.platform()),
+        ("torch", f"{torch.__version__}, CUDA build {cuda_build}, cuDNN {cudnn or 'none'}"),
+        ("DALI", dali_version()),
+        ("NVIDIA driver", driver_version()),
+        *gpu_lines(),
+        ("CPUs", f"{cpus} ({usable} usable by this process)"),
+        ("extras", ", ".join(f"{name} {package_version(name)}" for name in EXTRAS)),
+        ("DALI CPU decoder (libjpeg-turbo)", decoder_status("cpu", torch.cuda.is_available())),
+        ("DALI GPU decoder (nvJPEG + hardware)",
+         decoder_status("mixed", torch.cuda.is_available())),
+    ]
+    return lines

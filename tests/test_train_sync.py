@@ -1,0 +1,141 @@
+"""No host sync per training step: the loss and the stop flag cross ranks only at sync points.
+
+A fake 2-rank run (distributed.active() patched to True, the collectives to local stand-ins)
+counts every all-reduce and every tensor → Python conversion the training loop makes; a loop that
+synced once per step again would make one per step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from alexnet_dali import distributed, trainer
+from alexnet_dali.cadence import LossWindow, is_sync_point
+from alexnet_dali.config import ModelConfig, TrainConfig
+from alexnet_dali.synthetic import SyntheticTrainLoader
+
+STEPS, LOG_EVERY = 12, 4
+CONVERSIONS = ("item", "tolist", "__bool__", "__float__", "__int__")
+
+
+def tiny_config(tmp_path, **overrides) -> TrainConfig:
+    values = dict(data="synthetic", run_dir=str(tmp_path / "run"), epochs=1, batch_size=2,
+                  device="cpu", max_steps_per_epoch=STEPS, log_every=LOG_EVERY, threads=1,
+                  tensorboard=False, model=ModelConfig(num_classes=4))
+    return TrainConfig(**{**values, **overrides})
+
+
+@pytest.fixture
+def small_steps(monkeypatch):
+    """A tiny network in AlexNet's place and no validation: the loop is what runs."""
+    monkeypatch.setattr(trainer, "evaluate",
+                        lambda *a, **k: {"loss": 1.0, "top1_err": 0.5, "top5_err": 0.0,
+                                         "samples": 4})
+
+    def tiny_network(cfg, info):
+        net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                  torch.nn.Linear(3, cfg.model.num_classes))
+        return net, info.device
+
+    monkeypatch.setattr(trainer, "build_network", tiny_network)
+
+
+@pytest.fixture
+def fake_two_ranks(monkeypatch):
+    """distributed.active() is True; collectives are counted and act as on 2 identical ranks."""
+    calls = {"all_reduce": 0, "conversions": 0}
+
+    def all_reduce(tensor, op="sum"):
+        calls["all_reduce"] += 1
+        return tensor.mul_(2) if op == "sum" else tensor
+
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(distributed, "all_reduce", all_reduce)
+    monkeypatch.setattr(distributed, "gather_objects", lambda obj: [obj, obj])
+    return calls
+
+
+def count_conversions(monkeypatch, calls: dict) -> None:
+    for name in CONVERSIONS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            calls["conversions"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+def train_lines(cfg: TrainConfig) -> list[dict]:
+    path = os.path.join(cfg.run_dir, "metrics.jsonl")
+    return [r for r in map(json.loads, open(path)) if r["kind"] == "train"]
+
+
+def test_one_all_reduce_and_one_host_copy_per_sync_point(tmp_path, monkeypatch, small_steps,
+                                                         fake_two_ranks):
+    cfg = tiny_config(tmp_path, checkpoint_every=6)
+    count_conversions(monkeypatch, fake_two_ranks)
+    summary = trainer.train(cfg)
+    assert summary["completed"] and summary["global_step"] == STEPS
+    sync_steps = [s for s in range(1, STEPS + 1) if is_sync_point(cfg, s, STEPS)]
+    assert sync_steps == [4, 6, 8, 12]
+    assert fake_two_ranks["all_reduce"] == len(sync_steps)
+    assert fake_two_ranks["conversions"] == len(sync_steps)
+    lines = train_lines(cfg)
+    assert [r["step"] for r in lines] == sync_steps
+    # the fake world of two identical ranks: the mean over ranks is each rank's own loss
+    assert all(0.0 < r["loss"] < 10.0 for r in lines)
+
+
+def test_under_ddp_a_signal_stops_every_rank_at_the_next_sync_point(tmp_path, monkeypatch,
+                                                                    small_steps, fake_two_ranks):
+    signal_at_batch(monkeypatch, 5)
+    summary = trainer.train(tiny_config(tmp_path))
+    assert summary["signal"] == "SIGTERM" and not summary["completed"]
+    assert summary["global_step"] == 2 * LOG_EVERY  # not 5: the ranks agree at step 8
+
+
+def test_alone_a_signal_stops_after_the_current_step(tmp_path, monkeypatch, small_steps):
+    signal_at_batch(monkeypatch, 5)
+    cfg = tiny_config(tmp_path)
+    summary = trainer.train(cfg)
+    assert summary["signal"] == "SIGTERM" and summary["global_step"] == 5
+    assert [r["step"] for r in train_lines(cfg)] == [4, 5]  # the partial window is logged
+
+
+def signal_at_batch(monkeypatch, n: int) -> None:
+    """SIGTERM this process while the loader makes its n-th batch (1-based)."""
+    real_batch = SyntheticTrainLoader._batch
+
+    def batch(self, step):
+        if step == n - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_batch(self, step)
+
+    monkeypatch.setattr(SyntheticTrainLoader, "_batch", batch)
+
+
+def test_loss_window_means_over_steps_and_ranks(monkeypatch) -> None:
+    monkeypatch.setattr(distributed, "all_reduce", lambda t, op="sum": t.mul_(2))
+    window = LossWindow()
+    for value in (1.0, 2.0, 6.0):
+        window.add(torch.tensor(value), images=4)
+    loss, rate, stop = window.agree(False, world_size=2)
+    assert loss == pytest.approx(3.0) and rate > 0 and not stop
+    window.reset()
+    window.add(torch.tensor(1.0), images=4)
+    assert window.agree(True, world_size=2)[2]
+    with pytest.raises(RuntimeError):
+        LossWindow().agree(False, world_size=1)
+
+
+@pytest.mark.parametrize("step,expected", [(3, False), (4, True), (6, True), (7, False),
+                                           (10, True)])
+def test_sync_points(step: int, expected: bool) -> None:
+    cfg = TrainConfig(log_every=4, checkpoint_every=6)
+    assert is_sync_point(cfg, step, total=10) == expected
