@@ -123,12 +123,14 @@ class PerClassMeter:
         """One row per class that has samples, worst top-1 accuracy first (then by id):
         {"class_id", "class", "samples", "top1_acc", "top5_acc"}."""
         counts = self.counts if counts is None else counts.cpu()
+        present = [c for c in range(counts.shape[1]) if int(counts[-1, c])]
+        # worst first by the exact fraction; the rows hold it rounded like every other result
+        present.sort(key=lambda c: (int(counts[0, c]) / int(counts[-1, c]), c))
         rows = []
-        for c in range(counts.shape[1]):
+        for c in present:
             total = int(counts[-1, c])
-            if total:
-                row = {"class_id": c, "class": names[c], "samples": total}
-                row.update({f"top{k}_acc": int(counts[i, c]) / total
-                            for i, k in enumerate(self.ks)})
-                rows.append(row)
-        return sorted(rows, key=lambda r: (r[f"top{self.ks[0]}_acc"], r["class_id"]))
+            row = {"class_id": c, "class": names[c], "samples": total}
+            row.update({f"top{k}_acc": round_significant(int(counts[i, c]) / total)
+                        for i, k in enumerate(self.ks)})
+            rows.append(row)
+        return rows

@@ -99,3 +99,14 @@ def test_per_class_counts_hand_checked() -> None:
     assert [(r["class"], r["samples"], r["top1_acc"], r["top5_acc"]) for r in rows] == [
         ("c0", 1, 0.0, 0.0), ("c2", 1, 0.0, 1.0), ("c4", 1, 0.0, 1.0), ("c1", 1, 1.0, 1.0),
         ("c5", 1, 1.0, 1.0)]  # worst top-1 first, then by id; class 3 has no sample
+
+
+def test_per_class_rows_are_rounded_like_the_totals_and_sorted_exactly() -> None:
+    """1 of 3 and 2 of 3 correct: 0.333333 / 0.666667 in the rows (and so in eval.json), not
+    0.3333333333333333; the order still comes from the exact fractions."""
+    from alexnet_dali.metrics import PerClassMeter
+
+    meter = PerClassMeter(num_classes=2, ks=(1,))
+    meter.counts = torch.tensor([[2, 1], [3, 3]])  # correct@1 per class; samples per class
+    rows = meter.rows(["a", "b"])
+    assert [(r["class"], r["top1_acc"]) for r in rows] == [("b", 0.333333), ("a", 0.666667)]
