@@ -45,7 +45,9 @@ class SyntheticTrainLoader:
             self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._fixed_batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `step` of the current epoch: the same tensors for the same (seed, epoch, step,
+        rank), so a resumed loader continues the same stream."""
         if self.fixed and self._fixed_batch is not None:
             return self._fixed_batch
         gen = torch.Generator().manual_seed(
@@ -67,7 +69,7 @@ class SyntheticTrainLoader:
         if self.position >= self.steps_per_epoch:  # the previous epoch was used up
             self.epoch, self.position = self.epoch + 1, 0
         while self.position < self.steps_per_epoch:
-            batch = self._batch(self.position)
+            batch = self.batch_at(self.position)
             self.position += 1
             yield batch
 

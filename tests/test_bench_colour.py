@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_pipeline_shards import write_dataset
+from helpers import write_dataset
 
 from alexnet_dali.bench_colour import IMAGENET_STATS, colour_shifts, formula_std
 from alexnet_dali.cli import main

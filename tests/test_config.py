@@ -140,6 +140,59 @@ def test_range_ends_that_are_allowed(item: str) -> None:
     resolve_config("d", sets=(item,))
 
 
+def bounded_fields() -> list[tuple[str, object, object]]:
+    """(dotted key, element type, Bounds) of every config field declared with a range."""
+    out = []
+    for prefix, cls in SECTIONS.items():
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if "bounds" in f.metadata:
+                hint = hints[f.name]
+                element = get_args(hint)[0] if get_origin(hint) is tuple else hint
+                out.append((prefix + f.name, element, f.metadata["bounds"]))
+    return out
+
+
+def just_outside(bounds: object, element: type) -> list[float]:
+    """Values next to each end of `bounds` that the range excludes."""
+    step = 1 if element is int else 0.5
+    out = []
+    if bounds.ge is not None:
+        out.append(bounds.ge - step)
+    if bounds.gt is not None:
+        out.append(bounds.gt)
+    if bounds.le is not None:
+        out.append(bounds.le + step)
+    if bounds.lt is not None:
+        out.append(bounds.lt)
+    return out
+
+
+def test_every_declared_range_is_enforced_at_both_ends() -> None:
+    """Not only the listed examples: each ranged field refuses a value just past each limit."""
+    checked = 0
+    for key, element, bounds in bounded_fields():
+        for bad in just_outside(bounds, element):
+            text = f"[{bad}]" if key in TUPLE_KEYS else str(bad)
+            assert refused(f"{key}={text}") == f"--set {key}={text}: must be {bounds}", key
+            checked += 1
+    assert {"optim.bias_lr_mult", "optim.max_drops", "optim.warmup_epochs", "checkpoint_every",
+            "max_steps_per_epoch"} <= {k for k, _, _ in bounded_fields()}
+    assert checked >= 25
+
+
+TUPLE_KEYS = {k for k, h, _ in config_fields() if get_origin(h) is tuple}
+
+
+def test_the_defaults_are_the_authors_recipe() -> None:
+    """sqrt(lambda) colour noise without the 1/(1+0.1) rescale, LRN as cuda-convnet computes it,
+    biases undecayed at the weights' lr."""
+    augment, model, optim = AugmentConfig(), ModelConfig(), OptimConfig()
+    assert (augment.pca_scale, augment.pca_rescale, augment.pca_std) == ("sqrt", False, 0.1)
+    assert model.lrn and model.lrn_formula == "code"
+    assert (optim.bias_decay, optim.bias_lr_mult, optim.weight_decay) == (False, 1.0, 5e-4)
+
+
 def test_named_flags_go_through_the_same_checks() -> None:
     assert refused(lr=0.0) == "--lr 0.0 (optim.lr): must be > 0"
     assert refused(workers=0) == "--workers 0 (loader.num_threads): must be >= 1"

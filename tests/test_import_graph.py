@@ -139,6 +139,82 @@ def test_only_the_pipelines_and_the_loader_import_dali():
     assert dali and all(stage(m) in DALI_ALLOWED for m in dali), dali
 
 
+TESTS = ROOT / "tests"
+
+
+def private_uses(path: Path, known: set[str]) -> list[str]:
+    """`from project_module import _name` and `project_module._name` in one file (dunders are
+    public); project modules are the package's and the tests' own helper modules."""
+    tree = ast.parse(path.read_text(), str(path))
+    aliases, found = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name in known:
+                    aliases[a.asname or a.name] = a.name
+        elif isinstance(node, ast.ImportFrom) and node.module in known | {PACKAGE}:
+            for a in node.names:  # a module, or a class/function of one: both are aliases
+                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+                if private(a.name):
+                    found.append(f"{path.name}:{node.lineno} from {node.module} import {a.name}")
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in aliases and private(node.attr)):
+            found.append(f"{path.name}:{node.lineno} {aliases[node.value.id]}.{node.attr}")
+        elif (isinstance(node, ast.Call) and len(node.args) >= 2  # (monkeypatch.)setattr(X, "_y")
+              and isinstance(node.func, (ast.Name, ast.Attribute))
+              and getattr(node.func, "attr", getattr(node.func, "id", "")) in SETATTRS
+              and isinstance(node.args[0], ast.Name) and node.args[0].id in aliases
+              and isinstance(node.args[1], ast.Constant) and private(str(node.args[1].value))):
+            found.append(f"{path.name}:{node.lineno} {aliases[node.args[0].id]}."
+                         f"{node.args[1].value}")
+    return found
+
+
+SETATTRS = {"setattr", "getattr", "delattr"}
+
+
+def private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def test_nothing_uses_another_modules_private_names():
+    """Neither the package nor the tests reach into a module's `_private` names."""
+    found = modules()
+    helpers = {p.stem for p in TESTS.glob("*.py")}
+    known = set(found) | helpers
+    uses = [u for path in [*found.values(), *sorted(TESTS.glob("*.py"))]
+            for u in private_uses(path, known - {path.stem})]
+    assert not uses, "private names used from another module:\n" + "\n".join(uses)
+
+
+def test_private_use_finder_finds_planted_uses(tmp_path: Path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("from alexnet_dali.trainer import _step\n"
+                       "from alexnet_dali import synthetic as syn\nsyn._batch(0)\n"
+                       "from alexnet_dali.trainer import __doc__\n"
+                       "from alexnet_dali.synthetic import Loader\n"
+                       "monkeypatch.setattr(Loader, '_batch', None)\nLoader._fixed = 1\n")
+    known = {"alexnet_dali.trainer", "alexnet_dali.synthetic"}
+    assert sorted(private_uses(planted, known)) == [
+        "planted.py:1 from alexnet_dali.trainer import _step",
+        "planted.py:3 alexnet_dali.synthetic._batch",
+        "planted.py:6 alexnet_dali.synthetic.Loader._batch",
+        "planted.py:7 alexnet_dali.synthetic.Loader._fixed"]
+
+
+def test_package_imports_are_absolute_and_tests_share_helpers_not_test_modules():
+    relative = [f"{p.name}:{n.lineno}" for p in modules().values()
+                for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.ImportFrom)
+                and n.level]
+    assert not relative, f"relative imports: {relative}"
+    test_modules = {p.stem for p in TESTS.glob("test_*.py")}
+    crossing = [f"{p.name} imports {name}" for p in sorted(TESTS.glob("*.py"))
+                for name in imports_of(p, set())[1] if name in test_modules]
+    assert not crossing, "tests import other test modules (move the helper to helpers.py):\n" \
+        + "\n".join(crossing)
+
+
 def test_cycle_finder_finds_a_planted_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None

@@ -110,14 +110,14 @@ def test_alone_a_signal_stops_after_the_current_step(tmp_path, monkeypatch, smal
 
 def signal_at_batch(monkeypatch, n: int) -> None:
     """SIGTERM this process while the loader makes its n-th batch (1-based)."""
-    real_batch = SyntheticTrainLoader._batch
+    real_batch = SyntheticTrainLoader.batch_at
 
     def batch(self, step):
         if step == n - 1:
             os.kill(os.getpid(), signal.SIGTERM)
         return real_batch(self, step)
 
-    monkeypatch.setattr(SyntheticTrainLoader, "_batch", batch)
+    monkeypatch.setattr(SyntheticTrainLoader, "batch_at", batch)
 
 
 def test_loss_window_means_over_steps_and_ranks(monkeypatch) -> None:

@@ -340,14 +340,13 @@ def test_resume_refuses_a_single_group_optimizer_state_unless_allowed():
 
 
 def test_older_checkpoints_load_with_the_lrn_and_decay_they_were_trained_with(tmp_path):
-    old_config = to_dict(TrainConfig())
-    del old_config["model"]["lrn_formula"], old_config["optim"]["bias_decay"]
-    ckpt_io.save_checkpoint(tmp_path, {"model": {}, "config": old_config, "epoch": 0,
-                                       "global_step": 1}, keep=1)
+    old = ckpt_io.new_state(model={}, config=TrainConfig(), epoch=0, global_step=1)
+    del old["config"]["model"]["lrn_formula"], old["config"]["optim"]["bias_decay"]  # aged
+    ckpt_io.save_checkpoint(tmp_path, old, keep=1)
     config = ckpt_io.load_checkpoint(tmp_path)["config"]
     assert config["model"]["lrn_formula"] == "text" and config["optim"]["bias_decay"] is True
-    ckpt_io.save_checkpoint(tmp_path, {"model": {}, "config": to_dict(TrainConfig()), "epoch": 0,
-                                       "global_step": 2}, keep=1)
+    ckpt_io.save_checkpoint(tmp_path, ckpt_io.new_state(model={}, config=TrainConfig(), epoch=0,
+                                                        global_step=2), keep=1)
     config = ckpt_io.load_checkpoint(tmp_path)["config"]  # today's keys are left as saved
     assert config["model"]["lrn_formula"] == "code" and config["optim"]["bias_decay"] is False
 
