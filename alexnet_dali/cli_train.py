@@ -15,7 +15,7 @@ import click
 
 from alexnet_dali.config import TrainConfig, resolve_config
 from alexnet_dali.errors import report_user_errors, signal_exit_status
-from alexnet_dali.figures import figures_command  # matplotlib is imported inside the command
+from alexnet_dali.figures import make_figures  # matplotlib is imported inside it
 
 
 def config_default(key: str) -> str:
@@ -212,6 +212,36 @@ def bench_train_command(data: str | None, json_path: str | None, **options: Any)
     result = run_bench(data, **options)
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+@click.command(
+    "figures",
+    short_help="Training curves, conv1 filter grid (Fig. 3), fc7 neighbours (Fig. 4).")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False),
+              show_default="the run's own data",
+              help="Shard folder for the fc7 neighbours.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), show_default="RUN/figures",
+              help="Where the PNGs go.")
+@click.option("--queries", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Val images in the neighbours figure (one a row).")
+@click.option("--neighbours", default=6, show_default=True, type=click.IntRange(min=1),
+              help="Train neighbours per val image.")
+@click.option("--train-images", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="How many train images (from the start of the split) to search.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@report_user_errors
+def figures_command(run_dir: str, data_dir: str | None, out_dir: str | None, queries: int,
+                    neighbours: int, train_images: int, quiet: bool) -> None:
+    """Training curves, conv1 filters (Fig. 3) and fc7 nearest neighbours (Fig. 4) of a run.
+
+    \b
+    Example:
+      alexnet-dali figures runs/demo --data demo/shards
+      # -> runs/demo/figures/{curves,conv1_filters,fc7_neighbours}.png
+    """
+    make_figures(run_dir, data_dir, out_dir, queries=queries, neighbours=neighbours,
+                 train_images=train_images, progress=not quiet, log=click.echo)
 
 
 COMMANDS: list = [train_command, eval_command, figures_command]

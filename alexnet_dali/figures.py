@@ -17,10 +17,9 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import click
 import numpy as np
 
-from alexnet_dali.errors import DataError, report_user_errors
+from alexnet_dali.errors import DataError
 from alexnet_dali.plots import draw_conv1, draw_curves, draw_neighbours, save_figure
 from alexnet_dali.runlog import METRICS_NAME, read_metrics
 
@@ -206,32 +205,3 @@ def make_figures(run_dir: str | Path, data_dir: str | Path | None = None,
     else:
         log(f"{data}: no {MANIFEST_NAME}, so no fc7 neighbours figure (pass --data SHARDS)")
     return written
-
-
-@click.command(
-    "figures",
-    short_help="Training curves, conv1 filter grid (Fig. 3), fc7 neighbours (Fig. 4).")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False),
-              show_default="the run's own data",
-              help="Shard folder for the fc7 neighbours.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), show_default="RUN/figures",
-              help="Where the PNGs go.")
-@click.option("--queries", default=5, show_default=True,
-              help="Val images in the neighbours figure (one a row).")
-@click.option("--neighbours", default=6, show_default=True, help="Train neighbours per val image.")
-@click.option("--train-images", default=1024, show_default=True,
-              help="How many train images (from the start of the split) to search.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@report_user_errors
-def figures_command(run_dir: str, data_dir: str | None, out_dir: str | None, queries: int,
-                    neighbours: int, train_images: int, quiet: bool) -> None:
-    """Training curves, conv1 filters (Fig. 3) and fc7 nearest neighbours (Fig. 4) of a run.
-
-    \b
-    Example:
-      alexnet-dali figures runs/demo --data demo/shards
-      # -> runs/demo/figures/{curves,conv1_filters,fc7_neighbours}.png
-    """
-    make_figures(run_dir, data_dir, out_dir, queries=queries, neighbours=neighbours,
-                 train_images=train_images, progress=not quiet, log=click.echo)
