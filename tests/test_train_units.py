@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from alexnet_dali import checkpoint as ckpt_io
+from alexnet_dali import resume
 from alexnet_dali.config import (ConfigError, OptimConfig, TrainConfig, from_dict,
                                  load_config_file, parse_set, resolve_config, to_dict)
 from alexnet_dali.optim import (LRSchedule, PaperSGD, build_optimizer, group_sizes,
@@ -154,10 +155,10 @@ def test_resuming_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path):
 def test_rng_capture_restore_roundtrip_through_weights_only(tmp_path):
     torch.manual_seed(5), np.random.seed(5), random.seed(5)
     np.random.normal()  # leave a cached gaussian in numpy's state
-    state = ckpt_io.capture_rng()
+    state = resume.capture_rng()
     torch.save(state, tmp_path / "rng.pt")
     expected = (torch.rand(3), np.random.normal(size=3), random.random())
-    ckpt_io.restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True))
+    resume.restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True))
     got = (torch.rand(3), np.random.normal(size=3), random.random())
     assert torch.equal(expected[0], got[0])
     np.testing.assert_array_equal(expected[1], got[1])
@@ -169,25 +170,25 @@ def test_resume_refuses_another_world_size_batch_or_dataset():
                                 global_step=1, world_size=2, manifest_sha256="a" * 64),
             "path": "run/ckpt.pt"}  # load_checkpoint adds the path
     ok = dict(world_size=2, batch_size=128, manifest_sha256="a" * 64, allow_mismatch=False)
-    assert ckpt_io.check_compatible(ckpt, **ok) == []
+    assert resume.check_compatible(ckpt, **ok) == []
     for change, words in [({"world_size": 1}, "world size 2 -> 1"),
                           ({"batch_size": 64}, "batch size 128 -> 64"),
                           ({"manifest_sha256": "b" * 64}, "manifest")]:
         with pytest.raises(ckpt_io.CheckpointError, match=f"run/ckpt.pt.*{words}.*allow-mismatch"):
-            ckpt_io.check_compatible(ckpt, **{**ok, **change})
-    assert ckpt_io.check_compatible(ckpt, **{**ok, "world_size": 4, "allow_mismatch": True})
+            resume.check_compatible(ckpt, **{**ok, **change})
+    assert resume.check_compatible(ckpt, **{**ok, "world_size": 4, "allow_mismatch": True})
 
 
 def test_resume_refuses_an_optimizer_state_of_another_layout_or_rule():
     cfg = TrainConfig(model_parallel=True, optim=OptimConfig(update="paper"))
     ckpt = {**ckpt_io.new_state(model={}, config=cfg, epoch=0, global_step=1), "path": "r/c.pt"}
     same = dict(model_parallel=True, update="paper", allow_mismatch=False)
-    assert ckpt_io.optimizer_changes(ckpt, **same) == []
+    assert resume.optimizer_changes(ckpt, **same) == []
     for change, words in [({"model_parallel": False}, "model_parallel True -> False"),
                           ({"update": "pytorch"}, "optim.update paper -> pytorch")]:
         with pytest.raises(ckpt_io.CheckpointError, match=f"r/c.pt.*{words}.*allow-mismatch"):
-            ckpt_io.optimizer_changes(ckpt, **{**same, **change})
-    allowed = ckpt_io.optimizer_changes(ckpt, model_parallel=False, update="paper",
+            resume.optimizer_changes(ckpt, **{**same, **change})
+    allowed = resume.optimizer_changes(ckpt, model_parallel=False, update="paper",
                                         allow_mismatch=True)
     assert allowed == ["model_parallel True -> False"]
 
@@ -331,12 +332,12 @@ def test_resume_refuses_a_single_group_optimizer_state_unless_allowed():
     same = dict(model_parallel=False, update="pytorch", group_sizes=now)
     with pytest.raises(ckpt_io.CheckpointError,
                        match=r"r/c.pt.*parameter groups \[2\] -> \[1, 1\].*allow-mismatch"):
-        ckpt_io.optimizer_changes(ckpt, **same, allow_mismatch=False)
-    assert ckpt_io.optimizer_changes(ckpt, **same, allow_mismatch=True) == [
+        resume.optimizer_changes(ckpt, **same, allow_mismatch=False)
+    assert resume.optimizer_changes(ckpt, **same, allow_mismatch=True) == [
         "optimizer parameter groups [2] -> [1, 1] (a checkpoint from before weight decay and "
         "lr were set per group)"]
     ckpt["optimizer"] = build_optimizer(layer.parameters(), OptimConfig()).state_dict()
-    assert ckpt_io.optimizer_changes(ckpt, **same, allow_mismatch=False) == []
+    assert resume.optimizer_changes(ckpt, **same, allow_mismatch=False) == []
 
 
 def test_older_checkpoints_load_with_the_lrn_and_decay_they_were_trained_with(tmp_path):
