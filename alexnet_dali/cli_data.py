@@ -20,12 +20,18 @@ def _parse_part(value: str) -> tuple[int, int]:
 
 @click.command("sample-data", short_help="Generate a small seeded ImageNet-style dataset.")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--classes", default=4, show_default=True, help="Number of classes.")
-@click.option("--train-per-class", default=64, show_default=True, help="Train images per class.")
-@click.option("--val-per-class", default=16, show_default=True, help="Val images per class.")
-@click.option("--min-side", default=150, show_default=True, help="Smallest image side (px).")
-@click.option("--max-side", default=1000, show_default=True, help="Largest image side (px).")
-@click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same files).")
+@click.option("--classes", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Number of classes.")
+@click.option("--train-per-class", type=click.IntRange(min=0), default=64, show_default=True,
+              help="Train images per class.")
+@click.option("--val-per-class", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Val images per class.")
+@click.option("--min-side", type=click.IntRange(min=16), default=150, show_default=True,
+              help="Smallest image side (px).")
+@click.option("--max-side", type=click.IntRange(min=16), default=1000, show_default=True,
+              help="Largest image side (px).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Random seed (same seed, same files).")
 @click.option("--with-odd-files", is_flag=True,
               help="Add CMYK, grayscale, PNG/GIF/16-bit as .JPEG, RGBA, truncated, empty, text.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -42,6 +48,9 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
 
     from alexnet_dali.tools.sample_data import SampleDataConfig, write_sample_data
 
+    if min_side > max_side:
+        raise click.BadParameter(f"{min_side} > --max-side {max_side}: the smallest side cannot "
+                                 "exceed the largest", param_hint="--min-side")
     config = SampleDataConfig(classes, train_per_class, val_per_class, min_side, max_side, seed,
                               with_odd_files)
     with tqdm(total=classes * (train_per_class + val_per_class), unit="img",
@@ -53,20 +62,26 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
 @click.command("preprocess", short_help="Images -> shuffled 256x256 JPEG tar shards + manifest.")
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--size", default=256, show_default=True, help="Output side (shorter side -> size, "
+@click.option("--size", type=click.IntRange(min=16), default=256, show_default=True,
+              help="Output side (shorter side -> size, "
               "central square).")
-@click.option("--quality", default=90, show_default=True, help="JPEG quality of the output.")
+@click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True,
+              help="JPEG quality of the output.")
 @click.option("--draft/--no-draft", default=True, show_default=True,
               help="Decode big JPEGs at 1/2, 1/4 or 1/8 DCT scale while the shorter side stays "
               ">= the size (turbo) or 2x the size (pillow).")
 @click.option("--decoder", type=click.Choice(["turbo", "pillow"]), default="turbo",
               show_default=True, help="JPEG decoder/encoder: libjpeg-turbo via simplejpeg, or "
               "Pillow for everything (slower; recorded in the manifest).")
-@click.option("--max-pixels", default=None, type=int, show_default="178956970, Pillow's limit",
+@click.option("--max-pixels", default=None, type=click.IntRange(min=1),
+              show_default="178956970, Pillow's limit",
               help="Reject images with more pixels (decompression bombs).")
-@click.option("--seed", default=0, show_default=True, help="Shuffle seed (recorded).")
-@click.option("--shard-size", default=1000, show_default=True, help="Samples per shard.")
-@click.option("--workers", default=0, show_default=True, help="Processes; 0 = all cores.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Shuffle seed (recorded).")
+@click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Samples per shard.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes; 0 = all cores.")
 @click.option("--layout", type=click.Choice(["official", "kaggle", "hf", "folders"]),
               default=None, show_default="detected from SRC's content", help="Input layout.")
 @click.option("--split", default=None, show_default="every split SRC holds",
@@ -134,8 +149,9 @@ def merge_manifest(out) -> None:
 
 @click.command("pca-stats", short_help="RGB mean/std/covariance/PCA of the train shards.")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
-@click.option("--workers", default=0, show_default=True, help="Processes; 0 = all cores.")
-@click.option("--max-images", type=int, default=None, show_default="all",
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes; 0 = all cores.")
+@click.option("--max-images", type=click.IntRange(min=1), default=None, show_default="all",
               help="Use only this many train images.")
 @click.option("--mean-image/--no-mean-image", default=True, show_default=True,
               help="Also save the 256x256x3 mean image (mean_image.npy).")
@@ -161,7 +177,8 @@ def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
 @click.option("--decode", is_flag=True,
               help="Also decode every JPEG strictly (a libjpeg warning is an error) and check "
               "every label.")
-@click.option("--workers", default=0, show_default=True, help="Processes; 0 = all cores.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes; 0 = all cores.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @report_user_errors
 def verify(out, decode, workers, quiet) -> None:
@@ -185,10 +202,14 @@ def verify(out, decode, workers, quiet) -> None:
 
 @click.command("preprocess", short_help="Preprocess speed and quality: Pillow vs libjpeg-turbo, "
                "folders vs official tar.")
-@click.option("--small", default=40, show_default=True, help="Images of ~500x375.")
-@click.option("--large", default=20, show_default=True, help="Images of ~2000x1500.")
-@click.option("--workers", default=1, show_default=True, help="preprocess worker processes.")
-@click.option("--repeats", default=2, show_default=True, help="Timed runs per setting (best).")
+@click.option("--small", type=click.IntRange(min=0), default=40, show_default=True,
+              help="Images of ~500x375.")
+@click.option("--large", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Images of ~2000x1500.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="preprocess worker processes.")
+@click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Timed runs per setting (best).")
 @report_user_errors
 def bench_preprocess(small, large, workers, repeats) -> None:
     """Time preprocess on generated photo-sized JPEGs: today's Pillow path, the libjpeg-turbo

@@ -71,14 +71,18 @@ BENCH_COMMANDS.append(bench_pipeline)
               help="Shard folder (manifest.json, pca.json).")
 @click.option("--workdir", type=click.Path(file_okay=False), default="/tmp/alexnet-dali-bench",
               show_default=True, help="Where the generated bench dataset is kept.")
-@click.option("--images", default=2048, show_default=True, help="Size of the generated dataset.")
+@click.option("--images", type=click.IntRange(min=8), default=2048, show_default=True,
+              help="Size of the generated dataset.")
 @click.option("--stats", type=click.Choice(["imagenet", "data"]), default="imagenet",
               show_default=True, help="imagenet: cuda-convnet2's ImageNet PCA; data: pca.json.")
-@click.option("--pca-std", default=0.1, show_default=True,
+@click.option("--pca-std", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="Standard deviation of the noise's alpha (augment.pca_std).")
-@click.option("--batch-size", default=64, show_default=True, help="Images per batch.")
-@click.option("--batches", default=8, show_default=True, help="Batches measured.")
-@click.option("--threads", default=2, show_default=True, help="DALI CPU threads.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images per batch.")
+@click.option("--batches", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Batches measured.")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="DALI CPU threads.")
 @report_user_errors
 def bench_colour_noise(data, workdir, images, stats, pca_std, batch_size, batches,
                        threads) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -69,6 +71,37 @@ def test_every_option_has_help_and_shows_its_default(command: click.Command) -> 
         has_default = not plain_flag and isinstance(default, (str, int, float, bool))
         if has_default or getattr(param, "config_key", None):
             assert "[default: " in text, f"{command.name} {param.opts}: default not shown"
+
+
+@pytest.mark.parametrize("command", every_command(), ids=lambda c: c.name)
+def test_every_numeric_option_declares_its_range(command: click.Command) -> None:
+    """A count, size, seed or std is refused out of range by click (exit 2, one line), not
+    accepted silently or ended in a traceback; train's flags go through the config's checks."""
+    for param in command.params:
+        if (isinstance(param, click.Option) and not param.is_flag
+                and not getattr(param, "config_key", None)
+                and isinstance(param.type, (click.types.IntParamType,
+                                            click.types.FloatParamType))):
+            assert isinstance(param.type, (click.IntRange, click.FloatRange)), (
+                f"{command.name} {param.opts}: {param.type} without a range")
+
+
+@pytest.mark.parametrize("args", [
+    ["preprocess", ".", "out", "--shard-size", "0"], ["preprocess", ".", "out", "--size", "0"],
+    ["preprocess", ".", "out", "--workers", "-1"], ["pca-stats", ".", "--workers", "-1"],
+    ["verify", ".", "--workers", "-1"], ["sample-data", "out", "--classes", "0"],
+    ["bench", "colour-noise", "--batches", "0"], ["bench", "colour-noise", "--threads", "0"],
+    ["bench", "colour-noise", "--pca-std", "-1"], ["bench", "preprocess", "--repeats", "0"],
+    ["sample-data", "out", "--min-side", "500", "--max-side", "100"],
+    ["figures", ".", "--queries", "0"],
+])
+def test_out_of_range_options_are_one_usage_error(args: list[str], tmp_path: Path,
+                                                  monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, args)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for" in result.output and "Traceback" not in result.output
 
 
 def test_train_flags_show_the_config_defaults() -> None:
