@@ -12,10 +12,11 @@ from typing import Any
 import torch
 
 from alexnet_dali.config import TrainConfig
-from alexnet_dali.errors import ConfigError
+from alexnet_dali.errors import ConfigError, DataError
 from alexnet_dali.distributed import DistInfo
 from alexnet_dali.tools.pca import ColourStats, load_colour_stats
 from alexnet_dali.tools.manifest import read_manifest
+from alexnet_dali.tools.verify import first_file_problem
 
 SYNTHETIC = "synthetic"
 
@@ -32,10 +33,16 @@ def class_list(data: str) -> list[list[str]] | None:
 
 
 def resolve_for_data(cfg: TrainConfig) -> TrainConfig:
-    """Take num_classes from the dataset's manifest (the model must match the data)."""
+    """Take num_classes from the dataset's manifest (the model must match the data), after the
+    cheap check that every train and val shard is there with its recorded size (DataError)."""
     if cfg.data == SYNTHETIC:
         return cfg
-    classes = len(read_manifest(cfg.data).classes)
+    manifest = read_manifest(cfg.data)
+    for split in ("train", "val"):
+        problem = first_file_problem(manifest, split) if split in manifest.splits else None
+        if problem is not None:
+            raise DataError(problem)
+    classes = len(manifest.classes)
     if classes != cfg.model.num_classes:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
     return cfg

@@ -248,6 +248,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
     stop = StopRequest()
     lock = None
     try:
+        cfg = resolve_for_data(cfg)  # checks the shards first: a refused run leaves no run dir
         if info.is_main:  # one trainer per run dir; rank 0 speaks for the job
             lock = ckpt_io.claim_run_dir(cfg.run_dir)
         state = ckpt_io.load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
@@ -266,7 +267,6 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
             for path in ckpt_io.set_aside_newer(cfg.run_dir, int(state["global_step"])):
                 tqdm.write(f"{path.name} is newer than the checkpoint resumed from: moved to "
                            f"{path.parent / 'abandoned'}")
-        cfg = resolve_for_data(cfg)
         run = Run(cfg, info, state, allow_mismatch)
         if info.is_main:
             save_resolved_config(cfg)

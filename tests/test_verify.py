@@ -151,6 +151,20 @@ def test_train_start_names_a_missing_or_cut_short_tar(shards: Path) -> None:
         load_shard_set(shards, "val")
 
 
+def test_train_refuses_a_cut_short_tar_in_one_line_before_any_run_dir(
+        shards: Path, tmp_path: Path) -> None:
+    tar = shards / "train" / "train-000002.tar"
+    os.truncate(tar, tar.stat().st_size - 1000)
+    run = tmp_path / "run"
+    runner = CliRunner()
+    trained = runner.invoke(main, ["train", str(shards), "--run-dir", str(run), "--epochs", "1",
+                                   "--device", "cpu"])
+    assert trained.exit_code == 2, trained.output
+    line, = trained.output.strip().splitlines()
+    assert line.startswith(f"error: {tar}: ") and "alexnet-dali verify" in line
+    assert not run.exists()  # nothing to clean up: refused before the run dir was made
+
+
 def test_a_cut_short_tar_is_named_as_the_tar_without_recorded_sizes(shards: Path) -> None:
     """DALI blames the index ("Malformed index file"); the loader names the tar instead."""
     strip_sizes(shards)
