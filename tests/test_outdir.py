@@ -87,6 +87,27 @@ def test_pca_stats_on_a_full_disk_leaves_no_half_file(shard_dataset, tmp_path, m
     assert (tmp_path / "mean_image.npy").exists()  # written whole before pca.json (atomic too)
 
 
+def test_pca_stats_cli_on_a_full_disk_is_one_line_and_a_rerun_completes(shard_dataset, tmp_path,
+                                                                        monkeypatch):
+    from click.testing import CliRunner
+
+    from alexnet_dali.cli import main
+
+    shards = Path(shutil.copytree(shard_dataset, tmp_path / "shards"))
+    (shards / "pca.json").unlink()
+    args = ["pca-stats", str(shards), "--workers", "1", "--quiet"]
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "fsync", failing_nth(os.fsync, 1, []))
+        full = CliRunner().invoke(main, args)
+    assert full.exit_code == 2, full.output
+    line, = full.output.strip().splitlines()
+    assert line.startswith("error: ") and "No space left on device" in line
+    assert "re-run pca-stats" in line and not (shards / "pca.json").exists()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert (shards / "pca.json").read_bytes() == (shard_dataset / "pca.json").read_bytes()
+
+
 def test_eval_json_on_a_full_disk_is_one_error_naming_it(tmp_path, monkeypatch):
     from alexnet_dali.evaluation import write_json
 
