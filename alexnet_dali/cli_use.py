@@ -7,6 +7,7 @@ import sys
 import click
 
 from alexnet_dali.errors import DataError, report_user_errors
+from alexnet_dali.tools.outdir import explain_os_errors
 
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
 
@@ -65,7 +66,8 @@ def predict_command(inputs: tuple[str, ...], ckpt: str, tencrop: bool, topk: int
                             batch_size=batch_size, device=_device(device))
     click.echo(format_predictions(results))
     if json_path:
-        write_predictions(results, json_path)
+        with explain_os_errors("run predict again", json_path):
+            write_predictions(results, json_path)
     failed = [r for r in results if r.error]
     for r in failed:
         click.echo(f"skipped {r.file}: {r.error}", err=True)
@@ -101,7 +103,9 @@ def export_command(out: str, ckpt: str, fmt: str, data: str | None) -> None:
     from alexnet_dali.export import export_model
     from alexnet_dali.inference import load_for_inference
 
-    info = export_model(load_for_inference(ckpt, data), fmt, out)
+    inference = load_for_inference(ckpt, data)
+    with explain_os_errors("run export again", out):
+        info = export_model(inference, fmt, out)
     click.echo(f"wrote {out} ({fmt}) and {out}.json; {info['check']}")
 
 
@@ -129,7 +133,9 @@ def import_weights_command(source: str, file: str, run_dir: str, data: str | Non
     from alexnet_dali.builders import class_list
     from alexnet_dali.import_weights import import_torchvision
 
-    path = import_torchvision(file, run_dir, classes=class_list(data) if data else None)
+    classes = class_list(data) if data else None
+    with explain_os_errors("run import-weights again", run_dir):
+        path = import_torchvision(file, run_dir, classes=classes)
     click.echo(f"wrote {path}")
 
 

@@ -143,6 +143,24 @@ def test_predict_cli_json_errors_and_exit_status(recorded_checkpoint, raw_datase
     assert "2 of 6 files could not be read" in result.output
 
 
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_an_unwritable_output_is_one_error_line(command, recorded_checkpoint, raw_dataset,
+                                                shard_dataset, tmp_path):
+    """--json / OUT under a path whose parent is a file: one `error:` line naming it, exit 2."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("in the way")
+    target = blocker / "out.json"
+    photo = str(sorted((raw_dataset / "val").glob("*/*"))[0])
+    args = (["predict", photo, "--json", str(target)] if command == "predict"
+            else ["export", str(target)])
+    result = CliRunner().invoke(main, [*args, "--checkpoint", str(recorded_checkpoint),
+                                       "--data", str(shard_dataset)])
+    assert result.exit_code == 2, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and str(blocker) in error[0] and "choose another path" in error[0]
+    assert f"run {command} again" in error[0] and "Traceback" not in result.output
+
+
 def test_predict_converts_odd_files_like_preprocess(tmp_path):
     from alexnet_dali.tools.images import ImageSettings
     from alexnet_dali.tools.sample_data import SampleDataConfig, write_sample_data

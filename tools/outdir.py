@@ -48,6 +48,9 @@ ADVICE = {
     errno.EACCES: "fix its permissions or choose another folder",
     errno.EPERM: "fix its permissions or choose another folder",
     errno.EIO: "the device reported an I/O error: check the disk",
+    errno.ENOTDIR: "part of that path is a file, not a folder: choose another path",
+    errno.EEXIST: "a file of that name is in the way of a folder: choose another path",
+    errno.EISDIR: "that is a folder: give a file name",
 }
 
 
