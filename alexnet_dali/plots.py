@@ -20,6 +20,8 @@ MARKER_LIMIT = 60  # series this short get a marker per point (a single point sh
 EPOCH_TICKS = 12  # at most this many epoch labels on the top axis
 QUERY_COLOUR, SAME_COLOUR, OTHER_COLOUR = "tab:blue", "tab:green", "tab:red"
 
+TRAIN_LOSS = "train (mean since the previous point)"  # a point per sync point (log_every)
+
 
 def series(records: list[dict[str, Any]], kind: str, key: str) -> tuple[list[float], list[float]]:
     """(steps, values) of `key` in the metrics records of `kind` ("train" or "val")."""
@@ -60,7 +62,7 @@ def draw_curves(records: list[dict[str, Any]], *, classes: int | None = None,
     axes = dict(zip(panels, fig.subplots(1, len(panels), squeeze=False)[0]))
     fig.suptitle(title)
     ax = axes["loss"]
-    _line(ax, *series(records, "train", "loss"), "train (one batch)", alpha=0.8)
+    _line(ax, *series(records, "train", "loss"), TRAIN_LOSS, alpha=0.8)
     _line(ax, *series(records, "val", "loss"), "val (whole split)")
     ax.set_title("loss")
     ax.set_ylabel("cross-entropy loss (nats)")

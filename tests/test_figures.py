@@ -18,7 +18,7 @@ from alexnet_dali.errors import DataError
 from alexnet_dali.figures import conv1_grid, fc7_of_split, make_figures, nearest_neighbours
 from alexnet_dali.runlog import read_metrics
 from alexnet_dali.model import build_model
-from alexnet_dali.plots import draw_conv1, draw_curves, draw_neighbours
+from alexnet_dali.plots import TRAIN_LOSS, draw_conv1, draw_curves, draw_neighbours
 
 METRICS = [
     {"kind": "train", "epoch": 1, "step": 10, "loss": 2.1, "lr": 0.01, "images_per_s": 850.0},
@@ -67,8 +67,8 @@ def test_curves_draw_labelled_panels_from_metrics(tmp_path: Path) -> None:
     fig = draw_curves(records, classes=10, title="training curves of run")
     assert fig.get_suptitle() == "training curves of run"
     loss, err, lr = (panels(fig)[t] for t in ("loss", "validation error", "learning rate"))
-    assert set(lines(loss)) == {"train (one batch)", "val (whole split)"}
-    assert lines(loss)["train (one batch)"].get_xydata().tolist() == [[10, 2.1], [20, 1.8],
+    assert set(lines(loss)) == {TRAIN_LOSS, "val (whole split)"}
+    assert lines(loss)[TRAIN_LOSS].get_xydata().tolist() == [[10, 2.1], [20, 1.8],
                                                                        [30, 1.5]]
     assert set(lines(err)) == {"val top-1 error", "val top-5 error", "chance top-1 (0.9)"}
     assert lines(err)["val top-5 error"].get_ydata().tolist() == [0.2, 0.1]
@@ -105,7 +105,7 @@ def test_long_series_are_lines_without_markers() -> None:
                for s in range(1, 201)]
     fig = draw_curves(records)
     assert set(panels(fig)) == {"loss", "learning rate"}  # no val records: no error panel
-    assert lines(panels(fig)["loss"])["train (one batch)"].get_marker() in ("None", None, "")
+    assert lines(panels(fig)["loss"])[TRAIN_LOSS].get_marker() in ("None", None, "")
     lr = panels(fig)["learning rate"]
     assert lr.get_yscale() == "log" and lr.get_ylim() == pytest.approx((0.01 / 3, 0.03))
 
