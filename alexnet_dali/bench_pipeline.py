@@ -144,7 +144,8 @@ def baseline_batches(root: Path, loader, batch_size: int, device, seed: int = 0)
     """Batches of the minimal graph (`pipelines/baseline.py`), handed to torch as the loader does:
     (images, the untouched `.cls` digit TensorList)."""
     from alexnet_dali.config import AugmentConfig
-    from alexnet_dali.loader import images_to_torch, pipeline_args, pipeline_spec
+    from alexnet_dali.loader import pipeline_args, pipeline_spec
+    from alexnet_dali.loader_handoff import images_to_torch
     from alexnet_dali.pipelines.baseline import baseline_pipeline
 
     spec = pipeline_spec(root, "train", loader=loader, augment=AugmentConfig(), rank=0,
