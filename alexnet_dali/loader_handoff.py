@@ -1,4 +1,8 @@
-"""The hand-off of DALI outputs to torch (part of the loader glue; imports DALI)."""
+"""The hand-off of DALI outputs to torch (part of the loader glue; imports DALI).
+
+CPU outputs are shared through DLPack; host tensors bound for a CUDA device go through pinned
+memory with `non_blocking=True`, so no step blocks the host on a copy (`host_to_device`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,19 @@ from alexnet_dali.errors import DataError
 from alexnet_dali.tools.shards import LABEL_DIGITS
 
 
+def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor → `device`: itself (no copy) for the CPU; for CUDA an asynchronous copy
+    from pinned memory.
+
+    A copy from pageable memory blocks the host until the GPU has it, a sync per step; from
+    pinned memory `non_blocking=True` only queues it on the current stream, and torch's pinned
+    allocator keeps the buffer until the copy has run.
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def copy_batch(batch, device: torch.device) -> torch.Tensor:
     """One DALI TensorList (uniform sample shape) → a torch tensor on `device`.
 
@@ -21,7 +38,8 @@ def copy_batch(batch, device: torch.device) -> torch.Tensor:
     through DLPack without a copy: DALI's dynamic executor (`exec_dynamic=True`) allocates every
     output anew and keeps it alive while torch references it (tests/test_loader.py checks that
     held batches survive later runs). A fresh 40 MB torch buffer per batch would instead cost
-    more in page faults than the whole DALI graph on 2 cores.
+    more in page faults than the whole DALI graph on 2 cores. For a CUDA `device` (a CPU graph
+    feeding a GPU model) they go through `host_to_device`.
     """
     if isinstance(batch, TensorListGPU):
         shape = [len(batch), *batch[0].shape()]
@@ -29,7 +47,7 @@ def copy_batch(batch, device: torch.device) -> torch.Tensor:
         stream = types._raw_cuda_stream_ptr(torch.cuda.current_stream(device))
         batch.copy_to_external(ctypes.c_void_p(out.data_ptr()), stream, non_blocking=True)
         return out
-    return torch.from_dlpack(batch.as_tensor()).to(device)
+    return host_to_device(torch.from_dlpack(batch.as_tensor()), device)
 
 
 def images_to_torch(batch, loader: LoaderConfig, device: torch.device) -> torch.Tensor:
@@ -62,7 +80,7 @@ def labels_to_torch(digits, device: torch.device) -> torch.Tensor:
     if not digits.is_dense_tensor():
         raise DataError(f".cls members of different lengths in one batch; each must be "
                            f"{LABEL_DIGITS} ASCII digits: re-run `alexnet-dali preprocess`")
-    return labels_from_digits(torch.from_dlpack(digits.as_tensor())).to(device)
+    return host_to_device(labels_from_digits(torch.from_dlpack(digits.as_tensor())), device)
 
 
 def to_torch(outputs, loader: LoaderConfig, device: torch.device) -> list[torch.Tensor]:
