@@ -100,11 +100,14 @@ def measure(streams: dict[str, tuple[Iterator, int]], batch_size: int, warmup: i
     untimed batches (draining the queue it refilled while idle), times `count` batches, then
     waits as long as refilling its queue takes at the measured rate, so that no stream works in
     the background of another's timed window. Interleaving the rounds lets both see the same
-    background load on a shared machine.
+    background load on a shared machine; every other round runs them in reverse order, so that
+    no stream always follows the same one.
     """
     rates: dict[str, list[float]] = {name: [] for name in streams}
-    for _ in range(reps):
-        for name, (batches, in_flight) in streams.items():
+    for rep in range(reps):
+        order = list(streams) if rep % 2 == 0 else list(reversed(streams))
+        for name in order:
+            batches, in_flight = streams[name]
             time_batches(batches, warmup + in_flight, sync)
             rate = count * batch_size / time_batches(batches, count, sync)
             rates[name].append(rate)
