@@ -34,6 +34,10 @@ def test_bench_pipeline_prints_all_rows(tmp_path: Path) -> None:
     assert all(int(rate.replace(",", "")) > 0 for _, rate in rows)
     assert "DALI (cpu) / DALI baseline (cpu) (medians):" in result.output
     assert "DALI (cpu) / DataLoader + Pillow (medians):" in result.output
+    cpu = re.findall(rf"^\| (?:{names}) \|.* \| ([\d.]+|\(other processes\)) \|$",
+                     result.output, re.M)  # CPU ms per batch: DALI in this process only
+    assert cpu[2] == "(other processes)" and all(float(c) > 0 for c in cpu[:2]), result.output
+    assert "DALI (cpu) / DALI baseline (cpu) (images per CPU second, medians):" in result.output
 
 
 def test_baseline_graph_does_the_minimal_work(tmp_path: Path) -> None:
