@@ -93,20 +93,29 @@ def time_batches(batches: Iterator, count: int, sync: Callable[[], None]) -> flo
 
 
 def measure(streams: dict[str, tuple[Iterator, int]], batch_size: int, warmup: int, count: int,
-            reps: int, sync: Callable[[], None]) -> dict[str, list[float]]:
+            reps: int, sync: Callable[[], None],
+            cpu_ms: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
     """Images/s per stream over `reps` rounds that give each stream a turn.
 
     `streams`: name → (batches, batches it holds in flight). A turn pulls `warmup` + in-flight
     untimed batches (draining the queue it refilled while idle), times `count` batches, then
     waits as long as refilling its queue takes at the measured rate, so that no stream works in
     the background of another's timed window. Interleaving the rounds lets both see the same
-    background load on a shared machine.
+    background load on a shared machine; every other round runs them in reverse order, so that
+    no stream always follows the same one. `cpu_ms`, when given, gets each turn's CPU time of
+    this process per timed batch (ms): the cost of an in-process pipeline, which a busy machine
+    changes far less than its rate (a DataLoader's workers are other processes: not counted).
     """
     rates: dict[str, list[float]] = {name: [] for name in streams}
-    for _ in range(reps):
-        for name, (batches, in_flight) in streams.items():
+    for rep in range(reps):
+        order = list(streams) if rep % 2 == 0 else list(reversed(streams))
+        for name in order:
+            batches, in_flight = streams[name]
             time_batches(batches, warmup + in_flight, sync)
+            cpu_start = time.process_time()
             rate = count * batch_size / time_batches(batches, count, sync)
+            if cpu_ms is not None:
+                cpu_ms.setdefault(name, []).append((time.process_time() - cpu_start) / count * 1e3)
             rates[name].append(rate)
             time.sleep(1.5 * in_flight * batch_size / rate)
     return rates
@@ -131,12 +140,20 @@ def bench_data(data: str | None, workdir: Path, images: int, workers: int) -> Pa
     return out
 
 
-def table(rows: list[tuple[str, list[float]]]) -> str:
-    """Markdown table: median, min and max images/s per pipeline."""
-    lines = ["| pipeline | median img/s | min | max | reps |", "|---|---:|---:|---:|---:|"]
+def table(rows: list[tuple[str, list[float]]], cpu_ms: dict[str, list[float]] | None = None,
+          in_process: tuple[str, ...] = ()) -> str:
+    """Markdown table: median, min and max images/s per pipeline; with `cpu_ms`, the median CPU
+    ms per batch of the `in_process` pipelines."""
+    head = "| pipeline | median img/s | min | max | reps |"
+    lines = [head + " CPU ms/batch |" if cpu_ms else head,
+             "|---|---:|---:|---:|---:|" + ("---:|" if cpu_ms else "")]
     for name, rates in rows:
-        lines.append(f"| {name} | {statistics.median(rates):,.0f} | {min(rates):,.0f} | "
-                     f"{max(rates):,.0f} | {len(rates)} |")
+        line = (f"| {name} | {statistics.median(rates):,.0f} | {min(rates):,.0f} | "
+                f"{max(rates):,.0f} | {len(rates)} |")
+        if cpu_ms:
+            line += (f" {statistics.median(cpu_ms[name]):.1f} |" if name in in_process
+                     else " (other processes) |")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -144,7 +161,8 @@ def baseline_batches(root: Path, loader, batch_size: int, device, seed: int = 0)
     """Batches of the minimal graph (`pipelines/baseline.py`), handed to torch as the loader does:
     (images, the untouched `.cls` digit TensorList)."""
     from alexnet_dali.config import AugmentConfig
-    from alexnet_dali.loader import images_to_torch, pipeline_args, pipeline_spec
+    from alexnet_dali.loader import pipeline_args, pipeline_spec
+    from alexnet_dali.loader_handoff import images_to_torch
     from alexnet_dali.pipelines.baseline import baseline_pipeline
 
     spec = pipeline_spec(root, "train", loader=loader, augment=AugmentConfig(), rank=0,
@@ -203,9 +221,13 @@ def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, t
     first = {project: (cycle(dali), prefetch)}
     if baseline:
         first[minimal] = (baseline_batches(root, loader, batch_size, device), prefetch)
-    rates = measure({**first, **streams}, batch_size, warmup, batches, reps, sync)
-    print(table(list(rates.items())))
+    cpu_ms: dict[str, list[float]] = {}
+    rates = measure({**first, **streams}, batch_size, warmup, batches, reps, sync, cpu_ms)
+    print(table(list(rates.items()), cpu_ms, tuple(first)))
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print_ratio(rates, project, minimal)
+    if baseline:  # images per CPU second, project / minimal: the load-independent side
+        cost = statistics.median(cpu_ms[minimal]) / statistics.median(cpu_ms[project])
+        print(f"{project} / {minimal} (images per CPU second, medians): {cost:.2f}x")
     print_ratio(rates, project, "DataLoader + Pillow")
     return rates

@@ -2,12 +2,14 @@
 
 Both sources drive the same model, optimiser and step function; synthetic input is one batch
 already on the device (pure compute), so DALI/synthetic < 1 means the pipeline starves the model.
+The sources take turns (`ROUNDS` rounds, every other one in reverse order), so that on a shared
+machine both see the same background load.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from typing import Any, Iterator
 
 import torch
 from tqdm import tqdm
@@ -17,25 +19,42 @@ from alexnet_dali.distributed import DistInfo, pick_device
 from alexnet_dali.steps import TrainStep, endless
 
 
-def _time_source(step: TrainStep, batches: Iterable, steps: int, warmup: int,
-                 label: str) -> float:
-    """Images/s over `steps` timed training steps after `warmup` untimed ones."""
-    it = iter(batches)
-    for _ in range(warmup):
-        images, labels = next(it)
-        step(images, labels)
-    if step.input_device.type == "cuda":
-        torch.cuda.synchronize(step.input_device)
+ROUNDS = 3  # turns per source; the timed steps are split between them
+
+
+def _run_steps(step: TrainStep, batches: Iterator, steps: int, progress: tqdm) -> int:
+    """`steps` training steps, waited for on the device; the images they trained on."""
     images_done = 0
-    start = time.perf_counter()
-    for _ in tqdm(range(steps), desc=label, leave=False):
-        images, labels = next(it)
+    loss = None
+    for _ in range(steps):
+        images, labels = next(batches)
         loss = step(images, labels)
         images_done += images.shape[0]
-    loss.item()  # wait for the device
+        progress.update()
+    if loss is not None:
+        loss.item()  # wait for the device
     if step.input_device.type == "cuda":
         torch.cuda.synchronize(step.input_device)
-    return images_done / (time.perf_counter() - start)
+    return images_done
+
+
+def time_sources(step: TrainStep, sources: dict[str, Iterator], steps: int,
+                 warmup: int) -> dict[str, float]:
+    """Images/s per source over `steps` timed steps each, after `warmup` untimed ones; the timed
+    steps run in `ROUNDS` turns per source, every other round in reverse order."""
+    rounds = max(1, min(ROUNDS, steps))
+    shares = [steps * (r + 1) // rounds - steps * r // rounds for r in range(rounds)]
+    images = {name: 0 for name in sources}
+    seconds = {name: 0.0 for name in sources}
+    with tqdm(total=(warmup + steps) * len(sources), desc="bench train", leave=False) as bar:
+        for batches in sources.values():
+            _run_steps(step, batches, warmup, bar)
+        for r, share in enumerate(shares):
+            for name in (list(sources) if r % 2 == 0 else list(reversed(sources))):
+                start = time.perf_counter()
+                images[name] += _run_steps(step, sources[name], share, bar)
+                seconds[name] += time.perf_counter() - start
+    return {name: images[name] / seconds[name] for name in sources}
 
 
 def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, device: str,
@@ -71,15 +90,18 @@ def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, dev
     synthetic = SyntheticTrainLoader(
         batch_size=batch_size, steps_per_epoch=10**9, num_classes=cfg.model.num_classes,
         device=input_device, fixed=True, channels_last=channels_last_of(cfg, input_device))
+    sources = {"synthetic": iter(synthetic)}
+    if data:
+        train_loader, _ = build_loaders(cfg, info, input_device, None)
+        sources["dali"] = endless(train_loader)
+    rates = time_sources(step, sources, steps, warmup)
     result: dict[str, Any] = {
         "device": str(info.device), "precision": step.precision, "batch_size": batch_size,
         "steps": steps, "threads": torch.get_num_threads(),
-        "synthetic_images_per_s": _time_source(step, synthetic, steps, warmup, "synthetic"),
+        "synthetic_images_per_s": rates["synthetic"],
     }
     if data:
-        train_loader, _ = build_loaders(cfg, info, input_device, None)
-        dali = _time_source(step, endless(train_loader), steps, warmup, "dali")
-        result["dali_images_per_s"] = dali
+        result["dali_images_per_s"] = rates["dali"]
         result["ratio"] = result["dali_images_per_s"] / result["synthetic_images_per_s"]
     _print(result)
     return result

@@ -205,6 +205,7 @@ def bench_train_command(data: str | None, json_path: str | None, **options: Any)
       alexnet-dali bench train demo/shards --batch-size 32 --steps 10
     \b
     A ratio (DALI / synthetic) well below 1 means the pipeline starves the model.
+    The two take turns (3 rounds), so both see the same background load.
     Without DATA only the synthetic number is measured.
     """
     from alexnet_dali.bench_train import run_bench

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import statistics
 from pathlib import Path
 
@@ -191,6 +190,7 @@ def check_checkpoint(ctx: Context) -> str:
     from alexnet_dali.checkpoint import load_checkpoint, model_from_checkpoint
     from alexnet_dali.evaluation import evaluate
     from alexnet_dali.loader import build_eval_loader
+    from alexnet_dali.runlog import METRICS_NAME, read_metrics
     from alexnet_dali.trainer import train
 
     run_dir = ctx.workdir / "run"
@@ -203,7 +203,7 @@ def check_checkpoint(ctx: Context) -> str:
                           TrainConfig().optim, lr=0.001))
     with quiet():  # the trainer's progress bars and epoch line
         train(cfg)
-    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    logged = read_metrics(run_dir / METRICS_NAME)
     val_loss = [r["loss"] for r in logged if r["kind"] == "val"][-1]
     state = load_checkpoint(run_dir)
     model, saved = model_from_checkpoint(state)

@@ -11,6 +11,7 @@ import subprocess
 
 from alexnet_dali.pipelines.probe import dali_version, decoder_status, driver_cuda_version
 
+SMI_TIMEOUT_S = 30  # nvidia-smi can hang on a wedged driver
 EXTRAS = ("scipy", "pyarrow", "onnx", "onnxruntime", "matplotlib", "tensorboard", "simplejpeg")
 
 
@@ -22,18 +23,38 @@ def package_version(name: str) -> str:
         return "not installed"
 
 
+def smi_driver() -> tuple[str, str]:
+    """(driver version, "") from nvidia-smi, or ("", why it gave none); ("", "") without it.
+
+    A hang, a binary that cannot run or a failing driver is a reason, never an exception: the
+    doctor's report is most wanted exactly when the driver is broken.
+    """
+    if not shutil.which("nvidia-smi"):
+        return "", ""
+    query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+    try:
+        done = subprocess.run(query, capture_output=True, text=True, timeout=SMI_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return "", f"nvidia-smi did not answer within {SMI_TIMEOUT_S} s"
+    except (OSError, subprocess.SubprocessError) as e:
+        return "", f"nvidia-smi could not run ({e})"
+    lines = (done.stdout or "").strip().splitlines()
+    if done.returncode != 0 or not lines:
+        said = (done.stderr or done.stdout or "").strip().splitlines()
+        return "", f"nvidia-smi exited with status {done.returncode}" + (
+            f": {said[0].strip()}" if said else "")
+    return lines[0].strip(), ""
+
+
 def driver_version() -> str:
-    """The NVIDIA driver version (nvidia-smi) and the CUDA version it supports (DALI), or none."""
+    """The NVIDIA driver version (nvidia-smi) and the CUDA version it supports (DALI), or none;
+    why nvidia-smi gave no version, when it failed."""
     cuda = driver_cuda_version()
-    smi = ""
-    if shutil.which("nvidia-smi"):
-        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
-        done = subprocess.run(query, capture_output=True, text=True, timeout=30)
-        smi = done.stdout.splitlines()[0].strip() if done.returncode == 0 and done.stdout else ""
-    if not cuda and not smi:
+    smi, failure = smi_driver()
+    if not cuda and not smi and not failure:
         return "none (no NVIDIA driver found)"
     supports = f"supports CUDA {cuda // 1000}.{cuda % 1000 // 10}" if cuda else ""
-    return ", ".join(part for part in (smi and f"driver {smi}", supports) if part)
+    return ", ".join(part for part in (smi and f"driver {smi}", supports, failure) if part)
 
 
 def gpu_lines() -> list[tuple[str, str]]:

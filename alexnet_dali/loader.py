@@ -1,4 +1,5 @@
-"""DALI → PyTorch glue: the only module the trainer imports that touches DALI.
+"""DALI → PyTorch glue: the only module the trainer imports that touches DALI (with
+`loader_handoff.py`, its hand-off of DALI outputs to torch).
 
 Training (`build_train_loader`): every rank yields the same `steps_per_epoch` =
 floor(samples / (world_size · batch_size)) batches — the remainder is *dropped* from the epoch
@@ -11,7 +12,6 @@ ranks. Rank r reads DALI shard r of world_size (global rank, never the local one
 from __future__ import annotations
 
 import base64
-import ctypes
 import io
 import json
 import re
@@ -21,18 +21,16 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from nvidia.dali import types
-from nvidia.dali.plugin.pytorch.torch_utils import to_torch_type
-from nvidia.dali.tensors import TensorListGPU
 
 from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
+from alexnet_dali.loader_handoff import to_torch
 from alexnet_dali.pipelines.eval import eval_pipeline
 from alexnet_dali.pipelines.readers import READER_NAME
 from alexnet_dali.pipelines.spec import PipelineSpec, load_shard_set, needs_colour_stats
 from alexnet_dali.pipelines.train import train_pipeline
 from alexnet_dali.tools.pca import load_colour_stats
-from alexnet_dali.tools.shards import LABEL_DIGITS, iter_shard
+from alexnet_dali.tools.shards import iter_shard
 
 # 2: the lean train graph. DALI restores a checkpoint only into the graph that wrote it (it
 # names operators by their position), so a 1 cannot be restored and is refused by name.
@@ -96,64 +94,6 @@ def shard_sizes(samples: int, world_size: int) -> list[int]:
     """Samples per rank as DALI's readers split them: [floor(r·N/W), floor((r+1)·N/W))."""
     return [(r + 1) * samples // world_size - r * samples // world_size
             for r in range(world_size)]
-
-
-def copy_batch(batch, device: torch.device) -> torch.Tensor:
-    """One DALI TensorList (uniform sample shape) → a torch tensor on `device`.
-
-    GPU outputs are copied into a new tensor on torch's current stream. CPU outputs are shared
-    through DLPack without a copy: DALI's dynamic executor (`exec_dynamic=True`) allocates every
-    output anew and keeps it alive while torch references it (tests/test_loader.py checks that
-    held batches survive later runs). A fresh 40 MB torch buffer per batch would instead cost
-    more in page faults than the whole DALI graph on 2 cores.
-    """
-    if isinstance(batch, TensorListGPU):
-        shape = [len(batch), *batch[0].shape()]
-        out = torch.empty(shape, dtype=to_torch_type[batch.dtype], device=device)
-        stream = types._raw_cuda_stream_ptr(torch.cuda.current_stream(device))
-        batch.copy_to_external(ctypes.c_void_p(out.data_ptr()), stream, non_blocking=True)
-        return out
-    return torch.from_dlpack(batch.as_tensor()).to(device)
-
-
-def images_to_torch(batch, loader: LoaderConfig, device: torch.device) -> torch.Tensor:
-    """The graph's image batch → a torch tensor on `device`, cast/permuted per `loader`."""
-    images = copy_batch(batch, device)
-    wanted = getattr(torch, loader.dtype)
-    if images.dtype != wanted:  # bfloat16 (DALI has none), float16 from a CPU graph
-        images = images.to(wanted)
-    if loader.layout == "NHWC":  # logically NCHW, channels_last in memory
-        images = images.movedim(-1, -3)
-    return images
-
-
-DIGIT_WEIGHTS = 10 ** torch.arange(LABEL_DIGITS - 1, -1, -1)
-
-
-def labels_from_digits(digits: torch.Tensor) -> torch.Tensor:
-    """N×LABEL_DIGITS ASCII digits (uint8, the `.cls` members) → int64 class ids N.
-
-    One vectorised step on the whole batch; the DALI graph hands the bytes over untouched.
-    """
-    if digits.shape[1:] != (LABEL_DIGITS,) or ((digits < 48) | (digits > 57)).any():
-        raise DataError(f"a .cls member in this batch is not {LABEL_DIGITS} ASCII digits "
-                           f"(batch shape {tuple(digits.shape)}); re-run `alexnet-dali preprocess`")
-    return ((digits.long() - ord("0")) * DIGIT_WEIGHTS).sum(dim=1)
-
-
-def labels_to_torch(digits, device: torch.device) -> torch.Tensor:
-    """The graph's `.cls` digits (a CPU TensorList) → int64 labels N on `device`."""
-    if not digits.is_dense_tensor():
-        raise DataError(f".cls members of different lengths in one batch; each must be "
-                           f"{LABEL_DIGITS} ASCII digits: re-run `alexnet-dali preprocess`")
-    return labels_from_digits(torch.from_dlpack(digits.as_tensor())).to(device)
-
-
-def to_torch(outputs, loader: LoaderConfig, device: torch.device) -> list[torch.Tensor]:
-    """DALI (images, `.cls` digits, *draws) → torch tensors on `device`: images per `loader`,
-    int64 labels, the draws as they are."""
-    return [images_to_torch(outputs[0], loader, device), labels_to_torch(outputs[1], device),
-            *(copy_batch(o, device) for o in outputs[2:])]
 
 
 def find_corrupt_jpeg(tars: tuple[str, ...]) -> tuple[str, str, str] | None:

@@ -2,7 +2,8 @@
 
 Batches are a pure function of (seed, epoch, step, rank), so `checkpoint()` is just the position
 and a restored loader replays exactly what an uninterrupted one would have yielded. Each class
-shifts the three channels by its own constant, so a model can learn the labels.
+shifts the three channels by its own constant, so a model can learn the labels. Batches made
+on the host reach a CUDA device as the DALI loaders' do (`loader_handoff.host_to_device`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 from typing import Iterator
 
 import torch
+
+from alexnet_dali.loader_handoff import host_to_device
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -54,10 +57,10 @@ class SyntheticTrainLoader:
             ((self.seed * 1_000_003 + self.epoch) * 1_000_003 + step) * 64 + self.rank
         )
         images, labels = _make_batch(gen, self.batch_size, self.num_classes, self.size)
-        images = images.to(self.device, self.dtype)
+        images = host_to_device(images, self.device).to(self.dtype)  # on a GPU: cast there
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        out = (images, labels.to(self.device))
+        out = (images, host_to_device(labels, self.device))
         if self.fixed:
             self._fixed_batch = out
         return out
@@ -106,5 +109,5 @@ class SyntheticEvalLoader:
             batch = images[sel]
             if self.tencrop:
                 batch = torch.stack([batch, batch.flip(-1)] * 5, dim=1)
-            yield (batch.to(self.device), labels[sel].to(self.device),
-                   valid[start : start + self.batch_size].to(self.device))
+            yield (host_to_device(batch, self.device), host_to_device(labels[sel], self.device),
+                   host_to_device(valid[start : start + self.batch_size], self.device))

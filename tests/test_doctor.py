@@ -3,6 +3,7 @@ exit status 1, and the GPU checks' code runs on the CPU (CPU "devices", gloo for
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from alexnet_dali import doctor_gpu
+from alexnet_dali import doctor_env, doctor_gpu
 from alexnet_dali.cli import main
 from alexnet_dali.doctor import Check, Context, Skip, render_report, run_check, run_doctor
 
@@ -147,3 +148,34 @@ def test_reference_replays_a_constant_image_by_hand() -> None:
     assert reference.anchor(np.float32(5 / 32)) == 5
     with pytest.raises(ValueError, match="not k/32"):
         reference.anchor(0.1)
+
+
+def smi_says(monkeypatch: pytest.MonkeyPatch, *, raises: Exception | None = None,
+             returncode: int = 0, stdout: str = "", stderr: str = "", cuda: int = 0) -> str:
+    """doctor_env.driver_version() with nvidia-smi present and subprocess.run patched."""
+    def run(args, **kwargs):
+        assert kwargs["timeout"] == doctor_env.SMI_TIMEOUT_S
+        if raises:
+            raise raises
+        return subprocess.CompletedProcess(args, returncode, stdout, stderr)
+
+    monkeypatch.setattr(doctor_env.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(doctor_env.subprocess, "run", run)
+    monkeypatch.setattr(doctor_env, "driver_cuda_version", lambda: cuda)
+    return doctor_env.driver_version()
+
+
+def test_nvidia_smi_failures_are_report_lines_not_crashes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert smi_says(monkeypatch, stdout="550.54.15\n", cuda=12040) == \
+        "driver 550.54.15, supports CUDA 12.4"
+    hang = subprocess.TimeoutExpired(["nvidia-smi"], 30)
+    assert smi_says(monkeypatch, raises=hang) == "nvidia-smi did not answer within 30 s"
+    assert smi_says(monkeypatch, raises=FileNotFoundError(2, "No such file"), cuda=12040) == \
+        "supports CUDA 12.4, nvidia-smi could not run ([Errno 2] No such file)"
+    assert smi_says(monkeypatch, returncode=9, stdout="NVIDIA-SMI has failed because it "
+                    "couldn't communicate with the NVIDIA driver.\n") == (
+        "nvidia-smi exited with status 9: NVIDIA-SMI has failed because it couldn't "
+        "communicate with the NVIDIA driver.")
+    monkeypatch.setattr(doctor_env.shutil, "which", lambda name: None)
+    assert doctor_env.driver_version() == "none (no NVIDIA driver found)"

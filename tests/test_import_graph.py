@@ -40,7 +40,7 @@ def stage(module: str) -> str:
         if module.startswith(f"{PACKAGE}.{folder}"):
             return folder
     name = module.rsplit(".", 1)[-1]
-    if name == "loader":
+    if name == "loader" or name.startswith("loader_"):  # the loader glue, in its modules
         return "loader"
     return "cli" if name == "cli" or name.startswith("cli_") else "run"
 

@@ -34,6 +34,10 @@ def test_bench_pipeline_prints_all_rows(tmp_path: Path) -> None:
     assert all(int(rate.replace(",", "")) > 0 for _, rate in rows)
     assert "DALI (cpu) / DALI baseline (cpu) (medians):" in result.output
     assert "DALI (cpu) / DataLoader + Pillow (medians):" in result.output
+    cpu = re.findall(rf"^\| (?:{names}) \|.* \| ([\d.]+|\(other processes\)) \|$",
+                     result.output, re.M)  # CPU ms per batch: DALI in this process only
+    assert cpu[2] == "(other processes)" and all(float(c) > 0 for c in cpu[:2]), result.output
+    assert "DALI (cpu) / DALI baseline (cpu) (images per CPU second, medians):" in result.output
 
 
 def test_baseline_graph_does_the_minimal_work(tmp_path: Path) -> None:
@@ -106,3 +110,20 @@ def test_bench_gpu_decoder_without_cuda_is_one_error_line(tmp_path: Path) -> Non
     assert done.stderr.splitlines() == [
         "error: --decoder gpu: CUDA is not available on this machine; use --decoder cpu"]
     assert not any(tmp_path.iterdir())  # refused before generating the bench dataset
+
+
+def test_measure_alternates_the_order_of_the_streams() -> None:
+    """Every stream gets a turn each round; odd rounds run them in reverse order."""
+    from alexnet_dali.bench_pipeline import measure
+
+    pulled: list[str] = []
+
+    def stream(name: str):
+        while True:
+            pulled.append(name)
+            yield None
+
+    rates = measure({"a": (stream("a"), 0), "b": (stream("b"), 0)}, batch_size=1, warmup=0,
+                    count=1, reps=3, sync=lambda: None)
+    assert pulled == ["a", "b", "b", "a", "a", "b"]
+    assert list(rates) == ["a", "b"] and all(len(r) == 3 for r in rates.values())

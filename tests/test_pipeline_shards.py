@@ -32,7 +32,7 @@ def test_labels_from_digits_against_int() -> None:
     import pytest
     import torch
 
-    from alexnet_dali.loader import labels_from_digits
+    from alexnet_dali.loader_handoff import labels_from_digits
     from alexnet_dali.errors import DataError
 
     ids = [0, 7, 17, 123_456, 999_999, 100_000]
