@@ -160,11 +160,40 @@ def test_turbo_checks_the_pixel_limit_from_the_header():
         images.decode_turbo(jpeg_bytes(smooth_image(600, 500)), ImageSettings(max_pixels=299_999))
 
 
+@pytest.mark.parametrize("width, height, size", [
+    (500, 375, 256), (375, 500, 256), (500, 333, 256), (374, 501, 256), (376, 375, 256),
+    (640, 480, 256), (1000, 750, 256), (300, 301, 224), (257, 300, 256)])
+def test_vips_resize_samples_pillows_grid(width, height, size):
+    """Odd margins put Pillow's box on half pixels; libvips must land on the same grid (a
+    half-pixel shift would cost many dB)."""
+    from alexnet_dali.tools.lanczos import center_square_vips
+
+    rng = np.random.default_rng([width, height])
+    pixels = np.asarray(smooth_image(width, height)) + rng.integers(0, 40, (height, width, 3))
+    pixels = pixels.clip(0, 255).astype(np.uint8)
+    ref = np.asarray(images.center_square_resize(Image.fromarray(pixels), size), np.float64)
+    out = center_square_vips(pixels, size)
+    assert out.shape == (size, size, 3) and psnr(out.astype(np.float64), ref) > 48
+    assert np.abs(out - ref).max() <= 6
+
+
+def test_vips_leaves_upscaling_and_unplaceable_grids_to_pillow():
+    from alexnet_dali.tools.lanczos import center_square_vips
+
+    for width, height in ((200, 300), (257, 256)):  # 257 - 256 = 1: half a pixel at scale 1
+        pixels = np.asarray(smooth_image(width, height))
+        assert center_square_vips(pixels, 256) is None
+        out = images.convert_image(jpeg_bytes(Image.fromarray(pixels)), ImageSettings())
+        assert Image.open(io.BytesIO(out)).size == (256, 256)
+
+
 def test_settings_record_the_decoder():
     from alexnet_dali.tools.preprocess import PreprocessConfig
 
     turbo = PreprocessConfig().settings()
     assert turbo["decoder"] == "turbo" and "simplejpeg" in turbo["libraries"]
     assert turbo["scale_factor"] == images.TURBO_FACTOR
-    pillow = PreprocessConfig(image=ImageSettings(decoder="pillow")).settings()
+    assert turbo["resizer"] == "vips" and "libvips" in turbo["libraries"]
+    pillow = PreprocessConfig(image=ImageSettings(decoder="pillow", resizer="pillow")).settings()
     assert pillow["decoder"] == "pillow" and pillow["scale_factor"] == images.DRAFT_FACTOR
+    assert pillow["resizer"] == "pillow" and "libvips" not in pillow["libraries"]
