@@ -29,6 +29,7 @@ from PIL import Image
 
 from alexnet_dali.tools.images import center_square_resize
 from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess
+from alexnet_dali.tools.records import shard_records
 from alexnet_dali.tools.shards import iter_shard
 
 SIZES = ((500, 375), (2000, 1500))
@@ -108,12 +109,10 @@ def timed_run(src: Path, out: Path, config: PreprocessConfig) -> tuple[float, fl
 
 def quality(out: Path, refs: dict[str, np.ndarray]) -> tuple[float, float]:
     """PSNR (dB) and mean |difference| of a run's outputs against the references."""
-    import json
-
     errors = []
-    for record in sorted((out / "train").glob("train-*.json")):
-        names = dict(json.loads(record.read_text())["sources"])
-        for key, members in iter_shard(record.with_suffix(".tar")):
+    for record in shard_records(out, "train"):
+        names = dict(record["sources"])
+        for key, members in iter_shard(out / record["tar"]):
             pixels = np.asarray(Image.open(io.BytesIO(members["jpg"])).convert("RGB"), np.float64)
             errors.append(pixels - refs[names[key]])
     diff = np.stack(errors)

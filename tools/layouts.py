@@ -116,7 +116,9 @@ def read_official(src: Path, options: ReadOptions) -> Dataset:
         raise DataError(f"{src / official.VAL_TAR}: its labels are in {DEVKIT_TAR}; put the "
                         "devkit beside it, or build only train with --split train")
     devkit = read_devkit(src) if has_devkit else None
-    notes = [] if devkit else [f"no {DEVKIT_TAR}: class names are WNIDs only (no words)"]
+    notes = [] if devkit else [f"no {DEVKIT_TAR}: class words from the shards already in OUT"
+                               if options.known is not None and any(options.known.words) else
+                               f"no {DEVKIT_TAR}: class names are WNIDs only (no words)"]
     classes = devkit.classes if devkit else options.known or Classes.from_names(
         set(official.train_wnids(src / official.TRAIN_TAR)) if present else set())
     splits = {}

@@ -96,9 +96,12 @@ class ShardWriter:
             padding = -len(data) % tarfile.BLOCKSIZE
             blocks += [header, data, tarfile.NUL * padding]
             self._offset += len(data) + padding
-        with naming(self._tmp_tar):
-            self._file.write(b"".join(blocks))
+        with naming(self._tmp_tar):  # a full disk names the file
+            self._write(b"".join(blocks))
         self._samples.append(entries)
+
+    def _write(self, data: bytes) -> None:
+        self._file.write(data)
 
     @property
     def samples(self) -> int:
