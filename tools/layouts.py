@@ -56,14 +56,16 @@ class Dataset:
 
 def detect_layout(src: Path, split: str | None = None) -> str:
     """The layout of SRC, from what it holds; a DataError listing what was looked for."""
-    if any((src / name).exists() for name in (official.TRAIN_TAR, official.VAL_TAR, DEVKIT_TAR)):
+    if any((src / name).exists() for name in (official.TRAIN_TAR, official.VAL_TAR)):
         return "official"
     if (src / KAGGLE_MAPPING).exists() or (src / KAGGLE_DATA).is_dir():
         return "kaggle"
     if hf.parquet_files(src):
         return "hf"
     if split is not None or any((src / name).is_dir() for name in SPLITS):
-        return "folders"
+        return "folders"  # also beside the devkit: torchvision's root once the tars are gone
+    if (src / DEVKIT_TAR).exists():
+        return "official"  # the devkit alone: the error says which tars are missing
     raise DataError(f"{src}: no known input layout; looked for {LOOKED_FOR}. Pass --layout "
                     f"NAME ({', '.join(LAYOUTS)}) or --split NAME for a single folder")
 
