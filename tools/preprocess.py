@@ -85,16 +85,6 @@ def key_of(position: int) -> str:
     return f"{position:0{KEY_DIGITS}d}"
 
 
-def make_plan(split: str, found: SplitScan, classes: Classes, shards: int,
-              config: PreprocessConfig) -> dict:
-    """The split's plan: its scan, classes and settings (records.write_plan saves it)."""
-    return {"split": split, "classes": list(classes.names), rc.WORDS_KEY: list(classes.words),
-            "found": found.found, "sources": len(found.sources),
-            "sources_sha256": found.sources.sha256(), "shards": shards,
-            "settings": config.settings(),
-            "rejects": [[r.rel, r.reason, r.detail] for r in found.rejects]}
-
-
 def _init_worker(settings: images.ImageSettings) -> None:
     global _SETTINGS, _READER
     _SETTINGS, _READER = settings, SourceReader()
@@ -234,8 +224,8 @@ def checked_plans(out: Path, dataset: layouts.Dataset, known: Classes | None,
     plans = {}
     for name, split_scan in dataset.splits.items():
         shards = len(plan_jobs(split_scan, name, config))
-        plans[name] = rc.checked_plan(out, name, make_plan(name, split_scan, classes, shards,
-                                                           config))
+        plans[name] = rc.checked_plan(out, name, rc.make_plan(name, split_scan, classes, shards,
+                                                              config.settings()))
     return plans
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from alexnet_dali.errors import DataError
 from alexnet_dali.tools.imagenet import Classes
 from alexnet_dali.tools.outdir import FolderInUse, FolderLock, held_by_other, write_json_atomic
+from alexnet_dali.tools.scan import SplitScan
 
 PLAN_NAME = "_plan.json"
 WORDS_KEY = "class_words"
@@ -109,6 +110,14 @@ def merged_classes(plans: dict[str, dict], out: Path) -> Classes:
                             "with the same classes, or use a new output folder")
         classes = classes.merged(theirs, f"{out / first / PLAN_NAME}", f"{out / split / PLAN_NAME}")
     return classes
+
+
+def make_plan(split: str, found: SplitScan, classes: Classes, shards: int, settings: dict) -> dict:
+    """A split's plan: its scan, classes with their words, shard count and settings."""
+    return {"split": split, "classes": list(classes.names), WORDS_KEY: list(classes.words),
+            "found": found.found, "sources": len(found.sources),
+            "sources_sha256": found.sources.sha256(), "shards": shards, "settings": settings,
+            "rejects": [[r.rel, r.reason, r.detail] for r in found.rejects]}
 
 
 def checked_plan(out: Path, split: str, plan: dict) -> dict:
