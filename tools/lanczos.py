@@ -74,11 +74,9 @@ def center_square_vips(pixels: np.ndarray, size: int) -> np.ndarray | None:
     (x, w, kx), (y, h, ky) = windows
     if _PYVIPS is None:
         _PYVIPS = _vips()
-    pixels = np.ascontiguousarray(pixels)
-    img = _PYVIPS.Image.new_from_memory(pixels.data, width, height, pixels.shape[2], "uchar")
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
-    if (x0, y0, x1, y1) != (0, 0, width, height):
-        img = img.crop(x0, y0, x1 - x0, y1 - y0)
+    window = np.ascontiguousarray(pixels[y0:y1, x0:x1])  # a copy only for a column window
+    img = _PYVIPS.Image.new_from_memory(window.data, x1 - x0, y1 - y0, window.shape[2], "uchar")
     if (x0, y0, x1, y1) != (x, y, x + w, y + h):  # lazily: only the edge pixels are copied
         img = img.embed(x0 - x, y0 - y, w, h, extend="copy")
     img = img.reduce(side / size, side / size, kernel="lanczos3")
