@@ -177,6 +177,23 @@ def test_vips_resize_samples_pillows_grid(width, height, size):
     assert np.abs(out - ref).max() <= 6
 
 
+def test_a_kept_vips_pipeline_gives_what_a_new_one_gives(monkeypatch):
+    """Pipelines are kept per geometry and re-run on new pixels: the bytes must not depend on
+    what ran before (other images, other sizes, evictions)."""
+    from alexnet_dali.tools import lanczos
+
+    monkeypatch.setattr(lanczos, "KEEP_PIPELINES", 2)
+    kept = type(lanczos._PIPELINES)()
+    rng = np.random.default_rng(1)
+    for width, height in [(500, 375), (375, 500), (500, 375), (376, 375), (500, 333)] * 2:
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        monkeypatch.setattr(lanczos, "_PIPELINES", kept)  # with the history of the others
+        again = lanczos.center_square_vips(pixels, 256)
+        monkeypatch.setattr(lanczos, "_PIPELINES", type(kept)())
+        np.testing.assert_array_equal(again, lanczos.center_square_vips(pixels, 256))
+    assert len(kept) == 2
+
+
 def test_vips_leaves_upscaling_and_unplaceable_grids_to_pillow():
     from alexnet_dali.tools.lanczos import center_square_vips
 
