@@ -271,7 +271,7 @@ def preprocess(src: str | Path, out: str | Path, config: PreprocessConfig,
     known = known_classes(out)
     options = layouts.ReadOptions(split, None if val_labels is None else Path(val_labels),
                                   None if class_names is None else Path(class_names), known,
-                                  resolve_workers(config.workers))
+                                  resolve_workers(config.workers), progress)
     dataset = layouts.read_dataset(src, layout or layouts.detect_layout(src, split), options)
     plans = checked_plans(out, dataset, known, config)
     for note in dataset.notes:
