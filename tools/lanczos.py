@@ -58,7 +58,7 @@ def _vips():
                         "pip install pyvips pyvips-binary, or use --resizer pillow") from None
 
     pyvips.concurrency_set(1)  # one thread: the parallelism is preprocess's worker processes
-    pyvips.cache_set_max(0)  # no operation cache: every image is new
+    pyvips.cache_set_max(0)  # no operation cache: the pipelines worth keeping are kept here
     return pyvips
 
 
