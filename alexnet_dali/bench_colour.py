@@ -44,7 +44,8 @@ def formula_std(stats: ColourStats, scale: str, pca_std: float) -> np.ndarray:
 
 def with_stats(data_dir: Path, stats: ColourStats, workdir: Path) -> Path:
     """A shard folder that links `data_dir`'s manifest and shards and holds `stats` as pca.json."""
-    from alexnet_dali.tools.manifest import MANIFEST_NAME, write_json_atomic
+    from alexnet_dali.tools.manifest import MANIFEST_NAME
+    from alexnet_dali.tools.outdir import write_json_atomic
     from alexnet_dali.tools.pca import PCA_NAME
 
     for entry in data_dir.iterdir():

@@ -73,6 +73,9 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
 @click.option("--decoder", type=click.Choice(["turbo", "pillow"]), default="turbo",
               show_default=True, help="JPEG decoder/encoder: libjpeg-turbo via simplejpeg, or "
               "Pillow for everything (slower; recorded in the manifest).")
+@click.option("--resizer", type=click.Choice(["vips", "pillow"]), default="vips",
+              show_default=True, help="Lanczos-3 resize: libvips (SIMD, Pillow's sampling grid) "
+              "or Pillow (slower; recorded in the manifest).")
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1),
               show_default="178956970, Pillow's limit",
               help="Reject images with more pixels (decompression bombs).")
@@ -95,8 +98,8 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
 @click.option("--part", default="1/1", show_default=True, help="Build share i of n of the shards.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @report_user_errors
-def preprocess(src, out, size, quality, draft, decoder, max_pixels, seed, shard_size, workers,
-               layout, split, val_labels, class_names, part, quiet) -> None:
+def preprocess(src, out, size, quality, draft, decoder, resizer, max_pixels, seed, shard_size,
+               workers, layout, split, val_labels, class_names, part, quiet) -> None:
     """Convert images to shuffled 256x256 JPEG tar shards + DALI indexes + manifest.json.
 
     \b
@@ -117,7 +120,8 @@ def preprocess(src, out, size, quality, draft, decoder, max_pixels, seed, shard_
     from alexnet_dali.tools.images import DEFAULT_MAX_PIXELS, ImageSettings
     from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess as run, summary
 
-    image = ImageSettings(size, quality, draft, max_pixels or DEFAULT_MAX_PIXELS, decoder)
+    image = ImageSettings(size, quality, draft, max_pixels or DEFAULT_MAX_PIXELS, decoder,
+                          resizer)
     config = PreprocessConfig(image, seed, shard_size, workers, _parse_part(part))
     try:
         manifest = run(src, out, config, split=split, val_labels=val_labels,
@@ -200,8 +204,8 @@ def verify(out, decode, workers, quiet) -> None:
         raise SystemExit(1)
 
 
-@click.command("preprocess", short_help="Preprocess speed and quality: Pillow vs libjpeg-turbo, "
-               "folders vs official tar.")
+@click.command("preprocess", short_help="Preprocess speed and quality: Pillow vs libjpeg-turbo "
+               "and libvips, folders vs official tar.")
 @click.option("--small", type=click.IntRange(min=0), default=40, show_default=True,
               help="Images of ~500x375.")
 @click.option("--large", type=click.IntRange(min=0), default=20, show_default=True,
@@ -212,9 +216,10 @@ def verify(out, decode, workers, quiet) -> None:
               help="Timed runs per setting (best).")
 @report_user_errors
 def bench_preprocess(small, large, workers, repeats) -> None:
-    """Time preprocess on generated photo-sized JPEGs: today's Pillow path, the libjpeg-turbo
-    path on the same folder, and the libjpeg-turbo path reading an official-style train tar;
-    PSNR against a full-resolution decode + Lanczos reference.
+    """Time preprocess on generated photo-sized JPEGs: the Pillow path (the code before
+    libjpeg-turbo and libvips), libjpeg-turbo with Pillow's resize, libjpeg-turbo with libvips'
+    resize (the default) on the same folder and reading an official-style train tar; PSNR
+    against a full-resolution decode + Lanczos reference.
 
     \b
     Example:

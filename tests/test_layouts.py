@@ -249,8 +249,23 @@ def test_layout_option_overrides_detection(mini, roots, tmp_path):
     src = write_extracted(mini, tmp_path / "src")  # extracted train/ and val/ beside the devkit
     (src / "ILSVRC2012_devkit_t12.tar.gz").write_bytes(
         (roots["official"] / "ILSVRC2012_devkit_t12.tar.gz").read_bytes())
-    assert detect_layout(src) == "official"
+    assert detect_layout(src) == "folders"
     with pytest.raises(DataError, match="no train or val images found in the official layout"):
-        run(src, tmp_path / "out1")
-    manifest, _ = run(src, tmp_path / "out2", layout="folders", class_names=roots["mapping"])
+        run(src, tmp_path / "out1", layout="official")
+    manifest, _ = run(src, tmp_path / "out2", layout="folders",
+                      class_names=roots["mapping"])
     assert manifest["classes"][0] == {"id": 0, "name": WNIDS[0], "words": WORDS[WNIDS[0]]}
+
+
+def test_devkit_beside_extracted_folders_is_the_folders_layout(mini, roots, outputs, tmp_path):
+    """torchvision's ImageNet root after the big tars were deleted: devkit + train/ + val/."""
+    src = write_extracted(mini, tmp_path / "src")
+    (src / "ILSVRC2012_devkit_t12.tar.gz").write_bytes(
+        (roots["official"] / "ILSVRC2012_devkit_t12.tar.gz").read_bytes())
+    run(src, tmp_path / "out")
+    assert shard_bytes(tmp_path / "out") == shard_bytes(outputs["official"][0])
+    devkit_only = tmp_path / "devkit_only"
+    devkit_only.mkdir()
+    (devkit_only / "ILSVRC2012_devkit_t12.tar.gz").write_bytes(
+        (src / "ILSVRC2012_devkit_t12.tar.gz").read_bytes())
+    assert detect_layout(devkit_only) == "official"  # its error names the missing tars

@@ -23,7 +23,8 @@ from alexnet_dali.loader import build_eval_loader
 from alexnet_dali.model import build_model
 from alexnet_dali.tools.pca import load_colour_stats
 from alexnet_dali.predict import gather_files, load_image, predict_files
-from alexnet_dali.tools.manifest import read_json, read_manifest, sidecar_path
+from alexnet_dali.tools.manifest import read_manifest
+from alexnet_dali.tools.records import read_json, sidecar_path
 
 PROB_TOL = 1e-4  # measured max |Δp|: 4.8e-7 on 100 photos (fp32 rounding, DALI vs torch)
 CPU = torch.device("cpu")

@@ -145,6 +145,31 @@ def test_gnu_tar_format(odd_run):
     assert header[257:265] == b"ustar  \x00"  # GNU magic (POSIX ustar is b"ustar\x0000")
 
 
+def test_shard_writer_writes_what_tarfile_writes(tmp_path):
+    import io
+    import tarfile
+
+    from alexnet_dali.tools.shards import ShardWriter
+
+    rng = np.random.default_rng(0)
+    for count in (1, 3, 21):  # ends on and between tar records (10240 bytes)
+        samples = [(f"{i:09d}", {"jpg": rng.bytes(int(rng.integers(1, 9000))), "cls": b"000012"})
+                   for i in range(count)]
+        writer = ShardWriter(tmp_path / f"{count}.tar")
+        for key, members in samples:
+            writer.add(key, members)
+        writer.commit()
+        ref = io.BytesIO()
+        with tarfile.open(fileobj=ref, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for key, members in samples:
+                for ext, data in members.items():
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size, info.mtime, info.mode = len(data), 0, 0o644
+                    info.uname = info.gname = ""
+                    tar.addfile(info, io.BytesIO(data))
+        assert (tmp_path / f"{count}.tar").read_bytes() == ref.getvalue(), count
+
+
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_dali_cpu_reader_decodes_every_sample_with_index(odd_run, split):
     from nvidia.dali import fn, pipeline_def, types

@@ -14,7 +14,7 @@ import pytest
 from faults import DEAD_PID, Holder, failing_nth, limited
 from helpers import output_bytes
 
-from alexnet_dali.tools import manifest as mf
+from alexnet_dali.tools import records as rc
 from alexnet_dali.tools import outdir
 from alexnet_dali.tools import preprocess as pp
 from alexnet_dali.tools import shards as shards_module
@@ -50,7 +50,7 @@ def assert_nothing_half_done(out: Path, reference: dict[str, bytes]) -> None:
 
 
 @pytest.mark.parametrize("where, n, named", [
-    ("tar member", 10, r"train-000001\.tar\.tmp"),
+    ("tar write", 5, r"train-000001\.tar\.tmp"),
     ("tar fsync", 8, r"train-000002\.tar\.tmp"),
     ("index fsync", 9, r"train-000002\.idx\.tmp"),
     ("record fsync", 10, r"train-000002\.json\..+\.tmp"),
@@ -58,9 +58,9 @@ def assert_nothing_half_done(out: Path, reference: dict[str, bytes]) -> None:
 def test_disk_full_while_writing_then_a_rerun_is_byte_identical(src, reference, tmp_path,
                                                                 monkeypatch, where, n, named):
     calls: list = []
-    if where == "tar member":  # inside a shard: the 10th member written overall
-        target = shards_module.tarfile.TarFile
-        monkeypatch.setattr(target, "addfile", failing_nth(target.addfile, n, calls))
+    if where == "tar write":  # inside a shard: the 5th sample written overall
+        target = shards_module.ShardWriter
+        monkeypatch.setattr(target, "_write", failing_nth(target._write, n, calls))
     else:  # fsyncs: the plan (1), then per shard tar, index, record: shard 2's are 8, 9, 10
         monkeypatch.setattr(os, "fsync", failing_nth(os.fsync, n, calls))
     with pytest.raises(outdir.OutputError, match=rf"^{tmp_path}/train/{named}: No space left on "
@@ -93,7 +93,7 @@ def test_cli_file_size_limit_is_one_error_line_then_a_rerun_completes(src, refer
 def test_a_part_being_built_by_a_live_process_is_refused(src, reference, tmp_path):
     holder = Holder(f"""
         from pathlib import Path
-        from alexnet_dali.tools.manifest import lock_part
+        from alexnet_dali.tools.records import lock_part
         lock_part(Path({str(tmp_path)!r}), "train", (1, 2))
     """)
     try:
@@ -111,4 +111,4 @@ def test_a_part_being_built_by_a_live_process_is_refused(src, reference, tmp_pat
     assert pp.preprocess(src, tmp_path, replace(CONFIG, part=(1, 2)), progress=False) is not None
     assert not planted.exists()
     assert output_bytes(tmp_path) == reference
-    assert mf.all_shards_done(tmp_path)
+    assert rc.all_shards_done(tmp_path)

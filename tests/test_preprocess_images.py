@@ -160,11 +160,57 @@ def test_turbo_checks_the_pixel_limit_from_the_header():
         images.decode_turbo(jpeg_bytes(smooth_image(600, 500)), ImageSettings(max_pixels=299_999))
 
 
+@pytest.mark.parametrize("width, height, size", [
+    (500, 375, 256), (375, 500, 256), (500, 333, 256), (374, 501, 256), (376, 375, 256),
+    (640, 480, 256), (1000, 750, 256), (300, 301, 224), (257, 300, 256)])
+def test_vips_resize_samples_pillows_grid(width, height, size):
+    """Odd margins put Pillow's box on half pixels; libvips must land on the same grid (a
+    half-pixel shift would cost many dB)."""
+    from alexnet_dali.tools.lanczos import center_square_vips
+
+    rng = np.random.default_rng([width, height])
+    pixels = np.asarray(smooth_image(width, height)) + rng.integers(0, 40, (height, width, 3))
+    pixels = pixels.clip(0, 255).astype(np.uint8)
+    ref = np.asarray(images.center_square_resize(Image.fromarray(pixels), size), np.float64)
+    out = center_square_vips(pixels, size)
+    assert out.shape == (size, size, 3) and psnr(out.astype(np.float64), ref) > 48
+    assert np.abs(out - ref).max() <= 6
+
+
+def test_a_kept_vips_pipeline_gives_what_a_new_one_gives(monkeypatch):
+    """Pipelines are kept per geometry and re-run on new pixels: the bytes must not depend on
+    what ran before (other images, other sizes, evictions)."""
+    from alexnet_dali.tools import lanczos
+
+    monkeypatch.setattr(lanczos, "KEEP_PIPELINES", 2)
+    kept = type(lanczos._PIPELINES)()
+    rng = np.random.default_rng(1)
+    for width, height in [(500, 375), (375, 500), (500, 375), (376, 375), (500, 333)] * 2:
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        monkeypatch.setattr(lanczos, "_PIPELINES", kept)  # with the history of the others
+        again = lanczos.center_square_vips(pixels, 256)
+        monkeypatch.setattr(lanczos, "_PIPELINES", type(kept)())
+        np.testing.assert_array_equal(again, lanczos.center_square_vips(pixels, 256))
+    assert len(kept) == 2
+
+
+def test_vips_leaves_upscaling_and_unplaceable_grids_to_pillow():
+    from alexnet_dali.tools.lanczos import center_square_vips
+
+    for width, height in ((200, 300), (257, 256)):  # 257 - 256 = 1: half a pixel at scale 1
+        pixels = np.asarray(smooth_image(width, height))
+        assert center_square_vips(pixels, 256) is None
+        out = images.convert_image(jpeg_bytes(Image.fromarray(pixels)), ImageSettings())
+        assert Image.open(io.BytesIO(out)).size == (256, 256)
+
+
 def test_settings_record_the_decoder():
     from alexnet_dali.tools.preprocess import PreprocessConfig
 
     turbo = PreprocessConfig().settings()
     assert turbo["decoder"] == "turbo" and "simplejpeg" in turbo["libraries"]
     assert turbo["scale_factor"] == images.TURBO_FACTOR
-    pillow = PreprocessConfig(image=ImageSettings(decoder="pillow")).settings()
+    assert turbo["resizer"] == "vips" and "libvips" in turbo["libraries"]
+    pillow = PreprocessConfig(image=ImageSettings(decoder="pillow", resizer="pillow")).settings()
     assert pillow["decoder"] == "pillow" and pillow["scale_factor"] == images.DRAFT_FACTOR
+    assert pillow["resizer"] == "pillow" and "libvips" not in pillow["libraries"]

@@ -243,3 +243,21 @@ def test_ctrl_c_says_that_rerunning_resumes_and_exits_130(tmp_path):
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "train: found 80 = written 80 + rejected 0" in done.stdout
+
+
+def test_regular_files_keeps_the_first_path_of_a_file_and_rejects_in_path_order(tmp_path):
+    from alexnet_dali.tools.scan import regular_files
+
+    for name in ("a.JPEG", "c.JPEG"):
+        (tmp_path / name).write_bytes(b"x")
+    os.symlink(tmp_path / "a.JPEG", tmp_path / "b.JPEG")
+    os.symlink(tmp_path / "a.JPEG", tmp_path / "d.JPEG")
+    os.mkfifo(tmp_path / "e.JPEG")
+    rejects = []
+    kept = regular_files(tmp_path, ["a.JPEG", "b.JPEG", "c.JPEG", "d.JPEG", "e.JPEG",
+                                    "gone.JPEG"], rejects)
+    assert kept == ["a.JPEG", "c.JPEG"]
+    assert [(r.rel, r.reason) for r in rejects] == [
+        ("b.JPEG", "duplicate"), ("d.JPEG", "duplicate"), ("e.JPEG", "unreadable"),
+        ("gone.JPEG", "unreadable")]
+    assert rejects[0].detail == rejects[1].detail == "same file as a.JPEG"

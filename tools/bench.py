@@ -1,9 +1,12 @@
 """`bench preprocess`: preprocess throughput and output quality, today's path vs the new ones.
 
 Paths, each the real `preprocess` (read, decode, resize, encode, shard writing):
-- `pillow, folders`: Pillow decodes (draft mode) and encodes, files from a folder tree;
-- `turbo, folders`: libjpeg-turbo via simplejpeg (the default), same files;
-- `turbo, official tar`: the same files inside an ILSVRC2012_img_train.tar-style tar of tars.
+- `pillow, folders`: Pillow decodes (draft mode), resizes and encodes, files from a folder tree
+  (the code as it was before libjpeg-turbo and libvips);
+- `turbo + pillow resize, folders`: libjpeg-turbo via simplejpeg decodes and encodes, Pillow's
+  Lanczos resizes;
+- `turbo + vips, folders`: libjpeg-turbo and libvips' Lanczos-3 (the default), same files;
+- `turbo + vips, official tar`: the same files inside an ILSVRC2012_img_train.tar-style tar.
 The images have photo-like spectra (smooth structure plus fine noise), so JPEG sizes and decode
 cost resemble real photos. The paths run alternately, after one untimed warm-up pass each, best
 of `repeats`; img/s is source images per wall-clock second, CPU img/s per second of this
@@ -26,12 +29,15 @@ from PIL import Image
 
 from alexnet_dali.tools.images import center_square_resize
 from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess
+from alexnet_dali.tools.records import shard_records
 from alexnet_dali.tools.shards import iter_shard
 
 SIZES = ((500, 375), (2000, 1500))
 WNID = "n01440764"
-PATHS = (("pillow, folders", "pillow", "folders"), ("turbo, folders", "turbo", "folders"),
-         ("turbo, official tar", "turbo", "official"))
+PATHS = (("pillow, folders", "pillow", "pillow", "folders"),
+         ("turbo + pillow resize, folders", "turbo", "pillow", "folders"),
+         ("turbo + vips, folders", "turbo", "vips", "folders"),
+         ("turbo + vips, official tar", "turbo", "vips", "official"))
 
 
 @dataclass(frozen=True)
@@ -103,12 +109,10 @@ def timed_run(src: Path, out: Path, config: PreprocessConfig) -> tuple[float, fl
 
 def quality(out: Path, refs: dict[str, np.ndarray]) -> tuple[float, float]:
     """PSNR (dB) and mean |difference| of a run's outputs against the references."""
-    import json
-
     errors = []
-    for record in sorted((out / "train").glob("train-*.json")):
-        names = dict(json.loads(record.read_text())["sources"])
-        for key, members in iter_shard(record.with_suffix(".tar")):
+    for record in shard_records(out, "train"):
+        names = dict(record["sources"])
+        for key, members in iter_shard(out / record["tar"]):
             pixels = np.asarray(Image.open(io.BytesIO(members["jpg"])).convert("RGB"), np.float64)
             errors.append(pixels - refs[names[key]])
     diff = np.stack(errors)
@@ -122,15 +126,16 @@ def bench_size(work: Path, size: tuple[int, int], count: int, config: Preprocess
     sources = write_sources(src, size, count, seed=0)
     refs = {f"{WNID}/{WNID}_{i:05d}.JPEG": reference(d, config.image.size)
             for i, d in enumerate(sources)}
-    configs = {name: replace(config, image=replace(config.image, decoder=decoder))
-               for name, decoder, _ in PATHS}
-    runs = {name: [] for name, _, _ in PATHS}
+    configs = {name: replace(config, image=replace(config.image, decoder=decoder,
+                                                   resizer=resizer))
+               for name, decoder, resizer, _ in PATHS}
+    runs = {name: [] for name, *_ in PATHS}
     for r in range(repeats + 1):  # run 0 warms the page cache and the imports
-        for k, (name, _, layout) in enumerate(PATHS):
+        for k, (name, *_, layout) in enumerate(PATHS):
             runs[name].append(timed_run(src / layout, work / f"out_{size[0]}_{k}_{r}",
                                         configs[name]))
     rows = []
-    for k, (name, _, _) in enumerate(PATHS):
+    for k, (name, *_) in enumerate(PATHS):
         best = min(runs[name][1:])
         psnr, mad = quality(work / f"out_{size[0]}_{k}_1", refs)
         rows.append(BenchRow(size, count, name, best[0], min(c for _, c in runs[name][1:]),
@@ -166,7 +171,7 @@ def format_table(rows: list[BenchRow], workers: int) -> str:
     lines.append("all sizes together (img/s = all images / summed seconds): " + "; ".join(
         f"{name} {mix_rate(rows, name, 'seconds'):.1f}"
         + (f" (CPU {mix_rate(rows, name, 'cpu_seconds'):.1f})" if workers == 1 else "")
-        for name, _, _ in PATHS))
+        for name, *_ in PATHS))
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from alexnet_dali.errors import DataError
 from alexnet_dali.tools.imagenet import Classes
@@ -62,11 +63,14 @@ def canonical_name(path: str, label: int, classes: Classes, fallback: str) -> st
     return f"{classes.names[label]}/{base}"
 
 
-def scan_parquet(files: list[Path], classes: Classes) -> tuple[SplitScan, int]:
-    """Labelled rows of the shard files, and how many rows were unlabelled (-1) and skipped."""
+def scan_parquet(files: list[Path], classes: Classes,
+                 progress: bool = False) -> tuple[SplitScan, int]:
+    """Labelled rows of the shard files, and how many rows were unlabelled (-1) and skipped; a
+    bar counts the files read when `progress`."""
     pq = pyarrow_parquet()
     builder, skipped = SourceListBuilder(), 0
-    for path in files:
+    for path in tqdm(files, unit="file", desc=f"list {files[0].parent}", disable=not progress,
+                     leave=False, dynamic_ncols=True):
         try:
             table = pq.ParquetFile(path).read(columns=["label", "image.path"])
         except (OSError, ValueError, KeyError) as e:

@@ -46,6 +46,18 @@ class Classes:
         """The same classes, words replaced where `words` has the name."""
         return Classes(self.names, tuple(words.get(n, w) for n, w in zip(self.names, self.words)))
 
+    def merged(self, other: Classes, here: str, there: str) -> Classes:
+        """The same classes with the words of both: one side's words fill in the other's ""; a
+        class with other words on each side is a DataError naming both (`here`, `there`: where
+        each side's words come from). The names must be equal (the caller checks them)."""
+        words = []
+        for name, mine, theirs in zip(self.names, self.words, other.words):
+            if mine and theirs and mine != theirs:
+                raise DataError(f"class {name}: {here} says {mine!r} but {there} says "
+                                f"{theirs!r}; use one class-names source, or a new output folder")
+            words.append(mine or theirs)
+        return Classes(self.names, tuple(words))
+
 
 @dataclass(frozen=True)
 class Devkit:

@@ -40,6 +40,7 @@ class ReadOptions:
     class_names: Path | None = None
     known: Classes | None = None  # the classes of shards already in OUT
     workers: int = 1
+    progress: bool = False  # bars while listing (1.3 M tar headers or files take minutes)
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,16 @@ class Dataset:
 
 def detect_layout(src: Path, split: str | None = None) -> str:
     """The layout of SRC, from what it holds; a DataError listing what was looked for."""
-    if any((src / name).exists() for name in (official.TRAIN_TAR, official.VAL_TAR, DEVKIT_TAR)):
+    if any((src / name).exists() for name in (official.TRAIN_TAR, official.VAL_TAR)):
         return "official"
     if (src / KAGGLE_MAPPING).exists() or (src / KAGGLE_DATA).is_dir():
         return "kaggle"
     if hf.parquet_files(src):
         return "hf"
     if split is not None or any((src / name).is_dir() for name in SPLITS):
-        return "folders"
+        return "folders"  # also beside the devkit: torchvision's root once the tars are gone
+    if (src / DEVKIT_TAR).exists():
+        return "official"  # the devkit alone: the error says which tars are missing
     raise DataError(f"{src}: no known input layout; looked for {LOOKED_FOR}. Pass --layout "
                     f"NAME ({', '.join(LAYOUTS)}) or --split NAME for a single folder")
 
@@ -116,13 +119,15 @@ def read_official(src: Path, options: ReadOptions) -> Dataset:
         raise DataError(f"{src / official.VAL_TAR}: its labels are in {DEVKIT_TAR}; put the "
                         "devkit beside it, or build only train with --split train")
     devkit = read_devkit(src) if has_devkit else None
-    notes = [] if devkit else [f"no {DEVKIT_TAR}: class names are WNIDs only (no words)"]
+    notes = [] if devkit else [f"no {DEVKIT_TAR}: class words from the shards already in OUT"
+                               if options.known is not None and any(options.known.words) else
+                               f"no {DEVKIT_TAR}: class names are WNIDs only (no words)"]
     classes = devkit.classes if devkit else options.known or Classes.from_names(
         set(official.train_wnids(src / official.TRAIN_TAR)) if present else set())
     splits = {}
     if "train" in present:
         splits["train"] = official.scan_train_tar(src / official.TRAIN_TAR, classes,
-                                                  options.workers)
+                                                  options.workers, options.progress)
     if "val" in present:
         splits["val"] = official.scan_val_tar(src / official.VAL_TAR, classes, devkit)
     return Dataset("official", classes, splits, tuple(notes),
@@ -135,7 +140,7 @@ def read_kaggle(src: Path, options: ReadOptions) -> Dataset:
     classes = Classes.from_names(set(words), words)
     data, splits, notes = src / KAGGLE_DATA, {}, []
     if "train" in wanted(options.split) and (data / "train").is_dir():
-        splits["train"] = scan_image_folder(data / "train", classes.ids())
+        splits["train"] = scan_image_folder(data / "train", classes.ids(), options.progress)
     if "val" in wanted(options.split) and (data / "val").is_dir():
         if not (src / KAGGLE_VAL).exists():
             raise DataError(f"{src / KAGGLE_VAL}: not found; it holds the val labels "
@@ -154,7 +159,7 @@ def read_hf(src: Path, options: ReadOptions) -> Dataset:
     for split in wanted(options.split):
         shards = files.get(hf.SPLIT_PREFIXES[split], [])
         if shards:
-            splits[split], skipped = hf.scan_parquet(shards, classes)
+            splits[split], skipped = hf.scan_parquet(shards, classes, options.progress)
             if skipped:
                 notes.append(f"{split}: skipped {skipped:,} unlabelled rows (label -1)")
     for prefix in sorted(set(files) - set(hf.SPLIT_PREFIXES.values())):
@@ -194,6 +199,6 @@ def read_folders(src: Path, options: ReadOptions) -> Dataset:
     for name, root in roots.items():
         flat = options.val_labels is not None and name != "train"
         splits[name] = scan_flat(root, options.val_labels, classes.names) if flat else \
-            scan_image_folder(root, classes.ids())
+            scan_image_folder(root, classes.ids(), options.progress)
     where = f"class folder {roots['train']}/{{}}" if "train" in roots else "class {}"
     return Dataset("folders", classes, splits, (), where)

@@ -1,12 +1,6 @@
-"""`OUT/manifest.json`: its writer, its one typed reader (`read_manifest`), and the bookkeeping
-files of a preprocess run that the writer merges.
-
-Per split, `OUT/<split>/_plan.json` records the scan (classes, found, shard count, scan-time
-rejects, settings) and each finished shard leaves `<split>-NNNNNN.json` (samples, sha256, its
-rejects), written last and atomically: it is the mark that the shard is complete. The manifest is
-built only from these files, so `--part i/n` runs on many hosts merge into one manifest. While
-a run builds part i of n of a split, it holds the lock `OUT/<split>/.lock-part-i-of-n`.
-Everyone else reads the manifest through `read_manifest` (docs/DESIGN.md).
+"""`OUT/manifest.json`: its writer, which merges a run's bookkeeping files (`records`), and
+its one typed reader, `read_manifest`: everyone else reads the manifest through it
+(docs/DESIGN.md).
 """
 
 from __future__ import annotations
@@ -21,81 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from alexnet_dali.errors import DataError
-from alexnet_dali.tools.outdir import FolderInUse, FolderLock, held_by_other, naming, temp_path
+from alexnet_dali.tools.outdir import naming, temp_path, write_json_atomic
+from alexnet_dali.tools.records import (merged_classes, read_json, read_plans, shard_done,
+                                        shard_stem, sidecar_path)
 
-PLAN_NAME = "_plan.json"
 MANIFEST_NAME = "manifest.json"
 FORMAT = "alexnet-dali-shards"
 FORMAT_VERSION = 1
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary name, fsync, rename: readers never see half a file."""
-    tmp = temp_path(path)
-    try:
-        with naming(tmp), open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)  # ASCII: odd file names stay valid
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: Path) -> Any:
-    """Read a JSON file, naming it in the error."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e}); delete it and re-run preprocess") from None
-
-
-def lock_part(out: Path, split: str, part: tuple[int, int]) -> FolderLock:
-    """Hold the lock of this part of a split (one per part: hosts share OUT in `--part i/n` runs).
-
-    A run cut into another number of parts n' overlaps ours, so a live holder of any
-    `-of-n'` lock of the split is refused too.
-    """
-    i, n = part
-    lock = FolderLock(out / split / f".lock-part-{i}-of-{n}",
-                      f"wait for it to end; part {i}/{n} of {split} runs once at a time")
-    lock.acquire()
-    for other in (out / split).glob(".lock-part-*-of-*"):
-        holder = None if other.name.endswith(f"-of-{n}") else held_by_other(other)
-        if holder:
-            lock.release()
-            raise FolderInUse(
-                f"{out / split}: {holder} is building it as {other.name[len('.lock-'):]}; parts "
-                f"that run at the same time must all use --part i/{other.name.rsplit('-', 1)[1]}")
-    return lock
-
-
-def shard_stem(split: str, index: int) -> str:
-    """Shard file stem (`train-000012`)."""
-    return f"{split}-{index:06d}"
-
-
-def sidecar_path(out: Path, split: str, index: int) -> Path:
-    """Path of the completion record of a shard."""
-    return out / split / f"{shard_stem(split, index)}.json"
-
-
-def shard_done(out: Path, split: str, index: int) -> bool:
-    """True when the shard's record exists and its tar and index are in place."""
-    record = sidecar_path(out, split, index)
-    if not record.exists():
-        return False
-    info = read_json(record)
-    return info["tar"] is None or ((out / info["tar"]).exists() and (out / info["index"]).exists())
-
-
-def all_shards_done(out: Path) -> bool:
-    """True when every split planned under OUT has all its shards complete."""
-    plans = sorted(out.glob(f"*/{PLAN_NAME}"))
-    return bool(plans) and all(
-        shard_done(out, p.parent.name, i) for p in plans for i in range(read_json(p)["shards"]))
 
 
 def _split_entry(out: Path, split: str, plan: dict) -> tuple[dict, list[list[str]]]:
@@ -141,22 +67,22 @@ def write_rejects(path: Path, rejects: list[list[str]]) -> None:
 def write_manifest(out: str | Path) -> dict:
     """Merge every split's plan and shard records into `OUT/manifest.json`; returns it."""
     out = Path(out)
-    plans = {p.parent.name: read_json(p) for p in sorted(out.glob(f"*/{PLAN_NAME}"))}
+    plans = read_plans(out)
     if not plans:
-        raise DataError(f"{out}: no preprocess output found (no */{PLAN_NAME}); run preprocess")
+        raise DataError(f"{out}: no preprocess output found (no */_plan.json); run preprocess")
+    classes = merged_classes(plans, out)  # the WNIDs must match; words fill in each other
     first = next(iter(plans.values()))
     splits = {}
     for split, plan in plans.items():
-        if any(plan.get(k) != first.get(k) for k in ("classes", "class_words", "settings")):
-            raise DataError(f"{out / split}: its classes or settings differ from the other "
-                            "splits'; preprocess every split with the same classes and options")
+        if plan.get("settings") != first.get("settings"):
+            raise DataError(f"{out / split}: its settings differ from the other splits'; "
+                            "preprocess every split with the same options")
         splits[split], rejects = _split_entry(out, split, plan)
         write_rejects(out / split / "rejects.tsv", rejects)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "classes": [{"id": i, "name": name, "words": words} for i, (name, words) in
-                    enumerate(zip(first["classes"], first.get("class_words") or
-                                  [""] * len(first["classes"])))],
+                    enumerate(zip(classes.names, classes.words))],
         "splits": splits,
         "totals": {k: sum(s[k] for s in splits.values()) for k in ("found", "written", "rejected")},
         "settings": first["settings"],

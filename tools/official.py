@@ -11,10 +11,12 @@ Canonical names are `<wnid>/<file name>`, as in a tree extracted the torchvision
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+
+from tqdm import tqdm
 
 from alexnet_dali.errors import DataError, ctrl_c_blocked_for_new_workers
 from alexnet_dali.tools.imagenet import WNID, Classes, Devkit, val_number
@@ -26,14 +28,16 @@ TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
 
 
-def parallel_map(func: Callable, args: list[tuple], workers: int) -> Iterable:
-    """func(*a) for every a in args, in order; in `workers` processes when workers > 1."""
+def parallel_map(func: Callable, args: list[tuple], workers: int) -> Iterator:
+    """func(*a) for every a in args, in order, as each is done; in `workers` processes when
+    workers > 1."""
     if workers <= 1 or len(args) <= 1:
-        return [func(*a) for a in args]
+        yield from (func(*a) for a in args)
+        return
     with ProcessPoolExecutor(min(workers, len(args)), get_context("spawn")) as pool:
         with ctrl_c_blocked_for_new_workers():  # map submits every task, starting the workers
             results = pool.map(func, *zip(*args), chunksize=max(1, len(args) // (8 * workers)))
-        return list(results)
+        yield from results
 
 
 def class_tars(path: Path) -> tuple[list[tuple[str, int, int]], list[Reject]]:
@@ -58,19 +62,23 @@ def train_wnids(path: Path) -> list[str]:
     return [wnid for wnid, _, _ in class_tars(path)[0]]
 
 
-def scan_train_tar(path: Path, classes: Classes, workers: int) -> SplitScan:
-    """Every image of the train tar, `<wnid>/<file>`, located inside the big tar."""
+def scan_train_tar(path: Path, classes: Classes, workers: int,
+                   progress: bool = False) -> SplitScan:
+    """Every image of the train tar, `<wnid>/<file>`, located inside the big tar; a bar counts
+    the per-class tars listed when `progress`."""
     inner, rejects = class_tars(path)
     ids = classes.ids()
     for wnid, _, _ in inner:
         if wnid not in ids:
             raise DataError(f"{path}: {wnid}.tar is not one of the {len(ids)} classes (the "
                             "devkit's leaf synsets); check that the tar and devkit belong together")
-    listings: list[TarListing] = parallel_map(
+    listings: Iterator[TarListing] = parallel_map(
         list_tar, [(str(path), offset, size, f"{wnid}/") for wnid, offset, size in inner], workers)
     builder = SourceListBuilder()
     container = builder.add_container(TAR, str(path.absolute()))
-    for (wnid, _, _), listing in zip(inner, listings):
+    bar = tqdm(listings, total=len(inner), unit="class", desc=f"list {path.name}",
+               disable=not progress, leave=False, dynamic_ncols=True)
+    for (wnid, _, _), listing in zip(inner, bar):
         rejects.extend(listing.rejects)
         builder.extend(container, [f"{wnid}/{n.rsplit('/', 1)[-1]}" for n in listing.names],
                        ids[wnid], listing.offsets, listing.sizes)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import socket
 import sys
@@ -67,6 +68,21 @@ def naming(path: str | Path) -> Iterator[None]:
     except OSError as e:
         if e.filename is None:
             e.filename = str(path)
+        raise
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write JSON to a temporary name, fsync, rename: readers never see half a file."""
+    tmp = temp_path(path)
+    try:
+        with naming(tmp), open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)  # ASCII: odd file names stay valid
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -168,7 +168,7 @@ def pca_stats(out: str | Path, workers: int = 1, max_images: int | None = None,
             mean = (sums.image_sum / sums.images).astype(np.float32)  # HWC, 0-255 scale
             save_npy_atomic(out / MEAN_IMAGE_NAME, mean)
             result["mean_image"] = MEAN_IMAGE_NAME
-        mf.write_json_atomic(out / PCA_NAME, result)
+        outdir.write_json_atomic(out / PCA_NAME, result)
     return result
 
 

@@ -28,6 +28,7 @@ from alexnet_dali import __version__
 from alexnet_dali.errors import DataError, ctrl_c_blocked_for_new_workers
 from alexnet_dali.tools import images, layouts, outdir
 from alexnet_dali.tools import manifest as mf
+from alexnet_dali.tools import records as rc
 from alexnet_dali.tools.imagenet import Classes
 from alexnet_dali.tools.scan import SplitScan
 from alexnet_dali.tools.sources import Locator, SourceList, SourceReader
@@ -82,26 +83,6 @@ def plan_jobs(found: SplitScan, split: str, config: PreprocessConfig) -> list[Sh
 def key_of(position: int) -> str:
     """Sample key: the position in the shuffled order, zero-padded."""
     return f"{position:0{KEY_DIGITS}d}"
-
-
-def write_plan(out: Path, split: str, found: SplitScan, classes: Classes, shards: int,
-               config: PreprocessConfig) -> None:
-    """Record the split's scan; refuse to mix with output made from other inputs or settings."""
-    plan = {"split": split, "classes": list(classes.names), "class_words": list(classes.words),
-            "found": found.found, "sources": len(found.sources),
-            "sources_sha256": found.sources.sha256(), "shards": shards,
-            "settings": config.settings(),
-            "rejects": [[r.rel, r.reason, r.detail] for r in found.rejects]}
-    path = out / split / mf.PLAN_NAME
-    if path.exists():
-        old = mf.read_json(path)
-        if {k: old.get(k) for k in plan} != plan:
-            raise DataError(
-                f"{path}: {out / split} holds shards made from other inputs or settings; "
-                "use a new output folder or delete this split folder"
-            )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mf.write_json_atomic(path, plan)
 
 
 def _init_worker(settings: images.ImageSettings) -> None:
@@ -165,7 +146,7 @@ def converted(sources: SourceList, jobs: list[ShardJob], config: PreprocessConfi
 def write_shard(out: Path, split: str, job: ShardJob, listing: SourceList,
                 results: Iterator[bytes | tuple[str, str]]) -> tuple[int, int]:
     """Consume one shard's results, write tar + index + record; returns (written, rejected)."""
-    stem = mf.shard_stem(split, job.index)
+    stem = rc.shard_stem(split, job.index)
     writer = ShardWriter(out / split / f"{stem}.tar")
     rejects, sources = [], []
     try:
@@ -192,7 +173,7 @@ def write_shard(out: Path, split: str, job: ShardJob, listing: SourceList,
               "sha256": sha256_file(writer.tar_path) if has_tar else None,
               "size": writer.tar_path.stat().st_size if has_tar else None,
               "sources": sources}  # provenance: key -> the source's canonical name
-    mf.write_json_atomic(mf.sidecar_path(out, split, job.index), record)
+    outdir.write_json_atomic(rc.sidecar_path(out, split, job.index), record)
     return writer.samples, len(rejects)
 
 
@@ -206,7 +187,7 @@ def resolve_workers(workers: int) -> int:
 def remove_stale_temps(out: Path, split: str, jobs: list[ShardJob]) -> None:
     """Delete temporary files an interrupted run left for these shards (not other parts')."""
     for job in jobs:
-        for tmp in (out / split).glob(f"{mf.shard_stem(split, job.index)}.*tmp"):
+        for tmp in (out / split).glob(f"{rc.shard_stem(split, job.index)}.*tmp"):
             tmp.unlink(missing_ok=True)
 
 
@@ -215,18 +196,37 @@ def pending_jobs(out: Path, split: str, jobs: list[ShardJob],
     """This part's shards that are not complete yet."""
     i, n = config.part
     mine = [job for job in jobs if job.index % n == i - 1]
-    return [job for job in mine if not mf.shard_done(out, split, job.index)]
+    return [job for job in mine if not rc.shard_done(out, split, job.index)]
 
 
 def known_classes(out: Path) -> Classes | None:
-    """The classes of shards already in OUT (manifest or any split's plan), if any."""
+    """The classes of shards already in OUT (every split's plan, words merged), if any."""
+    plans = rc.read_plans(out)
+    if plans:
+        return rc.merged_classes(plans, out)
     if (out / mf.MANIFEST_NAME).exists():
-        return Classes(*zip(*((c.name, c.words) for c in mf.read_manifest(out).classes)))
-    for plan_path in sorted(out.glob(f"*/{mf.PLAN_NAME}")):
-        plan = mf.read_json(plan_path)
-        return Classes(tuple(plan["classes"]), tuple(plan.get("class_words", [""] * len(
-            plan["classes"]))))
+        listed = mf.read_manifest(out).classes
+        return Classes(tuple(c.name for c in listed), tuple(c.words for c in listed))
     return None
+
+
+def checked_plans(out: Path, dataset: layouts.Dataset, known: Classes | None,
+                  config: PreprocessConfig) -> dict[str, dict]:
+    """split -> plan to save, after every refusal that OUT's earlier runs call for, all before
+    anything is converted; SRC's class words are filled in from OUT's."""
+    classes = dataset.classes
+    if known is not None:
+        if known.names != classes.names:
+            raise DataError(f"{out}: holds shards of {len(known.names)} other classes than SRC's "
+                            f"{len(classes.names)}; use a new output folder")
+        classes = classes.merged(known, "SRC", f"the shards already in {out}")
+    rc.check_settings(out, config.settings(), set(dataset.splits))
+    plans = {}
+    for name, split_scan in dataset.splits.items():
+        shards = len(plan_jobs(split_scan, name, config))
+        plans[name] = rc.checked_plan(out, name, rc.make_plan(name, split_scan, classes, shards,
+                                                              config.settings()))
+    return plans
 
 
 def print_note(text: str) -> None:
@@ -234,12 +234,12 @@ def print_note(text: str) -> None:
     tqdm.write(text, file=sys.stderr)
 
 
-def build_split(out: Path, split: str, split_scan: SplitScan, classes: Classes,
+def build_split(out: Path, split: str, split_scan: SplitScan, plan: dict,
                 config: PreprocessConfig, progress: bool) -> tuple[int, int]:
     """Build this part's unfinished shards of one split (its lock held); returns (written,
     rejected) now."""
     jobs = plan_jobs(split_scan, split, config)
-    write_plan(out, split, split_scan, classes, len(jobs), config)
+    rc.write_plan(out, split, plan)
     todo = pending_jobs(out, split, jobs, config)
     remove_stale_temps(out, split, todo)
     outdir.remove_dead_temps(out / split)
@@ -271,11 +271,9 @@ def preprocess(src: str | Path, out: str | Path, config: PreprocessConfig,
     known = known_classes(out)
     options = layouts.ReadOptions(split, None if val_labels is None else Path(val_labels),
                                   None if class_names is None else Path(class_names), known,
-                                  resolve_workers(config.workers))
+                                  resolve_workers(config.workers), progress)
     dataset = layouts.read_dataset(src, layout or layouts.detect_layout(src, split), options)
-    if known is not None and known.names != dataset.classes.names:
-        raise DataError(f"{out}: holds shards of {len(known.names)} other classes than SRC's "
-                        f"{len(dataset.classes.names)}; use a new output folder")
+    plans = checked_plans(out, dataset, known, config)
     for note in dataset.notes:
         notify(f"note: {note}")
     for warning in dataset.warnings:
@@ -283,9 +281,9 @@ def preprocess(src: str | Path, out: str | Path, config: PreprocessConfig,
     with outdir.explain_os_errors(RERUN, out):
         outdir.remove_dead_temps(out)
         for name, split_scan in dataset.splits.items():
-            with mf.lock_part(out, name, config.part):  # no other live writer of these shards
-                build_split(out, name, split_scan, dataset.classes, config, progress)
-        if config.part[1] > 1 and not mf.all_shards_done(out):
+            with rc.lock_part(out, name, config.part):  # no other live writer of these shards
+                build_split(out, name, split_scan, plans[name], config, progress)
+        if config.part[1] > 1 and not rc.all_shards_done(out):
             return None  # other parts are still running; the last one (or merge-manifest) does it
         return mf.write_manifest(out)
 

@@ -13,9 +13,13 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
 
 from alexnet_dali.errors import DataError
 from alexnet_dali.tools.sources import DIR, Reject, SourceList, SourceListBuilder, valid_name
@@ -34,9 +38,10 @@ class SplitScan:
         return len(self.sources) + len(self.rejects)
 
 
-def walk_files(root: Path) -> tuple[list[str], list[Reject]]:
+def walk_files(root: Path, progress: bool = False) -> tuple[list[str], list[Reject]]:
     """Relative POSIX paths of all files under `root` (symlinks followed, each folder once),
-    and a reject per folder that could not be listed."""
+    and a reject per folder that could not be listed; a bar counts the files when
+    `progress`."""
     seen_dirs: set[tuple[int, int]] = set()
     found: list[str] = []
     errors: list[Reject] = []
@@ -45,15 +50,18 @@ def walk_files(root: Path) -> tuple[list[str], list[Reject]]:
         rel = os.path.relpath(e.filename, root) if e.filename else "."
         errors.append(Reject(Path(rel).as_posix() + "/", "unreadable", f"folder: {e.strerror}"))
 
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted, followlinks=True):
-        st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in seen_dirs:
-            dirnames[:] = []
-            continue
-        seen_dirs.add((st.st_dev, st.st_ino))
-        dirnames.sort()
-        rel_dir = Path(dirpath).relative_to(root)
-        found.extend((rel_dir / name).as_posix() for name in filenames)
+    with tqdm(unit="file", desc=f"list {root}", disable=not progress, leave=False,
+              dynamic_ncols=True) as bar:  # 1.3 M files take minutes on a slow disk
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted, followlinks=True):
+            st = os.stat(dirpath)
+            if (st.st_dev, st.st_ino) in seen_dirs:
+                dirnames[:] = []
+                continue
+            seen_dirs.add((st.st_dev, st.st_ino))
+            dirnames.sort()
+            rel_dir = Path(dirpath).relative_to(root)
+            found.extend((rel_dir / name).as_posix() for name in filenames)
+            bar.update(len(filenames))
     return sorted(found), errors
 
 
@@ -69,37 +77,59 @@ def list_classes(split_root: Path) -> list[str]:
     return classes
 
 
-def regular_files(root: Path, rels: list[str], rejects: list[Reject]) -> list[str]:
-    """The regular, distinct files among `rels`; a second path to one file is a duplicate."""
-    first_path: dict[tuple[int, int], str] = {}
-    kept = []
-    for rel in rels:
+def regular_files(root: Path, rels: list[str], rejects: list[Reject],
+                  progress: bool = False) -> list[str]:
+    """The regular, distinct files among `rels` (sorted); a second path to one file is a
+    duplicate of the first. Positions and file identities are integer arrays, not a dict of
+    tuples (~130 bytes less per file, at 1.3 M files)."""
+    kept, found = [], []  # found: (position in rels, Reject), put back in rels order
+    positions, devices, inodes = array("Q"), array("Q"), array("Q")
+    for position, rel in enumerate(tqdm(rels, unit="file", desc=f"check {root}", leave=False,
+                                        disable=not progress, dynamic_ncols=True, miniters=1000)):
         if not valid_name(rel):
-            rejects.append(Reject(rel.encode("utf-8", "backslashreplace").decode(), "unreadable",
-                                  "file name is not valid UTF-8; rename the file"))
+            found.append((position, Reject(rel.encode("utf-8", "backslashreplace").decode(),
+                                           "unreadable", "file name is not valid UTF-8; rename "
+                                           "the file")))
             continue
         try:
             st = os.stat(root / rel)
         except OSError as e:
-            rejects.append(Reject(rel, "unreadable", f"{type(e).__name__}: {e.strerror}"))
+            found.append((position, Reject(rel, "unreadable",
+                                           f"{type(e).__name__}: {e.strerror}")))
             continue
         if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-            rejects.append(Reject(rel, "unreadable", "not a regular file"))
+            found.append((position, Reject(rel, "unreadable", "not a regular file")))
             continue
-        ident = (st.st_dev, st.st_ino)
-        if ident in first_path:
-            rejects.append(Reject(rel, "duplicate", f"same file as {first_path[ident]}"))
-            continue
-        first_path[ident] = rel
         kept.append(rel)
-    return kept
+        positions.append(position)
+        devices.append(st.st_dev)
+        inodes.append(st.st_ino)
+    duplicates = duplicate_files(np.frombuffer(devices, np.uint64),
+                                 np.frombuffer(inodes, np.uint64))
+    for i, first in duplicates:
+        found.append((positions[i], Reject(kept[i], "duplicate", f"same file as {kept[first]}")))
+    rejects.extend(reject for _, reject in sorted(found, key=lambda pair: pair[0]))
+    dropped = {i for i, _ in duplicates}
+    return [rel for i, rel in enumerate(kept) if i not in dropped] if dropped else kept
 
 
-def listing(root: Path, rels: list[str], labels: list[int],
+def duplicate_files(devices: np.ndarray, inodes: np.ndarray) -> list[tuple[int, int]]:
+    """(index, index of the first with the same device and inode) for every later one."""
+    if len(devices) < 2:
+        return []
+    order = np.lexsort((np.arange(len(devices)), inodes, devices))
+    starts = np.ones(len(order), bool)
+    starts[1:] = (devices[order][1:] != devices[order][:-1]) | (inodes[order][1:] !=
+                                                                inodes[order][:-1])
+    first = order[np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))]
+    return list(zip(order[~starts].tolist(), first[~starts].tolist()))
+
+
+def listing(root: Path, rels: list[str], labels: Sequence[int],
             name_of: Callable[[str, int], str]) -> tuple[SourceList, list[Reject]]:
     """Files `root/rel` with their labels as a SourceList, one `dir` container per folder."""
     builder, folders = SourceListBuilder(), {}
-    containers = []
+    containers = array("i")  # 4 bytes an image, not a Python int
     for rel in rels:
         folder = os.path.dirname(rel)
         if folder not in folders:
@@ -109,9 +139,10 @@ def listing(root: Path, rels: list[str], labels: list[int],
     return builder.build()
 
 
-def scan_image_folder(split_root: Path, class_ids: dict[str, int]) -> SplitScan:
+def scan_image_folder(split_root: Path, class_ids: dict[str, int],
+                      progress: bool = False) -> SplitScan:
     """Scan `<split_root>/<class>/**`; a class folder not in `class_ids` is a DataError."""
-    rels, rejects = walk_files(split_root)
+    rels, rejects = walk_files(split_root, progress)
     for cls in list_classes(split_root):
         if cls not in class_ids:
             raise DataError(
@@ -124,8 +155,8 @@ def scan_image_folder(split_root: Path, class_ids: dict[str, int]) -> SplitScan:
             in_class.append(rel)
         else:
             rejects.append(Reject(rel, "no-class-folder", "file directly in the split folder"))
-    kept = regular_files(split_root, in_class, rejects)
-    labels = [class_ids[rel.partition("/")[0]] for rel in kept]
+    kept = regular_files(split_root, in_class, rejects, progress)
+    labels = array("i", (class_ids[rel.partition("/")[0]] for rel in kept))
     sources, duplicates = listing(split_root, kept, labels, lambda rel, _: rel)
     return SplitScan(sources, tuple(rejects + duplicates))
 

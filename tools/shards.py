@@ -9,7 +9,6 @@ A shard holds, per sample, `<key>.jpg` (JPEG bytes) and `<key>.cls` (the class i
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
 from collections.abc import Iterator
@@ -71,8 +70,9 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
 class ShardWriter:
     """Writes one shard `<path>.tar` and its `.idx` under temporary names; `commit()` renames.
 
-    Until `commit()` neither final name exists, so an interrupted run never leaves a shard that
-    looks complete.
+    The tar blocks are written directly (one header per member, built once), byte for byte what
+    `tarfile` writes for the same members in GNU format. Until `commit()` neither final name
+    exists, so an interrupted run never leaves a shard that looks complete.
     """
 
     def __init__(self, tar_path: str | Path) -> None:
@@ -80,23 +80,28 @@ class ShardWriter:
         self.index_path = self.tar_path.with_suffix(".idx")
         self._tmp_tar = self.tar_path.with_name(self.tar_path.name + TMP_SUFFIX)
         self._file = open(self._tmp_tar, "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
+        self._offset = 0
         self._samples: list[list[IndexEntry]] = []
 
     def add(self, key: str, members: dict[str, bytes]) -> None:
         """Append one sample: `members` maps extension (e.g. "jpg", "cls") to bytes, in order."""
         if not key.isascii() or "." in key or "/" in key or not key:
             raise ValueError(f"sample key {key!r} must be non-empty ASCII without dots or slashes")
-        entries = []
+        entries, blocks = [], []
         for ext, data in members.items():
             name = f"{key}.{ext}"
-            header_offset = self._tar.offset
-            info = _member(name, len(data))
-            with naming(self._tmp_tar):
-                self._tar.addfile(info, io.BytesIO(data))
-            header_size = len(info.tobuf(tarfile.GNU_FORMAT, self._tar.encoding, "surrogateescape"))
-            entries.append(IndexEntry(ext, header_offset + header_size, len(data), name))
+            header = _member(name, len(data)).tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+            self._offset += len(header)
+            entries.append(IndexEntry(ext, self._offset, len(data), name))
+            padding = -len(data) % tarfile.BLOCKSIZE
+            blocks += [header, data, tarfile.NUL * padding]
+            self._offset += len(data) + padding
+        with naming(self._tmp_tar):  # a full disk names the file
+            self._write(b"".join(blocks))
         self._samples.append(entries)
+
+    def _write(self, data: bytes) -> None:
+        self._file.write(data)
 
     @property
     def samples(self) -> int:
@@ -105,8 +110,10 @@ class ShardWriter:
 
     def commit(self) -> None:
         """Finish the tar, write the index, fsync, then rename both to their final names."""
+        end = tarfile.BLOCKSIZE * 2  # tarfile's end of archive: two zero blocks, then whole records
+        end += -(self._offset + end) % tarfile.RECORDSIZE
         with naming(self._tmp_tar):
-            self._tar.close()
+            self._file.write(tarfile.NUL * end)
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()

@@ -133,14 +133,17 @@ class SourceListBuilder:
 
     def build(self) -> tuple[SourceList, list[Reject]]:
         """Entries sorted by name; a repeated name keeps the first and rejects the others."""
-        if self._chunks:
+        if len(self._chunks) == 1:  # one folder walk: no copy
+            columns = list(self._chunks[0])
+        elif self._chunks:
             columns = [np.concatenate(parts) for parts in zip(*self._chunks)]
         else:
             columns = [np.array([], dtype=StringDType())] + [
                 np.array([], dtype) for dtype in (np.int32, np.int32, np.int64, np.int64)]
         self._chunks = []
-        listing = SourceList(*columns, tuple(self._containers)).take(
-            np.argsort(columns[0], kind="stable"))
+        listing = SourceList(*columns, tuple(self._containers))
+        if len(listing) > 1 and not np.all(listing.names[1:] >= listing.names[:-1]):
+            listing = listing.take(np.argsort(listing.names, kind="stable"))  # a tar's order
         repeated = np.flatnonzero(listing.names[1:] == listing.names[:-1]) + 1
         rejects = [Reject(str(listing.names[i]), "duplicate",
                           f"a second image with this name in {listing.locator(i).path}")
