@@ -32,17 +32,23 @@ def class_list(data: str) -> list[list[str]] | None:
     return None if data == SYNTHETIC else [[c.name, c.words] for c in read_manifest(data).classes]
 
 
-def resolve_for_data(cfg: TrainConfig) -> TrainConfig:
-    """Take num_classes from the dataset's manifest (the model must match the data), after the
-    cheap check that every train and val shard is there with its recorded size (DataError)."""
-    if cfg.data == SYNTHETIC:
-        return cfg
-    manifest = read_manifest(cfg.data)
-    for split in ("train", "val"):
+def check_shard_files(data: str, splits: tuple[str, ...] = ("train", "val")) -> None:
+    """The cheap start check: every shard of `splits` there with its recorded size (DataError
+    naming the first that is not; `verify` checks the bytes)."""
+    if data == SYNTHETIC:
+        return
+    manifest = read_manifest(data)
+    for split in splits:
         problem = first_file_problem(manifest, split) if split in manifest.splits else None
         if problem is not None:
             raise DataError(problem)
-    classes = len(manifest.classes)
+
+
+def resolve_for_data(cfg: TrainConfig) -> TrainConfig:
+    """Take num_classes from the dataset's manifest (the model must match the data)."""
+    if cfg.data == SYNTHETIC:
+        return cfg
+    classes = len(read_manifest(cfg.data).classes)
     if classes != cfg.model.num_classes:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
     return cfg

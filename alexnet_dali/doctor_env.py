@@ -12,7 +12,8 @@ import subprocess
 from alexnet_dali.pipelines.probe import dali_version, decoder_status, driver_cuda_version
 
 SMI_TIMEOUT_S = 30  # nvidia-smi can hang on a wedged driver
-EXTRAS = ("scipy", "pyarrow", "onnx", "onnxruntime", "matplotlib", "tensorboard", "simplejpeg")
+EXTRAS = ("scipy", "pyarrow", "onnx", "onnxruntime", "matplotlib", "tensorboard", "simplejpeg",
+          "pyvips", "pyvips-binary")  # pyvips-binary: the libvips that preprocess resizes with
 
 
 def package_version(name: str) -> str:

@@ -21,6 +21,7 @@ from alexnet_dali import distributed, resume
 from alexnet_dali.builders import (
     build_loaders,
     build_network,
+    check_shard_files,
     class_list,
     colour_stats_of,
     manifest_sha256,
@@ -248,7 +249,8 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
     stop = StopRequest()
     lock = None
     try:
-        cfg = resolve_for_data(cfg)  # checks the shards first: a refused run leaves no run dir
+        check_shard_files(cfg.data)  # before the run dir: a refused start leaves none behind
+        cfg = resolve_for_data(cfg)
         if info.is_main:  # one trainer per run dir; rank 0 speaks for the job
             lock = ckpt_io.claim_run_dir(cfg.run_dir)
         state = ckpt_io.load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume

@@ -183,13 +183,13 @@ def test_a_kept_vips_pipeline_gives_what_a_new_one_gives(monkeypatch):
     from alexnet_dali.tools import lanczos
 
     monkeypatch.setattr(lanczos, "KEEP_PIPELINES", 2)
-    kept = type(lanczos._PIPELINES)()
+    kept = type(lanczos.PIPELINES)()
     rng = np.random.default_rng(1)
     for width, height in [(500, 375), (375, 500), (500, 375), (376, 375), (500, 333)] * 2:
         pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        monkeypatch.setattr(lanczos, "_PIPELINES", kept)  # with the history of the others
+        monkeypatch.setattr(lanczos, "PIPELINES", kept)  # with the history of the others
         again = lanczos.center_square_vips(pixels, 256)
-        monkeypatch.setattr(lanczos, "_PIPELINES", type(kept)())
+        monkeypatch.setattr(lanczos, "PIPELINES", type(kept)())
         np.testing.assert_array_equal(again, lanczos.center_square_vips(pixels, 256))
     assert len(kept) == 2
 

@@ -63,7 +63,7 @@ def _vips():
 
 
 _PYVIPS = None
-_PIPELINES: OrderedDict[tuple, tuple] = OrderedDict()  # geometry -> (buffer, input, output)
+PIPELINES: OrderedDict[tuple, tuple] = OrderedDict()  # geometry -> (buffer, input, output)
 KEEP_PIPELINES = 8  # ImageNet is mostly a handful of sizes (500x375, 375x500, 500x333, ...)
 KEEP_BYTES = 4 << 20  # larger windows (rare) get a pipeline of their own each time
 
@@ -89,12 +89,12 @@ def _reduced(window: np.ndarray, place: tuple[int, int, int, int], scale: float)
     if window.nbytes > KEEP_BYTES:
         buffer, source, out = _pipeline(window.shape, place, scale)
     else:
-        if key not in _PIPELINES:
-            _PIPELINES[key] = _pipeline(window.shape, place, scale)
-            if len(_PIPELINES) > KEEP_PIPELINES:
-                _PIPELINES.popitem(last=False)
-        _PIPELINES.move_to_end(key)
-        buffer, source, out = _PIPELINES[key]
+        if key not in PIPELINES:
+            PIPELINES[key] = _pipeline(window.shape, place, scale)
+            if len(PIPELINES) > KEEP_PIPELINES:
+                PIPELINES.popitem(last=False)
+        PIPELINES.move_to_end(key)
+        buffer, source, out = PIPELINES[key]
     np.copyto(buffer, window)
     source.invalidate()
     return out.width, out.height, out.write_to_memory()
