@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from alexnet_dali import checkpoint as ckpt_io
-from alexnet_dali import distributed, resume
+from alexnet_dali import distributed, resume as resume_io  # `resume`: train()'s argument
 from alexnet_dali.builders import (
     build_loaders,
     build_network,
@@ -137,10 +137,10 @@ class Run:
 
     def _restore(self, state: dict[str, Any], allow_mismatch: bool) -> str | None:
         """Load a checkpoint's states; returns this rank's loader checkpoint (None if refused)."""
-        problems = resume.check_compatible(
+        problems = resume_io.check_compatible(
             state, world_size=self.info.world_size, batch_size=self.cfg.batch_size,
             manifest_sha256=self.manifest_sha256, allow_mismatch=allow_mismatch)
-        fresh_optimizer = resume.optimizer_changes(
+        fresh_optimizer = resume_io.optimizer_changes(
             state, model_parallel=self.cfg.model_parallel, update=self.cfg.optim.update,
             group_sizes=group_sizes(self.optimizer.state_dict()), allow_mismatch=allow_mismatch)
         self.net.load_state_dict(state["model"])
@@ -155,13 +155,13 @@ class Run:
         if problems:  # data position cannot carry over: restart the epoch's data
             self.pos.step_in_epoch = 0
             return None
-        resume.restore_rng(state["rng"][self.info.rank])
+        resume_io.restore_rng(state["rng"][self.info.rank])
         return state["loader_checkpoints"][self.info.rank]
 
     def save(self) -> Path | None:
         """Checkpoint now (collective: every rank must call it); rank 0 writes."""
         loader_ckpts = distributed.gather_objects(self.train_loader.checkpoint())
-        rngs = distributed.gather_objects(resume.capture_rng())
+        rngs = distributed.gather_objects(resume_io.capture_rng())
         state = ckpt_io.new_state(
             model=self.net.state_dict(), config=self.cfg, epoch=self.pos.epoch,
             global_step=self.pos.global_step, step_in_epoch=self.pos.step_in_epoch,

@@ -157,6 +157,11 @@ def private_uses(path: Path, known: set[str]) -> list[str]:
                 aliases[a.asname or a.name] = f"{node.module}.{a.name}"
                 if private(a.name):
                     found.append(f"{path.name}:{node.lineno} from {node.module} import {a.name}")
+    for node in ast.walk(tree):  # `target = module.Class`: a local name for a project object
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Attribute)
+                and isinstance(node.value.value, ast.Name) and node.value.value.id in aliases):
+            aliases[node.targets[0].id] = f"{aliases[node.value.value.id]}.{node.value.attr}"
     for node in ast.walk(tree):
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                 and node.value.id in aliases and private(node.attr)):
@@ -194,13 +199,15 @@ def test_private_use_finder_finds_planted_uses(tmp_path: Path):
                        "from alexnet_dali import synthetic as syn\nsyn._batch(0)\n"
                        "from alexnet_dali.trainer import __doc__\n"
                        "from alexnet_dali.synthetic import Loader\n"
-                       "monkeypatch.setattr(Loader, '_batch', None)\nLoader._fixed = 1\n")
+                       "monkeypatch.setattr(Loader, '_batch', None)\nLoader._fixed = 1\n"
+                       "target = syn.Writer\nmonkeypatch.setattr(target, '_write', None)\n")
     known = {"alexnet_dali.trainer", "alexnet_dali.synthetic"}
     assert sorted(private_uses(planted, known)) == [
         "planted.py:1 from alexnet_dali.trainer import _step",
         "planted.py:3 alexnet_dali.synthetic._batch",
         "planted.py:6 alexnet_dali.synthetic.Loader._batch",
-        "planted.py:7 alexnet_dali.synthetic.Loader._fixed"]
+        "planted.py:7 alexnet_dali.synthetic.Loader._fixed",
+        "planted.py:9 alexnet_dali.synthetic.Writer._write"]
 
 
 def test_package_imports_are_absolute_and_tests_share_helpers_not_test_modules():

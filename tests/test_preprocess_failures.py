@@ -60,7 +60,7 @@ def test_disk_full_while_writing_then_a_rerun_is_byte_identical(src, reference, 
     calls: list = []
     if where == "tar write":  # inside a shard: the 5th sample written overall
         target = shards_module.ShardWriter
-        monkeypatch.setattr(target, "_write", failing_nth(target._write, n, calls))
+        monkeypatch.setattr(target, "write_blocks", failing_nth(target.write_blocks, n, calls))
     else:  # fsyncs: the plan (1), then per shard tar, index, record: shard 2's are 8, 9, 10
         monkeypatch.setattr(os, "fsync", failing_nth(os.fsync, n, calls))
     with pytest.raises(outdir.OutputError, match=rf"^{tmp_path}/train/{named}: No space left on "

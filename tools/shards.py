@@ -97,10 +97,12 @@ class ShardWriter:
             blocks += [header, data, tarfile.NUL * padding]
             self._offset += len(data) + padding
         with naming(self._tmp_tar):  # a full disk names the file
-            self._write(b"".join(blocks))
+            self.write_blocks(b"".join(blocks))
         self._samples.append(entries)
 
-    def _write(self, data: bytes) -> None:
+    def write_blocks(self, data: bytes) -> None:
+        """Append whole tar blocks to the temporary tar: the one place sample bytes reach the
+        disk (tests make it fail as a full disk would)."""
         self._file.write(data)
 
     @property
