@@ -174,6 +174,35 @@ def baseline_batches(root: Path, loader, batch_size: int, device, seed: int = 0)
         yield images_to_torch(images, loader, device), digits
 
 
+def checked_batches(loader, root: Path, hashing: list[float]) -> Iterator:
+    """The train loader's batches with the damaged-sample check (loader_integrity.py) on, a
+    fresh shard watcher every epoch: every epoch pays what a run's first epoch pays (hashing
+    every shard of the rank, and the gate's per-batch look-up until the hashes are in).
+    `hashing` gets each finished epoch's watcher-thread CPU seconds."""
+    from alexnet_dali.loader_integrity import build_gate
+
+    while True:
+        loader.gate = build_gate(root, "train", 0, 1, True, "stop")
+        yield from loader
+        loader.gate.watcher.wait_all()
+        hashing.append(loader.gate.watcher.cpu_seconds)
+
+
+def print_check_cost(cpu_ms: dict[str, list[float]], project: str, checked: str,
+                     hashing: list[float], samples: int, batch_size: int) -> None:
+    """The damaged-sample check's CPU: per batch against the loader's (process time, all
+    threads), and the hashing thread's own per epoch and per image."""
+    cost = statistics.median(cpu_ms[checked]) / statistics.median(cpu_ms[project])
+    print(f"{checked} / {project} (CPU ms per batch, medians): {cost:.3f}x")
+    if hashing:
+        epoch = statistics.median(hashing)
+        loader_per_image = statistics.median(cpu_ms[project]) / batch_size
+        per_image = epoch / samples * 1e3
+        print(f"hashing thread: {epoch * 1e3:.0f} ms CPU per epoch ({len(hashing)} epochs, "
+              f"median) = {per_image * 1e3:.1f} us per image = {per_image / loader_per_image:.1%} "
+              f"of the loader's {loader_per_image:.2f} ms CPU per image")
+
+
 def print_ratio(rates: dict[str, list[float]], name: str, other: str) -> None:
     """`name / other (medians): r`, when both were measured."""
     if name in rates and other in rates:
@@ -184,9 +213,10 @@ def print_ratio(rates: dict[str, list[float]], name: str, other: str) -> None:
 def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, threads: int,
               decoder: str, hw_decoder_load: float, dtype: str, prefetch: int, warmup: int,
               batches: int, reps: int, skip_reference: bool,
-              baseline: bool = False) -> dict[str, list[float]]:
-    """Time the DALI train loader (and the baseline graph, the reference) per `measure`; print
-    and return the rates."""
+              baseline: bool = False, shard_check: bool = False) -> dict[str, list[float]]:
+    """Time the DALI train loader (and the baseline graph, the reference; with `shard_check` the
+    loader again with the damaged-sample check re-run every epoch) per `measure`; print and
+    return the rates."""
     import torch
 
     from alexnet_dali.config import AugmentConfig, LoaderConfig
@@ -214,18 +244,27 @@ def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, t
         next(batches_ref)
         streams["DataLoader + Pillow"] = (batches_ref, threads * prefetch)
     loader = LoaderConfig(num_threads=threads, device=decoder, dtype=dtype, prefetch=prefetch,
-                          hw_decoder_load=hw_decoder_load)
-    dali = build_train_loader(root, loader=loader, augment=AugmentConfig(), batch_size=batch_size,
-                              rank=0, world_size=1, device=device, seed=0)
+                          hw_decoder_load=hw_decoder_load, shard_check="off")
+    common = dict(loader=loader, augment=AugmentConfig(), batch_size=batch_size, rank=0,
+                  world_size=1, device=device, seed=0)
+    dali = build_train_loader(root, **common)
     project, minimal = f"DALI ({decoder})", f"DALI baseline ({decoder})"
+    checked = f"DALI ({decoder}) + shard check"
     first = {project: (cycle(dali), prefetch)}
     if baseline:
         first[minimal] = (baseline_batches(root, loader, batch_size, device), prefetch)
+    hashing: list[float] = []
+    if shard_check:
+        first[checked] = (checked_batches(build_train_loader(root, **common), root, hashing),
+                          prefetch)
     cpu_ms: dict[str, list[float]] = {}
     rates = measure({**first, **streams}, batch_size, warmup, batches, reps, sync, cpu_ms)
     print(table(list(rates.items()), cpu_ms, tuple(first)))
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print_ratio(rates, project, minimal)
+    print_ratio(rates, checked, project)
+    if shard_check:
+        print_check_cost(cpu_ms, project, checked, hashing, shards.samples, batch_size)
     if baseline:  # images per CPU second, project / minimal: the load-independent side
         cost = statistics.median(cpu_ms[minimal]) / statistics.median(cpu_ms[project])
         print(f"{project} / {minimal} (images per CPU second, medians): {cost:.2f}x")

@@ -7,6 +7,7 @@ ranks (`per_rank_batch`); data "synthetic" swaps the DALI loaders for `synthetic
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import torch
@@ -30,6 +31,14 @@ def class_list(data: str) -> list[list[str]] | None:
     """DATA's classes in id order as [name (WNID), words] pairs, carried into checkpoints; None
     for synthetic data."""
     return None if data == SYNTHETIC else [[c.name, c.words] for c in read_manifest(data).classes]
+
+
+def image_size_of(data: str) -> int | None:
+    """The side of DATA's square shard images (manifest settings, `preprocess --size`); None for
+    synthetic data."""
+    if data == SYNTHETIC:
+        return None
+    return int(read_manifest(data).settings.get("size", 256))
 
 
 def check_shard_files(data: str, splits: tuple[str, ...] = ("train", "val")) -> None:
@@ -59,6 +68,23 @@ def colour_stats_of(cfg: TrainConfig) -> ColourStats | None:
     if cfg.data == SYNTHETIC:
         return None
     return load_colour_stats(cfg.data, need_mean_image=cfg.augment.mean == "image")
+
+
+def seed_everything(cfg: TrainConfig, rank: int) -> None:
+    """torch threads, deterministic kernels, and the python/numpy/torch seeds of one rank."""
+    import random
+
+    import numpy as np
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by cuBLAS
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    random.seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
 
 
 def precision_of(cfg: TrainConfig, device: torch.device) -> str:

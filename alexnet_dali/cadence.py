@@ -1,19 +1,61 @@
 """When the training loop talks to the host and to the other ranks: only at sync points.
 
 A step that calls `.item()` or all-reduces a flag makes the CPU wait for the GPU (and every rank
-for the slowest one), so the loop keeps the loss on the device and the ranks agree on the loss
-and on a stop signal only every `log_every` steps, at each mid-epoch checkpoint and at the
-epoch's end: one all-reduce of two numbers and one copy to the host per sync point.
+for the slowest one), so the loop keeps the loss on the device and the ranks agree on the loss,
+on a stop signal and on the run's health (`LossWindow.agree`'s extra values: the weights'
+finiteness flags, damaged samples met) only every `log_every` steps, at each mid-epoch checkpoint
+and at the epoch's end: one all-reduce of one small vector and one copy to the host per sync
+point. `StopRequest` is the signal flag they agree on.
 """
 
 from __future__ import annotations
 
+import signal
 import time
+from typing import Any, NamedTuple, Sequence
 
 import torch
 
 from alexnet_dali import distributed
 from alexnet_dali.config import TrainConfig
+
+
+class StopRequest:
+    """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and exits cleanly.
+
+    Alone, the flag is read after every step. Under DDP the ranks agree on it only at the sync
+    points of `cadence.is_sync_point`, together with the loss, so that no step waits on a
+    collective and a host copy: every rank stops at the same sync point (at most `log_every`
+    steps later).
+    """
+
+    def __init__(self) -> None:
+        self.signal_name = ""
+        self._old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        # The same signal twice (Ctrl-C Ctrl-C) stops at once, without a checkpoint. A different
+        # one does not: torchrun follows a Ctrl-C's SIGINT with SIGTERM to its workers.
+        if name == self.signal_name:
+            self.restore()
+            raise KeyboardInterrupt(f"second {name}: stopped without a checkpoint")
+        self.signal_name = self.signal_name or name  # no printing here: not reentrant-safe
+
+    def pending(self) -> bool:
+        """True if this process was signalled (a Python flag: no device or collective work)."""
+        return bool(self.signal_name)
+
+    def follow(self) -> None:
+        """Another rank was signalled (the ranks agreed to stop): stop here too, under its name."""
+        self.signal_name = self.signal_name or "a signal to another rank"
+
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def is_sync_point(cfg: TrainConfig, step_in_epoch: int, total: int) -> bool:
@@ -41,14 +83,32 @@ class LossWindow:
         self.steps += 1
         self.images += images
 
-    def agree(self, stop_pending: bool, world_size: int) -> tuple[float, float, bool]:
-        """(mean loss over the window and all ranks, images/s, whether any rank must stop).
+    def agree(self, stop_pending: bool, world_size: int, counts: Sequence[float] = (),
+              device_values: torch.Tensor | None = None) -> Agreement:
+        """The window's mean loss over its steps and all ranks, images/s, whether any rank must
+        stop, and the sums over ranks of `counts` (host numbers) and `device_values` (a 1-D
+        float32 tensor on the loss's device, e.g. per-parameter flags: no host sync to make).
 
-        Collective: every rank calls it at the same step. One all-reduce, one host copy.
+        Collective: every rank calls it at the same step with as many values. One all-reduce,
+        one host copy.
         """
         if self.loss_sum is None:
             raise RuntimeError("LossWindow.agree before any step was added")
-        packed = torch.stack([self.loss_sum, self.loss_sum.new_tensor(float(stop_pending))])
-        loss_sum, signalled = distributed.all_reduce(packed).tolist()
+        parts = [self.loss_sum.view(1), self.loss_sum.new_tensor([float(stop_pending), *counts])]
+        if device_values is not None:
+            parts.append(device_values.to(self.loss_sum.device))
+        values = distributed.all_reduce(torch.cat(parts)).tolist()
         rate = self.images / max(time.perf_counter() - self.start, 1e-9)
-        return loss_sum / (self.steps * world_size), rate, signalled > 0
+        host_end = 2 + len(counts)
+        return Agreement(values[0] / (self.steps * world_size), rate, values[1] > 0,
+                         values[2:host_end], values[host_end:])
+
+
+class Agreement(NamedTuple):
+    """What the ranks agreed on at a sync point (`LossWindow.agree`)."""
+
+    loss: float  # mean over the window's steps and the ranks (nan/inf if any rank's was)
+    images_per_s: float
+    stop: bool  # some rank was signalled
+    counts: list[float]  # the host counts, summed over ranks
+    device_values: list[float]  # the device values, summed over ranks

@@ -5,6 +5,8 @@ What a resume restores besides the weights, and whether it may, is in `resume.py
 
 A checkpoint is `RUN/checkpoints/ckpt-EEEE-SSSSSSS.pt` (E: epoch, S: global step), a dict of
 tensors, plain numbers, strings and lists only, so `torch.load(weights_only=True)` reads it.
+Its weights are finite: `save_checkpoint` refuses to write, and `load_checkpoint` to read (for
+eval, predict, export, --resume), one whose weights hold a NaN or an infinity.
 A live trainer holds `RUN/.lock` (an OS file lock, `claim_run_dir`): a second trainer on the same
 run dir is refused, and temporaries that a killed save left behind are deleted at start.
 """
@@ -43,12 +45,14 @@ def new_state(
     classes: list[list[str]] | None = None, world_size: int = 1,
     best_top1_err: float = float("inf"), colour_stats: ColourStats | None = None,
     source: dict[str, str] | None = None, devices: list[str] | None = None,
+    image_size: int | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict (docs/DESIGN.md): `model` is the grouped net's state dict, `epoch` the
     0-based epoch in progress, `rng` and `loader_checkpoints` one entry per rank, `classes` the
     data's [name, words] per class id (read back by `saved_classes`); `colour_stats` the training
     data's (for predict/export), `source` where imported weights came from, `devices` where rank
-    0's network ran (one device, or the two towers of --model-parallel)."""
+    0's network ran (one device, or the two towers of --model-parallel), `image_size` the side of
+    the training shards' images (None: unknown, e.g. synthetic data)."""
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": model, "optimizer": optimizer or {}, "scheduler": scheduler or {},
@@ -57,7 +61,7 @@ def new_state(
         "config": to_dict(config), "manifest_sha256": manifest_sha256, "classes": classes,
         "world_size": world_size, "best_top1_err": best_top1_err,
         "colour_stats": colour_stats_record(colour_stats) if colour_stats else None,
-        "source": source, "devices": devices or [],
+        "source": source, "devices": devices or [], "image_size": image_size,
     }
 
 
@@ -114,11 +118,31 @@ def _write(state: dict[str, Any], tmp: Path) -> None:
         raise
 
 
+def first_nonfinite(tensors: dict[str, Any]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity, or None.
+
+    One host sync for the whole dict (checkpoints are read or written whole anyway).
+    """
+    named = [(k, t) for k, t in tensors.items() if torch.is_tensor(t) and t.is_floating_point()]
+    if not named:
+        return None
+    device = named[0][1].device
+    bad = torch.stack([(~torch.isfinite(t).all()).to(device) for _, t in named]).tolist()
+    return next((name for (name, _), flag in zip(named, bad) if flag), None)
+
+
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
-    """Write `state` atomically (temp file, fsync, rename, fsync dir); keep the newest `keep`."""
+    """Write `state` atomically (temp file, fsync, rename, fsync dir); keep the newest `keep`.
+
+    Non-finite weights are refused (the trainer stops before; this keeps the promise for every
+    writer)."""
     directory = checkpoint_dir(run_dir)
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"ckpt-{state['epoch']:04d}-{state['global_step']:07d}.pt"
+    bad = first_nonfinite(state["model"])
+    if bad is not None:
+        raise CheckpointError(f"{path}: not written: its weights are not finite ({bad} holds "
+                              "NaN or infinity); the checkpoints already there are kept")
+    directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{path.name}.tmp-{os.getpid()}"
     _write(state, tmp)
     os.replace(tmp, path)
@@ -166,6 +190,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path}: not an alexnet-dali checkpoint (no {sorted(missing)})")
     state["path"] = str(path)
+    bad = first_nonfinite(state["model"])
+    if bad is not None:
+        raise CheckpointError(
+            f"{path}: its weights are not finite ({bad} holds NaN or infinity; the run diverged "
+            "before this checkpoint was saved), so it can neither score nor continue anything; "
+            "use an earlier checkpoint of that run, or train again with a lower lr")
     for section, values in LEGACY_CONFIG.items():
         for key, value in values.items():
             state["config"].setdefault(section, {}).setdefault(key, value)
@@ -212,6 +242,21 @@ def check_same_classes(state: dict[str, Any], data: str) -> None:
                               f"class list than {data} ({len(theirs)} vs {len(mine)} classes; "
                               f"class id {i} is {there} there, {here} here); evaluate it on "
                               "shards with its classes")
+
+
+def check_image_size(state: dict[str, Any], image_size: int | None, source: str) -> None:
+    """Refuse images (of side `image_size`, from `source`) smaller than the checkpoint's view
+    (augment.crop): a clear error instead of a failure inside the eval graph or views."""
+    crop = int(state["config"].get("augment", {}).get("crop", 224))
+    if image_size is None or image_size >= crop:
+        return
+    trained = state.get("image_size")
+    on = f", trained on {trained}x{trained} shards" if trained else ""
+    fix = (f"shards made with `alexnet-dali preprocess --size {trained}`" if trained else
+           f"shards made with `alexnet-dali preprocess --size` of at least {crop}")
+    raise CheckpointError(f"{source}: its images are {image_size}x{image_size}, smaller than the "
+                          f"{crop}x{crop} view {state.get('path', 'the checkpoint')} takes "
+                          f"(augment.crop = {crop}{on}); use {fix}")
 
 
 def colour_stats_record(stats: ColourStats) -> dict[str, Any]:

@@ -91,6 +91,8 @@ def train_option(*decls: str, key: str, **kwargs: Any) -> Callable:
               help="The paper's PCA colour noise.")
 @train_option("--std-normalize/--no-std-normalize", key="augment.std_normalize",
               help="Divide inputs by the channel std too (short runs; not the paper).")
+@train_option("--skip-bad-samples", key="loader.shard_check", flag_value="skip",
+              help="Leave damaged samples out (counted) instead of stopping (loader.shard_check).")
 @click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[CKPT]",
               show_default="a new run",
               help="Continue from CKPT, or (bare --resume) from the run dir's newest checkpoint.")
@@ -114,8 +116,11 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
     resolved config is written to RUN/config.json.
     \b
     Exit status: 0 when training finished (or the resumed run was already complete);
-    2 on an input error; 130 after Ctrl-C (SIGINT) and 143 after SIGTERM, each having saved a
-    checkpoint at the next step: run the same command with --resume to continue.
+    2 on an input error (also a damaged sample, having saved a checkpoint); 3 when the loss or
+    the weights became non-finite (nothing non-finite is saved: lower the lr and --resume from
+    the last good checkpoint the message names); 130 after Ctrl-C (SIGINT) and 143 after
+    SIGTERM, each having saved a checkpoint at the next step: run the same command with
+    --resume to continue.
     """
     from alexnet_dali import checkpoint as ckpt_io
     from alexnet_dali.builders import SYNTHETIC
@@ -154,9 +159,12 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
               show_default="the checkpoint's", help="DALI CPU threads per rank.")
 @click.option("--per-class", is_flag=True,
               help="Also accuracy and samples per class (names), worst first; in --json too.")
+@click.option("--skip-bad-samples", is_flag=True,
+              help="Leave damaged samples out (counted) instead of stopping with an error.")
 @report_user_errors
 def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, split: str,
-                 batch_size: int, device: str, workers: int | None, per_class: bool) -> None:
+                 batch_size: int, device: str, workers: int | None, per_class: bool,
+                 skip_bad_samples: bool) -> None:
     """Top-1/top-5 error of a checkpoint over the whole split of DATA (center or ten-crop).
 
     \b
@@ -165,6 +173,8 @@ def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, spl
       torchrun --nproc-per-node 2 $(which alexnet-dali) eval shards/ --checkpoint CKPT
     \b
     The model is rebuilt from the checkpoint's own config; each sample is counted once.
+    Each shard's sha256 is checked as it is read; a damaged sample stops eval with an error
+    naming the shard and key (--skip-bad-samples: left out and counted).
     """
     from alexnet_dali.builders import SYNTHETIC
     from alexnet_dali.evaluation import evaluate_checkpoint
@@ -173,7 +183,8 @@ def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, spl
     if data != SYNTHETIC:
         require_manifest(data, "eval")
     evaluate_checkpoint(data, ckpt, tencrop=tencrop, json_path=json_path, split=split,
-                        batch_size=batch_size, device=device, workers=workers, per_class=per_class)
+                        batch_size=batch_size, device=device, workers=workers, per_class=per_class,
+                        skip_bad_samples=skip_bad_samples)
 
 
 @click.command(

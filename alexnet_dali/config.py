@@ -56,6 +56,10 @@ class LoaderConfig:
     prefetch: int = bounded(2, ge=1)  # DALI prefetch queue depth
     hw_decoder_load: float = bounded(0.65, ge=0, le=1)  # share of JPEGs for the A100/H100 decoder
     shuffle_buffer: int = bounded(4096, ge=1)  # random_shuffle initial_fill of the reader
+    # Each shard's sha256 checked as it is first read, off the training thread
+    # (loader_integrity.py): a damaged sample stops the run ("stop"), is held back and counted
+    # ("skip"), or: "off".
+    shard_check: Literal["stop", "skip", "off"] = "stop"
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,7 @@ FLAG_KEYS = {
     "checkpoint_every": "checkpoint_every", "keep_checkpoints": "keep_checkpoints",
     "deterministic": "deterministic", "pca_noise": "augment.pca_noise",
     "std_normalize": "augment.std_normalize", "log_every": "log_every",
+    "skip_bad_samples": "loader.shard_check",
 }
 
 

@@ -3,7 +3,8 @@
 Every stage raises a `UserError` subclass for input a user must fix: a config key or value, a
 missing or broken data file, a checkpoint that does not fit the run. The message names the
 file, key or value and says what to do. Every command is wrapped in `report_user_errors`: such an
-error prints one `error: ...` line on stderr and exits with status 2. Ctrl-C prints one
+error prints one `error: ...` line on stderr and exits with status 2 (a `TrainingDiverged` run:
+3, so that a script tells "lower the lr" from "fix the input"). Ctrl-C prints one
 `interrupted: ...` line (saying how to go on when the command resumes) and exits with status 130,
 as a shell reports a process SIGINT ended. Anything else is a bug and keeps its traceback;
 `alexnet-dali --debug CMD` (or ALEXNET_DALI_DEBUG=1) shows the traceback of user errors too.
@@ -20,6 +21,7 @@ import sys
 from typing import Any, Callable, Iterator
 
 EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3  # train: a non-finite loss or weight stopped the run (docs/TRAINING.md)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 DEBUG_ENV = "ALEXNET_DALI_DEBUG"
 DEBUG_META = "alexnet_dali.debug"  # key in click's context meta, set by `alexnet-dali --debug`
@@ -43,6 +45,14 @@ class CorruptSampleError(DataError):
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not fit this run."""
+
+
+class TrainingDiverged(UserError):
+    """The loss or the weights became non-finite: the settings (the lr first) must change.
+
+    Reported like every UserError, with its own exit status (EXIT_DIVERGED)."""
+
+    exit_status = EXIT_DIVERGED
 
 
 class Interrupted(Exception):
@@ -82,8 +92,9 @@ def debug_requested() -> bool:
 
 
 def report_user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a CLI command: a UserError becomes one `error: ...` line and exit status 2;
-    Ctrl-C (KeyboardInterrupt, or Interrupted saying how to go on) one line and status 130."""
+    """Decorate a CLI command: a UserError becomes one `error: ...` line and exit status 2 (its
+    `exit_status` where it has one: TrainingDiverged's 3); Ctrl-C (KeyboardInterrupt, or
+    Interrupted saying how to go on) one line and status 130."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -93,7 +104,7 @@ def report_user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             if debug_requested():
                 raise
             _report("error", e)
-            sys.exit(EXIT_USER_ERROR)
+            sys.exit(getattr(e, "exit_status", EXIT_USER_ERROR))
         except (Interrupted, KeyboardInterrupt) as e:
             if debug_requested():
                 raise

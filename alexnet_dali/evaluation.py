@@ -48,6 +48,8 @@ def evaluate(
     """Top-1/top-5 error and accuracy and mean loss over `loader` (N x [10 x] 3 x H x W batches).
 
     With `class_names` (one per class) also "per_class": PerClassMeter rows, worst first.
+    "skipped": damaged samples the loader's gate held back (not scored), over all ranks;
+    "damaged_stop": whether any rank's gate says the damage must stop the command.
     """
     was_training = model.training
     model.eval()
@@ -67,15 +69,18 @@ def evaluate(
         if progress is not None:
             progress.update(1)
     model.train(was_training)
-    own = [meter.counts().double(), loss_sum]
+    gate = getattr(loader, "gate", None)
+    damaged = [float(gate.take_masked()), float(gate.must_stop)] if gate else [0.0, 0.0]
+    own = [meter.counts().double(), loss_sum, torch.tensor(damaged, dtype=torch.float64)]
     if per_class is not None:
         own.append(per_class.counts.flatten().double())
     counts = distributed.all_reduce(torch.cat(own).to(device)).cpu()
     top = len(meter.counts())
     result: dict[str, Any] = meter.result(counts[:top].long())
     result["loss"] = metrics.round_significant(counts[top].item() / max(result["samples"], 1))
+    result["skipped"], result["damaged_stop"] = int(counts[top + 1]), bool(counts[top + 2] > 0)
     if per_class is not None:
-        per_class_counts = counts[top + 1:].long().view_as(per_class.counts)
+        per_class_counts = counts[top + 3:].long().view_as(per_class.counts)
         result["per_class"] = per_class.rows(class_names, per_class_counts)
     return result
 
@@ -111,12 +116,18 @@ def write_json(result: dict[str, Any], path: str | Path) -> None:
 def evaluate_checkpoint(
     data: str, checkpoint: str, *, tencrop: bool = False, json_path: str | None = None,
     split: str = "val", batch_size: int = 64, device: str = "auto", workers: int | None = None,
-    per_class: bool = False,
+    per_class: bool = False, skip_bad_samples: bool = False,
 ) -> dict[str, Any]:
     """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report;
-    `per_class` adds accuracy and samples per class (by name), worst first."""
-    from alexnet_dali.builders import precision_of, resolve_for_data
-    from alexnet_dali.checkpoint import check_same_classes, load_checkpoint, model_from_checkpoint
+    `per_class` adds accuracy and samples per class (by name), worst first. A damaged sample
+    (loader_integrity.py) is an error, or with `skip_bad_samples` left out and counted."""
+    from alexnet_dali.builders import image_size_of, precision_of, resolve_for_data
+    from alexnet_dali.checkpoint import (
+        check_image_size,
+        check_same_classes,
+        load_checkpoint,
+        model_from_checkpoint,
+    )
     from alexnet_dali.errors import ConfigError
     from alexnet_dali.inference import class_names
 
@@ -129,8 +140,11 @@ def evaluate_checkpoint(
         if classes != cfg.model.num_classes:
             raise ConfigError(f"{data}: {classes} classes, but {state['path']} was trained on "
                               f"{cfg.model.num_classes}; evaluate it on data with its classes")
+        check_image_size(state, image_size_of(str(data)), f"{data}/manifest.json")
         model.to(info.device)
         precision = precision_of(cfg, info.device)
+        cfg = dataclasses.replace(cfg, loader=dataclasses.replace(
+            cfg.loader, shard_check="skip" if skip_bad_samples else "stop"))
         loader = _eval_loader(data, cfg, info, split, batch_size, workers, tencrop)
         bar = tqdm(total=len(loader), desc=f"eval {split}" + (" ten-crop" if tencrop else ""),
                    unit="batch", disable=not info.is_main, leave=False)
@@ -138,6 +152,7 @@ def evaluate_checkpoint(
         result = evaluate(model, loader, device=info.device, precision=precision, tencrop=tencrop,
                           progress=bar, class_names=names)
         bar.close()
+        _report_damage(result, getattr(loader, "gate", None), data, split, info.is_main)
         result.update(views=10 if tencrop else 1, split=split, data=str(data),
                       checkpoint=state["path"], epoch=state["epoch"],
                       global_step=state["global_step"], world_size=info.world_size)
@@ -153,6 +168,23 @@ def evaluate_checkpoint(
         return result
     finally:
         distributed.cleanup()
+
+
+def _report_damage(result: dict[str, Any], gate: Any, data: str, split: str,
+                   is_main: bool) -> None:
+    """Damaged samples met: an error (every rank), or a line saying how many were left out."""
+    from alexnet_dali.health import stop_error
+    from alexnet_dali.loader_integrity import unchecked_note
+
+    note = unchecked_note(gate, data)
+    if note and is_main:
+        print(note)
+    if result.pop("damaged_stop"):
+        raise stop_error(gate.problems() if gate else [], data, "eval stops without a result "
+                         "(pass --skip-bad-samples to score the split without such samples)")
+    if result["skipped"] and is_main:
+        print(f"left out {result['skipped']} damaged samples of {split} (not scored; "
+              f"--skip-bad-samples); `alexnet-dali verify --decode {data}` lists them")
 
 
 def _eval_loader(data: str, cfg: Any, info: Any, split: str, batch_size: int,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from alexnet_dali.checkpoint import (
+    check_image_size,
     load_checkpoint,
     model_from_checkpoint,
     recorded_colour_stats,
@@ -123,9 +124,10 @@ def load_for_inference(checkpoint: str | Path, data: str | None = None) -> Infer
     conversion (from DATA's manifest, else the training data's if still there, else defaults)."""
     state = load_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(state)
+    settings = image_settings_of(cfg, data)
+    check_image_size(state, settings.size, str(Path(data or cfg.data) / MANIFEST_NAME))
     return InferenceModel(model, cfg, normalization_of(state, cfg, data),
-                          tuple(class_names(state, cfg, data)), image_settings_of(cfg, data),
-                          state["path"])
+                          tuple(class_names(state, cfg, data)), settings, state["path"])
 
 
 def eval_views(images: torch.Tensor, norm: Normalization, crop: int,

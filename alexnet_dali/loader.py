@@ -24,7 +24,8 @@ import torch
 
 from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
-from alexnet_dali.loader_handoff import to_torch
+from alexnet_dali.loader_integrity import SampleGate, build_gate
+from alexnet_dali.loader_handoff import host_to_device, to_torch
 from alexnet_dali.pipelines.eval import eval_pipeline
 from alexnet_dali.pipelines.readers import READER_NAME
 from alexnet_dali.pipelines.spec import PipelineSpec, load_shard_set, needs_colour_stats
@@ -139,13 +140,15 @@ def run_pipeline(pipe, spec: PipelineSpec):
 
 
 class TrainLoader:
-    """One rank's training batches: (images N×3×H×W float, labels N int64) on `device`."""
+    """One rank's training batches: (images N×3×H×W float, labels N int64) on `device`; a
+    sample the `gate` holds back (a damaged shard's: loader_integrity.py) has label HELD_BACK."""
 
     def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig, device: torch.device,
-                 steps_per_epoch: int, step: int = 0) -> None:
+                 steps_per_epoch: int, step: int = 0, gate: SampleGate | None = None) -> None:
         self._pipe, self._spec, self._loader, self._device = pipe, spec, loader, device
         self.steps_per_epoch = steps_per_epoch
         self.step_in_epoch = step  # batches yielded in the current epoch
+        self.gate = gate
 
     def __len__(self) -> int:
         return self.steps_per_epoch
@@ -155,8 +158,9 @@ class TrainLoader:
         if self.step_in_epoch >= self.steps_per_epoch:
             self.step_in_epoch = 0
         while self.step_in_epoch < self.steps_per_epoch:
-            images, labels = to_torch(run_pipeline(self._pipe, self._spec)[:2], self._loader,
-                                      self._device)
+            outputs = run_pipeline(self._pipe, self._spec)
+            held = self.gate.held_back(outputs[1]) if self.gate else ()
+            images, labels = to_torch(outputs[:2], self._loader, self._device, held)
             self.step_in_epoch += 1
             yield images, labels
 
@@ -212,11 +216,12 @@ def build_train_loader(
         raise ConfigError(f"{data_dir}: {spec.shards.samples} training samples are fewer than one "
                           f"global batch ({world_size} ranks × {batch_size}); lower it")
     blob, step = (None, 0) if checkpoint is None else _parse_checkpoint(checkpoint, spec, steps)
+    gate = build_gate(data_dir, "train", rank, world_size, True, loader.shard_check)
     pipe = train_pipeline(spec, checkpoint=blob, **pipeline_args(
         spec, loader, batch_size, device, rank_seed(seed, rank)))
     pipe.build()
     _check_epoch_size(pipe, spec)
-    return TrainLoader(pipe, spec, loader, device, steps, step)
+    return TrainLoader(pipe, spec, loader, device, steps, step, gate)
 
 
 def _check_epoch_size(pipe, spec: PipelineSpec) -> None:
@@ -228,11 +233,13 @@ def _check_epoch_size(pipe, spec: PipelineSpec) -> None:
 
 
 class EvalLoader:
-    """One rank's evaluation batches: (images, labels int64 N, valid bool N) on `device`."""
+    """One rank's evaluation batches: (images, labels int64 N, valid bool N) on `device`;
+    `valid` is False for padding and for the samples the `gate` holds back (loader_integrity.py)."""
 
     def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig, batch_size: int,
-                 device: torch.device) -> None:
+                 device: torch.device, gate: SampleGate | None = None) -> None:
         self._pipe, self._spec, self._loader, self._device = pipe, spec, loader, device
+        self.gate = gate
         self.batch_size = batch = batch_size
         sizes = shard_sizes(spec.shards.samples, spec.num_shards)
         self.rank_samples = sizes[spec.shard_id]
@@ -253,10 +260,14 @@ class EvalLoader:
         for step in range(self.steps):
             if step < self._own_steps:
                 self._unread -= 1
-                images, labels = to_torch(run_pipeline(self._pipe, self._spec)[:2],
-                                          self._loader, self._device)
-                index = torch.arange(step * batch, (step + 1) * batch, device=self._device)
+                outputs = run_pipeline(self._pipe, self._spec)
+                real = min(batch, self.rank_samples - step * batch)  # the rest pads
+                held = self.gate.held_back(outputs[1], real) if self.gate else ()
+                images, labels = to_torch(outputs[:2], self._loader, self._device)
+                index = torch.arange(step * batch, (step + 1) * batch)
                 valid = index < self.rank_samples
+                valid[list(held)] = False
+                valid = host_to_device(valid, self._device)
             else:  # a whole batch of padding: reuse the last one, all masked out
                 valid = torch.zeros(batch, dtype=torch.bool, device=self._device)
             yield images, labels, valid
@@ -279,6 +290,7 @@ def build_eval_loader(
     spec = replace(spec, shuffle_buffer=1)
     pipe = eval_pipeline(spec, tencrop=tencrop,
                          **pipeline_args(spec, loader, batch_size, device, 0))
+    gate = build_gate(data_dir, split, rank, world_size, False, loader.shard_check)
     pipe.build()
     _check_epoch_size(pipe, spec)
-    return EvalLoader(pipe, spec, loader, batch_size, device)
+    return EvalLoader(pipe, spec, loader, batch_size, device, gate)

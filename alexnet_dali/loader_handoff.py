@@ -7,6 +7,7 @@ memory with `non_blocking=True`, so no step blocks the host on a copy (`host_to_
 from __future__ import annotations
 
 import ctypes
+from typing import Sequence
 
 import torch
 from nvidia.dali import types
@@ -15,6 +16,7 @@ from nvidia.dali.tensors import TensorListGPU
 
 from alexnet_dali.config import LoaderConfig
 from alexnet_dali.errors import DataError
+from alexnet_dali.loader_integrity import HELD_BACK
 from alexnet_dali.tools.shards import LABEL_DIGITS
 
 
@@ -75,16 +77,23 @@ def labels_from_digits(digits: torch.Tensor) -> torch.Tensor:
     return ((digits.long() - ord("0")) * DIGIT_WEIGHTS).sum(dim=1)
 
 
-def labels_to_torch(digits, device: torch.device) -> torch.Tensor:
-    """The graph's `.cls` digits (a CPU TensorList) → int64 labels N on `device`."""
+def labels_to_torch(digits, device: torch.device,
+                    held_back: Sequence[int] = ()) -> torch.Tensor:
+    """The graph's `.cls` digits (a CPU TensorList) → int64 labels N on `device`; the samples
+    at `held_back` get the label HELD_BACK (set on the host, before the copy)."""
     if not digits.is_dense_tensor():
         raise DataError(f".cls members of different lengths in one batch; each must be "
                            f"{LABEL_DIGITS} ASCII digits: re-run `alexnet-dali preprocess`")
-    return host_to_device(labels_from_digits(torch.from_dlpack(digits.as_tensor())), device)
+    labels = labels_from_digits(torch.from_dlpack(digits.as_tensor()))
+    if held_back:
+        labels[list(held_back)] = HELD_BACK
+    return host_to_device(labels, device)
 
 
-def to_torch(outputs, loader: LoaderConfig, device: torch.device) -> list[torch.Tensor]:
+def to_torch(outputs, loader: LoaderConfig, device: torch.device,
+             held_back: Sequence[int] = ()) -> list[torch.Tensor]:
     """DALI (images, `.cls` digits, *draws) → torch tensors on `device`: images per `loader`,
-    int64 labels, the draws as they are."""
-    return [images_to_torch(outputs[0], loader, device), labels_to_torch(outputs[1], device),
+    int64 labels (HELD_BACK at `held_back`), the draws as they are."""
+    return [images_to_torch(outputs[0], loader, device),
+            labels_to_torch(outputs[1], device, held_back),
             *(copy_batch(o, device) for o in outputs[2:])]

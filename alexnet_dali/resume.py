@@ -1,15 +1,22 @@
 """What resuming a run restores besides the weights (every RNG), and whether a checkpoint fits
-the run that resumes it (world size, batch, dataset; the optimizer state's layout)."""
+the run that resumes it (world size, batch, dataset; the optimizer state's layout; the network,
+which a resume never changes) and which other settings the resume changes."""
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
 import numpy as np
 import torch
 
+from alexnet_dali.config import TrainConfig, to_dict
 from alexnet_dali.errors import CheckpointError
+
+# Settings that make another network (or feed it another input size): fixed by the checkpoint.
+NETWORK_SECTIONS = ("model",)
+NETWORK_KEYS = ("augment.crop",)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -92,3 +99,52 @@ def optimizer_changes(ckpt: dict[str, Any], *, model_parallel: bool, update: str
             "restart the optimizer's momentum from zero."
         )
     return changes
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _changes(ckpt: dict[str, Any], cfg: TrainConfig) -> list[tuple[str, Any, Any]]:
+    """(key, recorded value, this run's value) for every setting that differs."""
+    recorded, now = _flat(ckpt["config"]), _flat(to_dict(cfg))
+    return [(key, recorded[key], now[key]) for key in now
+            if key in recorded and recorded[key] != now[key]]
+
+
+def _shown(value: Any) -> str:
+    """A config value as TOML and --set spell it (true, "owt", [30, 60])."""
+    return json.dumps(value)
+
+
+def _is_network(key: str) -> bool:
+    return key.split(".")[0] in NETWORK_SECTIONS or key in NETWORK_KEYS
+
+
+def check_same_network(ckpt: dict[str, Any], cfg: TrainConfig) -> None:
+    """Refuse a resume whose settings change the network (any model.* key, augment.crop)."""
+    changed = [(k, old, new) for k, old, new in _changes(ckpt, cfg) if _is_network(k)]
+    if changed:
+        raise CheckpointError(
+            f"{ckpt.get('path', 'checkpoint')}: --resume cannot change the network: "
+            + "; ".join(f"{k} = {_shown(new)} asked, the checkpoint was trained with {k} = "
+                        f"{_shown(old)}"
+                        for k, old, new in changed)
+            + ". Drop the setting to continue that run, or train the other network from the "
+            "start in another --run-dir")
+
+
+def changed_settings(ckpt: dict[str, Any], cfg: TrainConfig) -> str:
+    """The one line a resume prints about the other settings it changes (lr, epochs, ...)."""
+    changed = [(k, old, new) for k, old, new in _changes(ckpt, cfg) if not _is_network(k)]
+    if not changed:
+        return ""
+    return "resuming with changed settings: " + "; ".join(
+        f"{k} {_shown(old)} -> {_shown(new)}" for k, old, new in changed)

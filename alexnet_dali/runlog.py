@@ -102,14 +102,20 @@ def devices_line(devices: Sequence[Any]) -> str:
     return line
 
 
-def chance_note(top1_err: float, classes: int, samples: int, epoch: int) -> str:
-    """A one-line hint when, after CHANCE_EPOCHS epochs, the val top-1 error is still at chance
-    (the paper's recipe stalls on small data and short runs), else "". "At chance": within
-    CHANCE_MARGIN of 1 - 1/classes, or within two standard deviations of a guess's accuracy
-    on `samples` val images, whichever is wider (70 images: 0.10)."""
+def at_chance(top1_err: float, classes: int, samples: int) -> bool:
+    """True if a val top-1 error is at chance: within CHANCE_MARGIN of 1 - 1/classes, or within
+    two standard deviations of a guess's accuracy on `samples` val images, whichever is wider
+    (70 images: 0.10)."""
     chance = 1 - 1 / classes
     margin = max(CHANCE_MARGIN, 2 * math.sqrt(chance * (1 - chance) / max(samples, 1)))
-    if epoch != CHANCE_EPOCHS or top1_err < chance - margin:
+    return top1_err >= chance - margin
+
+
+def chance_note(top1_err: float, classes: int, samples: int, epoch: int) -> str:
+    """A one-line hint when, after CHANCE_EPOCHS epochs, the val top-1 error is still at chance
+    (`at_chance`; the paper's recipe stalls on small data and short runs), else ""."""
+    chance = 1 - 1 / classes
+    if epoch != CHANCE_EPOCHS or not at_chance(top1_err, classes, samples):
         return ""
     return (f"note: after {epoch} epochs the val top-1 error {top1_err:.3f} is at chance "
             f"({chance:.3f} for {classes} classes). The paper's recipe (N(0, 0.01) init, lr "

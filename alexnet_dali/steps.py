@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet_dali.evaluation import autocast
+from alexnet_dali.loader_integrity import HELD_BACK
 
 
 @dataclass
@@ -25,7 +26,12 @@ class TrainStep:
         images = images.to(self.input_device, non_blocking=True)
         with autocast(self.input_device, self.precision):
             logits = self.model(images)
-        loss = F.cross_entropy(logits.float(), labels.to(logits.device, non_blocking=True))
+        labels = labels.to(logits.device, non_blocking=True)
+        # the mean over the samples not held back (label HELD_BACK, loader_integrity.py), 0 if none
+        # is left: device work only, no host sync
+        kept = labels.ne(HELD_BACK).sum().clamp_min(1)
+        loss = F.cross_entropy(logits.float(), labels, ignore_index=HELD_BACK,
+                               reduction="sum") / kept
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -8,8 +8,6 @@ mid-epoch bit for bit (model, optimiser, schedule, RNG states, each rank's loade
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +22,18 @@ from alexnet_dali.builders import (
     check_shard_files,
     class_list,
     colour_stats_of,
+    image_size_of,
     manifest_sha256,
     precision_of,
     resolve_for_data,
+    seed_everything,
 )
-from alexnet_dali.cadence import LossWindow, is_sync_point
+from alexnet_dali.cadence import Agreement, LossWindow, StopRequest, is_sync_point
 from alexnet_dali.config import TrainConfig, save_resolved_config
 from alexnet_dali.distributed import DistInfo
-from alexnet_dali.errors import signal_exit_status
+from alexnet_dali.errors import TrainingDiverged, signal_exit_status
 from alexnet_dali.evaluation import evaluate
+from alexnet_dali.health import DamageTally, Health
 from alexnet_dali.optim import LRSchedule, build_optimizer, group_sizes, load_optimizer_state
 from alexnet_dali.runlog import RunLog, chance_note, complete_line, devices_line, resume_line
 from alexnet_dali.steps import TrainStep, endless
@@ -40,44 +41,6 @@ from alexnet_dali.tools.outdir import explained
 
 RESUME_HINT = ("continue with --resume (from the newest complete checkpoint; if none was saved "
                "yet, run the same command again)")
-
-class StopRequest:
-    """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and exits cleanly.
-
-    Alone, the flag is read after every step. Under DDP the ranks agree on it only at the sync
-    points of `cadence.is_sync_point`, together with the loss, so that no step waits on a
-    collective and a host copy: every rank stops at the same sync point (at most `log_every`
-    steps later).
-    """
-
-    def __init__(self) -> None:
-        self.signal_name = ""
-        self._old = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        # The same signal twice (Ctrl-C Ctrl-C) stops at once, without a checkpoint. A different
-        # one does not: torchrun follows a Ctrl-C's SIGINT with SIGTERM to its workers.
-        if name == self.signal_name:
-            self.restore()
-            raise KeyboardInterrupt(f"second {name}: stopped without a checkpoint")
-        self.signal_name = self.signal_name or name  # no printing here: not reentrant-safe
-
-    def pending(self) -> bool:
-        """True if this process was signalled (a Python flag: no device or collective work)."""
-        return bool(self.signal_name)
-
-    def follow(self) -> None:
-        """Another rank was signalled (the ranks agreed to stop): stop here too, under its name."""
-        self.signal_name = self.signal_name or "a signal to another rank"
-
-    def restore(self) -> None:
-        """Put the previous handlers back."""
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
 
 @dataclasses.dataclass
 class Position:
@@ -87,21 +50,11 @@ class Position:
     step_in_epoch: int = 0
     global_step: int = 0
 
-
-def _seed_everything(cfg: TrainConfig, rank: int) -> None:
-    import random
-
-    import numpy as np
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by cuBLAS
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    random.seed(cfg.seed + rank)
-    np.random.seed(cfg.seed + rank)
-    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    def describe(self, total: int | None = None) -> str:
+        """For messages: "epoch 1, step 4 of 8 (global step 4)" (`total`: the epoch's steps)."""
+        of = f" of {total}" if total else ""
+        return (f"epoch {self.epoch + 1}, step {self.step_in_epoch}{of} "
+                f"(global step {self.global_step})")
 
 
 class Run:
@@ -114,7 +67,8 @@ class Run:
         self.classes = class_list(cfg.data)
         self.precision = precision_of(cfg, info.device)
         self.colour_stats = colour_stats_of(cfg)  # recorded in checkpoints for predict/export
-        _seed_everything(cfg, info.rank)
+        self.image_size = image_size_of(cfg.data)  # recorded too: eval/predict check theirs
+        seed_everything(cfg, info.rank)
         self.net, self.input_device = build_network(cfg, info)
         self.devices = tuple(getattr(self.net, "devices", (self.input_device,)))  # rank 0's
         torch.manual_seed(cfg.seed * 1000 + info.rank + 1)  # own dropout masks per rank
@@ -132,6 +86,9 @@ class Run:
         self.train_loader, self.val_loader = build_loaders(cfg, info, self.input_device,
                                                            loader_ckpt)
         self.log = RunLog(cfg.run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
+        self.health = Health(self.net, cfg.model.num_classes, cfg.run_dir, bool(resume))
+        self.damage = DamageTally(getattr(self.train_loader, "gate", None),
+                                  getattr(self.val_loader, "gate", None), cfg.data)
         if resume:  # lines logged after the checkpoint will be logged again
             self.log.drop_after(self.pos.global_step)
 
@@ -169,7 +126,7 @@ class Run:
             rng=rngs, loader_checkpoints=loader_ckpts, manifest_sha256=self.manifest_sha256,
             classes=self.classes, world_size=self.info.world_size,
             best_top1_err=self.best_top1_err, colour_stats=self.colour_stats,
-            devices=[str(d) for d in self.devices])
+            devices=[str(d) for d in self.devices], image_size=self.image_size)
         if not self.info.is_main:
             return None
         return ckpt_io.save_checkpoint(self.cfg.run_dir, state, self.cfg.keep_checkpoints)
@@ -196,15 +153,19 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
         pos.step_in_epoch += 1
         pos.global_step += 1
         bar.update(1)
-        stopping = alone and stop.pending()
+        stopping, halted = alone and stop.pending(), False
         if is_sync_point(cfg, pos.step_in_epoch, total) or stopping:
-            loss_v, rate, stopping = window.agree(stop.pending(), info.world_size)
+            agreed = window.agree(stop.pending(), info.world_size, run.damage.counts(),
+                                  run.health.device_values(run.input_device))
+            loss_v, rate = agreed.loss, agreed.images_per_s
             bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{run.schedule.lr:.2g}", img_s=f"{rate:.1f}")
             run.log.write({"kind": "train", "epoch": pos.epoch + 1, "step": pos.global_step,
                            "loss": loss_v, "lr": run.schedule.lr, "images_per_s": rate})
             window.reset()
-        if stopping:
-            stop.follow()
+            stopping, halted = agreed.stop, _check_sync(run, agreed, total, bar)
+        if stopping or halted:
+            if stopping:
+                stop.follow()
             bar.close()
             return False
         if pos.step_in_epoch >= total:
@@ -214,6 +175,23 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
             window.reset()  # img/s excludes the save
     bar.close()
     return True
+
+
+def _check_sync(run: Run, agreed: Agreement, total: int, bar: tqdm) -> bool:
+    """A sync point's checks: a non-finite loss or weight raises TrainingDiverged (the bar
+    closed first: the error gets a line of its own); a note if a new run's loss is not below
+    chance; True if damaged data stops the run."""
+    pos = run.pos
+    try:
+        run.health.check(agreed, pos.describe(total), run.schedule.lr)
+    except TrainingDiverged:
+        bar.close()
+        raise
+    note = run.health.loss_note(agreed.loss, pos.epoch == 0 and pos.step_in_epoch == total,
+                                pos.global_step)
+    if note and run.info.is_main:
+        tqdm.write(note)
+    return run.damage.agreed(agreed.counts)
 
 
 def _end_epoch(run: Run) -> dict[str, float]:
@@ -227,9 +205,20 @@ def _end_epoch(run: Run) -> dict[str, float]:
     run.log.write({"kind": "val", "epoch": pos.epoch + 1, "step": pos.global_step,
                    "loss": result["loss"], "top1_err": result["top1_err"],
                    "top5_err": result["top5_err"]})
+    run.health.check_val(result["loss"], f"the end of epoch {pos.epoch + 1} (global step "
+                                         f"{pos.global_step})", run.schedule.lr)
+    damaged = run.damage.after_validation(result)
+    skipped = run.damage.record(pos.epoch + 1, pos.global_step)
+    if skipped:
+        run.log.write(skipped)
     run.best_top1_err = min(run.best_top1_err, result["top1_err"])
+    old_lr = run.schedule.lr
     dropped = run.schedule.end_epoch(pos.epoch, result["top1_err"])
     if run.info.is_main:
+        note = dropped and run.health.plateau_note(result["top1_err"], result["samples"],
+                                                   run.schedule.drops, old_lr, run.schedule.lr)
+        if note:  # before the line that reports the drop
+            tqdm.write(note)
         tqdm.write(f"epoch {pos.epoch + 1}: val loss {result['loss']:.4f} top-1 err "
                    f"{result['top1_err']:.4f} top-5 err {result['top5_err']:.4f}"
                    + (f"; lr -> {run.schedule.lr:.3g}" if dropped else ""))
@@ -238,7 +227,10 @@ def _end_epoch(run: Run) -> dict[str, float]:
         if note:
             tqdm.write(note)
     pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
-    run.save()
+    path = run.save()
+    if damaged:
+        raise run.damage.error(f"Validation met it at the end of epoch {pos.epoch} (not scored)",
+                               path)
     return result
 
 
@@ -247,13 +239,15 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
     """Train per `cfg`, resuming from a checkpoint (file, run dir or loaded dict); a summary."""
     info = distributed.setup(cfg.device)
     stop = StopRequest()
-    lock = None
+    lock = run = None
     try:
         check_shard_files(cfg.data)  # before the run dir: a refused start leaves none behind
         cfg = resolve_for_data(cfg)
         if info.is_main:  # one trainer per run dir; rank 0 speaks for the job
             lock = ckpt_io.claim_run_dir(cfg.run_dir)
         state = ckpt_io.load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
+        if state is not None:
+            resume_io.check_same_network(state, cfg)
         existing = ckpt_io.latest_checkpoint(cfg.run_dir)
         if state is None and existing is not None:
             raise ckpt_io.CheckpointError(
@@ -275,7 +269,8 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
             resumed = state and resume_line(state["path"], run.pos.epoch, cfg.epochs,
                                             run.pos.step_in_epoch, _steps_this_epoch(run),
                                             run.pos.global_step)
-            for line in (run.log.note, resumed, cfg.model_parallel and devices_line(run.devices)):
+            for line in (run.log.note, resumed, state and resume_io.changed_settings(state, cfg),
+                         cfg.model_parallel and devices_line(run.devices), run.damage.note):
                 if line:
                     tqdm.write(line)
         last: dict[str, float] = {}
@@ -283,6 +278,9 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
         while run.pos.epoch < cfg.epochs:
             if not _run_epoch(run, stop):
                 path = run.save()
+                if run.damage.stopped:
+                    raise run.damage.error(f"It was held back from every step; the run stopped "
+                                           f"at {run.pos.describe()}", path)
                 if info.is_main:
                     tqdm.write(f"{stop.signal_name}: saved {path} at epoch {run.pos.epoch + 1} "
                                f"step {run.pos.step_in_epoch}; exit status "
@@ -290,7 +288,8 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
                 completed = False
                 break
             last = _end_epoch(run)
-        run.log.close()
+        if info.is_main and run.damage.summary():
+            tqdm.write(run.damage.summary())
         return {"completed": completed, "epoch": run.pos.epoch, "global_step": run.pos.global_step,
                 "val": last, "signal": stop.signal_name}
     except OSError as e:  # disk full, read-only, ...: one line saying what to do
@@ -299,6 +298,8 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
             raise
         raise error from e
     finally:
+        if run is not None:  # also when an error ends the run: flush TensorBoard's files
+            run.log.close()
         if lock is not None:
             lock.release()
         stop.restore()

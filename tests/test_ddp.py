@@ -114,3 +114,26 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_sync_point(tmp_path):
     assert len(state["loader_checkpoints"]) == 2
     assert "a signal to another rank: saved" in out + err
     assert "exit status 143; continue with --resume" in out + err
+
+
+def test_a_diverging_ddp_run_stops_every_rank_at_the_same_sync_point(tmp_path):
+    """lr 100 on 2 gloo ranks: both see the non-finite loss and weights at the same sync point
+    (the flags ride the one all-reduce), both exit 3 with the same line, and the run dir keeps
+    only the finite checkpoint before it."""
+    import re
+
+    run_dir = tmp_path / "ddp-nan"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "alexnet_dali.cli", "train", "synthetic", "--run-dir", str(run_dir),
+           "--device", "cpu", "--threads", "1", "--batch-size", "4", "--epochs", "1",
+           "--max-steps-per-epoch", "6", "--log-every", "1", "--checkpoint-every", "1",
+           "--keep-checkpoints", "1", "--lr", "100", "--set", "model.num_classes=4"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]  # torchrun: a worker failed
+    assert "exitcode  : 3" in done.stderr, done.stderr[-3000:]
+    lines = re.findall(r"error: training diverged at (epoch 1, step \d of 6 \(global step \d\))",
+                       done.stdout + done.stderr)
+    assert len(lines) == 2 and lines[0] == lines[1], done.stderr[-3000:]
+    (kept,) = list(run_dir.glob("checkpoints/ckpt-*.pt"))
+    step = int(re.search(r"global step (\d)", lines[0]).group(1))
+    assert kept.name == f"ckpt-0000-{step - 1:07d}.pt"

@@ -127,3 +127,23 @@ def test_measure_alternates_the_order_of_the_streams() -> None:
                     count=1, reps=3, sync=lambda: None)
     assert pulled == ["a", "b", "b", "a", "a", "b"]
     assert list(rates) == ["a", "b"] and all(len(r) == 3 for r in rates.values())
+
+
+def test_bench_pipeline_measures_the_shard_check(shard_dataset: Path) -> None:
+    """--shard-check adds the loader with a fresh shard watcher every epoch and prints its cost:
+    the ratio, the CPU per batch, and the hashing thread's own CPU per epoch and per image."""
+    result = CliRunner().invoke(main, [
+        "bench", "pipeline", "--data", str(shard_dataset), "--batch-size", "16", "--threads",
+        "1", "--warmup", "0", "--batches", "12", "--reps", "2", "--skip-reference",
+        "--shard-check"])
+    assert result.exit_code == 0, result.output
+    rows = re.findall(r"^\| (DALI \(cpu\)(?: \+ shard check)?) \| ([\d,]+) \|", result.output,
+                      re.M)
+    assert [name for name, _ in rows] == ["DALI (cpu)", "DALI (cpu) + shard check"]
+    assert "DALI (cpu) + shard check / DALI (cpu) (medians):" in result.output
+    assert "DALI (cpu) + shard check / DALI (cpu) (CPU ms per batch, medians):" in result.output
+    hashing = re.search(r"^hashing thread: (\d+) ms CPU per epoch \((\d+) epochs, median\) = "
+                        r"([\d.]+) us per image = ([\d.]+)% of the loader's ([\d.]+) ms CPU per "
+                        r"image$", result.output, re.M)
+    assert hashing, result.output
+    assert int(hashing.group(2)) >= 2 and float(hashing.group(3)) > 0  # it did hash

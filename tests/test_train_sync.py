@@ -85,7 +85,10 @@ def test_one_all_reduce_and_one_host_copy_per_sync_point(tmp_path, monkeypatch, 
     sync_steps = [s for s in range(1, STEPS + 1) if is_sync_point(cfg, s, STEPS)]
     assert sync_steps == [4, 6, 8, 12]
     assert fake_two_ranks["all_reduce"] == len(sync_steps)
-    assert fake_two_ranks["conversions"] == len(sync_steps)
+    # one host copy per sync point, and one per checkpoint written (its finiteness check, while
+    # torch.save copies every tensor to the host anyway): at step 6 and at the epoch's end
+    saves = 2
+    assert fake_two_ranks["conversions"] == len(sync_steps) + saves
     lines = train_lines(cfg)
     assert [r["step"] for r in lines] == sync_steps
     # the fake world of two identical ranks: the mean over ranks is each rank's own loss
@@ -125,11 +128,13 @@ def test_loss_window_means_over_steps_and_ranks(monkeypatch) -> None:
     window = LossWindow()
     for value in (1.0, 2.0, 6.0):
         window.add(torch.tensor(value), images=4)
-    loss, rate, stop = window.agree(False, world_size=2)
+    loss, rate, stop, counts, values = window.agree(False, world_size=2, counts=[1.0, 3.0],
+                                                    device_values=torch.tensor([0.0, 1.0]))
     assert loss == pytest.approx(3.0) and rate > 0 and not stop
+    assert counts == [2.0, 6.0] and values == [0.0, 2.0]  # summed over the two ranks
     window.reset()
     window.add(torch.tensor(1.0), images=4)
-    assert window.agree(True, world_size=2)[2]
+    assert window.agree(True, world_size=2).stop
     with pytest.raises(RuntimeError):
         LossWindow().agree(False, world_size=1)
 
@@ -139,3 +144,77 @@ def test_loss_window_means_over_steps_and_ranks(monkeypatch) -> None:
 def test_sync_points(step: int, expected: bool) -> None:
     cfg = TrainConfig(log_every=4, checkpoint_every=6)
     assert is_sync_point(cfg, step, total=10) == expected
+
+
+def test_a_non_finite_weight_on_another_rank_stops_every_rank_at_that_sync_point(
+        tmp_path, monkeypatch, small_steps, fake_two_ranks):
+    """The other rank's weight flags travel in the same all-reduce: at the 2nd sync point
+    (step 6) it reports its last parameter non-finite, and this (finite) rank stops there too,
+    with no checkpoint written after step 6's check."""
+    from alexnet_dali.checkpoint import list_checkpoints
+    from alexnet_dali.errors import TrainingDiverged
+
+    calls = {"n": 0}
+    twice = distributed.all_reduce
+
+    def other_rank_diverges(tensor, op="sum"):
+        calls["n"] += 1
+        out = twice(tensor, op)
+        if calls["n"] == 2:
+            out[-1] += 1.0  # the other rank's flag of the last parameter (fc bias)
+        return out
+
+    monkeypatch.setattr(distributed, "all_reduce", other_rank_diverges)
+    cfg = tiny_config(tmp_path, checkpoint_every=4, log_every=6)
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at epoch 1, step 6 of 12 "
+                       r"\(global step 6\): 1 of 2 parameters hold NaN or infinity \(first: "
+                       r"2\.bias\)\. .*--resume .*ckpt-0000-0000004\.pt \(exit status 3\)$"):
+        trainer.train(cfg)
+    assert [p.name for p in list_checkpoints(cfg.run_dir)] == ["ckpt-0000-0000004.pt"]
+    assert [r["step"] for r in train_lines(cfg)] == [4, 6]
+
+
+def test_a_signal_meeting_a_non_finite_loss_saves_nothing(tmp_path, monkeypatch, small_steps):
+    """Alone, a signal stops after the step; if that step's loss is nan the run reports the
+    divergence instead of saving the signal's checkpoint."""
+    from alexnet_dali.checkpoint import list_checkpoints
+    from alexnet_dali.errors import TrainingDiverged
+
+    signal_at_batch(monkeypatch, 3)
+    real_batch = SyntheticTrainLoader.batch_at
+
+    def poisoned(self, step):
+        images, labels = real_batch(self, step)
+        return (images * float("nan"), labels) if step == 2 else (images, labels)
+
+    monkeypatch.setattr(SyntheticTrainLoader, "batch_at", poisoned)
+    cfg = tiny_config(tmp_path)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3 of 12 .*the train loss is nan"):
+        trainer.train(cfg)
+    assert list_checkpoints(cfg.run_dir) == []
+
+
+def test_damage_found_on_another_rank_stops_every_rank_at_that_sync_point(
+        tmp_path, monkeypatch, small_steps, fake_two_ranks):
+    """The gates' (must stop, held back) counts travel in the same all-reduce: at the 2nd sync
+    point the other rank reports a damaged sample; this rank saves with it and raises too."""
+    from alexnet_dali.checkpoint import list_checkpoints
+    from alexnet_dali.errors import CorruptSampleError
+
+    calls = {"n": 0}
+    twice = distributed.all_reduce
+
+    def other_rank_finds_damage(tensor, op="sum"):
+        calls["n"] += 1
+        out = twice(tensor, op)
+        if calls["n"] == 2:
+            out[2] += 1.0  # (loss, stop, must stop, held back, *weight flags)
+        return out
+
+    monkeypatch.setattr(distributed, "all_reduce", other_rank_finds_damage)
+    cfg = tiny_config(tmp_path)
+    with pytest.raises(CorruptSampleError, match=r"^a damaged shard on another rank\. It was "
+                       r"held back from every step; the run stopped at epoch 1, step 8 \(global "
+                       r"step 8\); saved .*ckpt-0000-0000008\.pt: "):
+        trainer.train(cfg)
+    assert [p.name for p in list_checkpoints(cfg.run_dir)] == ["ckpt-0000-0000008.pt"]
