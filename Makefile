@@ -16,7 +16,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[viz,onnx,dev]'
+	$(PY) -m pip install -q -e '.[viz,onnx,s3,dev]'
 	touch $@
 
 demo: venv clean-demo

@@ -8,6 +8,24 @@ import click
 from alexnet_dali.errors import Interrupted, report_user_errors
 
 
+class ShardFolder(click.ParamType):
+    """A shard folder that exists here, or an `s3://BUCKET/PREFIX` (checked when it is read)."""
+
+    name = "SHARDS"
+
+    def convert(self, value: str, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        """The value as given; a local folder must exist."""
+        from alexnet_dali.tools.storage import is_remote
+
+        if is_remote(value):
+            return value
+        return click.Path(exists=True, file_okay=False).convert(value, param, ctx)
+
+
+SHARDS = ShardFolder()
+
+
 def _parse_part(value: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in value.split("/"))
@@ -152,7 +170,7 @@ def merge_manifest(out) -> None:
 
 
 @click.command("pca-stats", short_help="RGB mean/std/covariance/PCA of the train shards.")
-@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=SHARDS)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes; 0 = all cores.")
 @click.option("--max-images", type=click.IntRange(min=1), default=None, show_default="all",
@@ -165,8 +183,11 @@ def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
     """Per-channel mean/std, RGB covariance and its eigenvectors of the train shards -> pca.json.
 
     \b
-    Example:
+    Examples:
       alexnet-dali pca-stats demo/shards --workers 8
+      alexnet-dali pca-stats s3://my-bucket/imagenet-shards   # writes pca.json there
+    preprocess already writes pca.json (its --pca, on by default): this is for shards made
+    without it.
     """
     from alexnet_dali.tools.pca import pca_stats as run, summary
     from alexnet_dali.tools.preprocess import resolve_workers
@@ -177,7 +198,7 @@ def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
 
 
 @click.command("verify", short_help="Check every shard against manifest.json (after a copy).")
-@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=SHARDS)
 @click.option("--decode", is_flag=True,
               help="Also decode every JPEG strictly (a libjpeg warning is an error) and check "
               "every label.")
@@ -193,6 +214,7 @@ def verify(out, decode, workers, quiet) -> None:
     Examples:
       alexnet-dali verify /data/shards              # after copying shards to another machine
       alexnet-dali verify /data/shards --decode --workers 16
+      alexnet-dali verify s3://my-bucket/imagenet-shards   # after `aws s3 sync`
     Exit status 0 when all is well, 1 with every bad shard and sample listed.
     """
     from alexnet_dali.tools.preprocess import resolve_workers

@@ -75,7 +75,7 @@ def test_partial_merge_equals_one_pass(shard_dataset):
     tasks = pca.shard_tasks(read_manifest(shard_dataset), None, mean_image=True)
     one_pass = pca.PixelSums.zero((256, 256))
     for task in tasks:  # one accumulator over every image
-        for rgb in decoded_train_pixels_of(task[0]):
+        for rgb in decoded_train_pixels_of(task[0].url(task[1])):
             one_pass = one_pass.add_image(rgb)
     parts = [pca.shard_sums(t) for t in reversed(tasks)]  # per shard, merged in another order
     merged = functools.reduce(pca.PixelSums.merge, parts)
