@@ -39,9 +39,12 @@ BENCH_COMMANDS: list = []
 @click.option("--skip-reference", is_flag=True, help="Leave out the DataLoader + Pillow row.")
 @click.option("--baseline", is_flag=True,
               help="Add the minimal DALI graph (read, decode, random crop/mirror, fixed mean).")
+@click.option("--remote", metavar="s3://BUCKET/PREFIX", default=None,
+              help="The same shards in object storage: add the train loader reading them from "
+              "there, and its ratio to the local one.")
 @report_user_errors
 def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decoder_load, dtype,
-                   prefetch, warmup, batches, reps, skip_reference, baseline) -> None:
+                   prefetch, warmup, batches, reps, skip_reference, baseline, remote) -> None:
     """Images/s of the DALI train pipeline vs a DataLoader + Pillow doing the same work.
 
     \b
@@ -51,6 +54,9 @@ def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decod
     The project's graph vs the minimal one (pipelines/baseline.py), same shards, one run:
       alexnet-dali bench pipeline --baseline --skip-reference --batch-size 128 --reps 7
     \b
+    Local shards vs the same shards uploaded to S3 (or MinIO: AWS_ENDPOINT_URL), one run:
+      alexnet-dali bench pipeline --data shards/ --remote s3://bucket/shards --skip-reference
+    \b
     On a GPU machine, nvJPEG + hardware decoder:
       alexnet-dali bench pipeline --data shards/ --decoder gpu --threads 16 --batch-size 256
     """
@@ -59,7 +65,7 @@ def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decod
     run_bench(data, workdir=workdir, images=images, batch_size=batch_size, threads=threads,
               decoder=decoder, hw_decoder_load=hw_decoder_load, dtype=dtype, prefetch=prefetch,
               warmup=warmup, batches=batches, reps=reps, skip_reference=skip_reference,
-              baseline=baseline)
+              baseline=baseline, remote=remote)
 
 
 BENCH_COMMANDS.append(bench_pipeline)
