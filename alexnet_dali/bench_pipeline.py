@@ -135,8 +135,9 @@ def bench_data(data: str | None, workdir: Path, images: int, workers: int) -> Pa
         raw = workdir / f"raw-{images}"
         write_sample_data(raw, SampleDataConfig(classes=8, train_per_class=-(-images // 8),
                                                 val_per_class=2, seed=0))
-        preprocess(raw, out, PreprocessConfig(shard_size=512, workers=workers))
-        pca_stats(out, workers=workers)
+        preprocess(raw, out, PreprocessConfig(shard_size=512, workers=workers))  # + pca.json
+        if not (out / PCA_NAME).is_file():
+            pca_stats(out, workers=workers)
     return out
 
 

@@ -114,10 +114,13 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
               help="'<wnid> <words>' lines (LOC_synset_mapping.txt): class words; for hf also "
               "the class list.")
 @click.option("--part", default="1/1", show_default=True, help="Build share i of n of the shards.")
+@click.option("--pca/--no-pca", default=True, show_default=True,
+              help="Sum the train pixels as they are written and write pca.json + "
+              "mean_image.npy at the end (what pca-stats computes, without a second pass).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @report_user_errors
 def preprocess(src, out, size, quality, draft, decoder, resizer, max_pixels, seed, shard_size,
-               workers, layout, split, val_labels, class_names, part, quiet) -> None:
+               workers, layout, split, val_labels, class_names, part, pca, quiet) -> None:
     """Convert images to shuffled 256x256 JPEG tar shards + DALI indexes + manifest.json.
 
     \b
@@ -133,14 +136,14 @@ def preprocess(src, out, size, quality, draft, decoder, resizer, max_pixels, see
       alexnet-dali preprocess /data/ILSVRC2012 /data/shards --split train --part 3/8
       alexnet-dali preprocess /data/ILSVRC/val /data/shards --split val --val-labels val.txt
     Re-running resumes: finished shards are kept. With --part, the last part to finish (or
-    `alexnet-dali merge-manifest OUT`) writes the manifest.
+    `alexnet-dali merge-manifest OUT`) writes the manifest, and pca.json.
     """
     from alexnet_dali.tools.images import DEFAULT_MAX_PIXELS, ImageSettings
     from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess as run, summary
 
     image = ImageSettings(size, quality, draft, max_pixels or DEFAULT_MAX_PIXELS, decoder,
                           resizer)
-    config = PreprocessConfig(image, seed, shard_size, workers, _parse_part(part))
+    config = PreprocessConfig(image, seed, shard_size, workers, _parse_part(part), pca)
     try:
         manifest = run(src, out, config, split=split, val_labels=val_labels,
                        progress=not quiet, layout=layout, class_names=class_names)
@@ -154,18 +157,20 @@ def preprocess(src, out, size, quality, draft, decoder, resizer, max_pixels, see
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @report_user_errors
 def merge_manifest(out) -> None:
-    """Write OUT/manifest.json from the shards that `preprocess --part i/n` runs built.
+    """Write OUT/manifest.json (and pca.json, from the parts' pixel sums) from the shards that
+    `preprocess --part i/n` runs built.
 
     \b
     Example:
       alexnet-dali merge-manifest /data/shards
     """
-    from alexnet_dali.tools.manifest import write_manifest
+    from pathlib import Path
+
     from alexnet_dali.tools.outdir import explain_os_errors
-    from alexnet_dali.tools.preprocess import summary
+    from alexnet_dali.tools.preprocess import summary, write_outputs
 
     with explain_os_errors("run merge-manifest again", out):
-        manifest = write_manifest(out)
+        manifest = write_outputs(Path(out), pca=True)
     click.echo(summary(out, manifest))
 
 

@@ -1,10 +1,12 @@
-"""Pixel statistics of the train shards -> `OUT/pca.json` (and optionally the mean image), and
-the one reader of both (`load_colour_stats`).
+"""Pixel statistics of the train shards -> `OUT/pca.json` (and optionally the mean image), its
+one writer (`write_pca`, also fed by `preprocess --pca`) and the one reader of both
+(`load_colour_stats`).
 
-Each worker streams its shards and accumulates exact integers: pixel count, per-channel sum of
-uint8 values and the 3x3 sum of products (int64 is exact up to ~1.4e14 pixels), plus the
-per-position sum for the mean image. Integer partial sums merge exactly, so any worker count
-gives the same result. Statistics are computed from the exact sums once, in float64:
+Each worker streams its shards (from a folder or an `s3://` prefix) and accumulates exact
+integers (`tools.pixelstats`): pixel count, per-channel sum of uint8 values and the 3x3 sum of
+products (int64 is exact up to ~1.4e14 pixels), plus the per-position sum for the mean image.
+Integer partial sums merge exactly, so any worker count gives the same result. Statistics are
+computed from the exact sums once, in float64:
 covariance = (N * sum(x x^T) - sum(x) sum(x)^T) / N^2 (population covariance).
 """
 
@@ -18,12 +20,13 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from alexnet_dali.errors import DataError, ctrl_c_blocked_for_new_workers
 from alexnet_dali.tools import manifest as mf
 from alexnet_dali.tools import outdir
+from alexnet_dali.tools.pixelstats import Accumulator, PixelSums, decode_rgb, record_sums
+from alexnet_dali.tools.records import read_json, read_plans, sidecar_path
 from alexnet_dali.tools.shards import iter_shard
 from alexnet_dali.tools.storage import LocalStore, Store, open_store
 
@@ -42,54 +45,13 @@ class ColourStats:
     mean_image: np.ndarray | None = field(default=None, compare=False, repr=False)  # HWC f32
 
 
-@dataclass(frozen=True)
-class PixelSums:
-    """Exact, mergeable sums: images, pixels, sum x (3,), sum x x^T (3, 3), per-position sum."""
-
-    images: int
-    pixels: int
-    sum: np.ndarray  # int64 (3,)
-    outer: np.ndarray  # int64 (3, 3)
-    image_sum: np.ndarray | None  # int64 (H, W, 3) or None
-
-    @staticmethod
-    def zero(shape: tuple[int, int] | None) -> "PixelSums":
-        """Empty sums; `shape` (H, W) enables the per-position sum for the mean image."""
-        image_sum = None if shape is None else np.zeros((*shape, 3), np.int64)
-        return PixelSums(0, 0, np.zeros(3, np.int64), np.zeros((3, 3), np.int64), image_sum)
-
-    def add_image(self, rgb: np.ndarray) -> "PixelSums":
-        """Add one HWC uint8 RGB image."""
-        x = rgb.reshape(-1, 3).astype(np.float64)
-        # float64 products of uint8 values sum exactly while below 2**53 (one image: ~4e9)
-        outer = np.rint(x.T @ x).astype(np.int64)
-        image_sum = None if self.image_sum is None else self.image_sum + rgb
-        return PixelSums(self.images + 1, self.pixels + len(x),
-                         self.sum + rgb.reshape(-1, 3).sum(0, dtype=np.int64),
-                         self.outer + outer, image_sum)
-
-    def merge(self, other: "PixelSums") -> "PixelSums":
-        """Exact sum of two partial results."""
-        if (self.image_sum is None) != (other.image_sum is None):
-            raise ValueError("cannot merge sums with and without the mean image")
-        image_sum = None if self.image_sum is None else self.image_sum + other.image_sum
-        return PixelSums(self.images + other.images, self.pixels + other.pixels,
-                         self.sum + other.sum, self.outer + other.outer, image_sum)
-
-
-def decode_rgb(jpeg: bytes) -> np.ndarray:
-    """JPEG bytes -> HWC uint8 RGB (Pillow)."""
-    with Image.open(io.BytesIO(jpeg)) as img:
-        return np.asarray(img.convert("RGB"))
-
-
 Task = tuple[Store, str, int, bool]  # (store, tar, samples to use, mean image?)
 
 
 def shard_sums(task: Task) -> PixelSums:
     """Worker: sums over the first `limit` samples of one shard, streamed from its store."""
     store, tar, limit, mean_image = task
-    sums = None
+    sums = Accumulator(mean_image)
     with store.open(tar) as stream:
         for n, (key, members) in enumerate(iter_shard(stream)):
             if n >= limit:
@@ -97,11 +59,8 @@ def shard_sums(task: Task) -> PixelSums:
             if "jpg" not in members:
                 raise DataError(f"{store.url(tar)}: sample {key} has no .jpg member; re-run "
                                 "preprocess")
-            rgb = decode_rgb(members["jpg"])
-            if sums is None:
-                sums = PixelSums.zero(rgb.shape[:2] if mean_image else None)
-            sums = sums.add_image(rgb)
-    return sums if sums is not None else PixelSums.zero(None)
+            sums.add(decode_rgb(members["jpg"]))
+    return sums.sums()
 
 
 def shard_tasks(manifest: mf.Manifest, max_images: int | None, mean_image: bool) -> list[Task]:
@@ -163,6 +122,30 @@ def pca_stats(out: str | Path | Store, workers: int = 1, max_images: int | None 
     manifest = mf.read_manifest(out)
     sums = accumulate(shard_tasks(manifest, max_images, mean_image), workers, progress)
     return write_pca(manifest, sums, max_images)
+
+
+def pca_from_records(out: Path) -> str:
+    """pca.json + mean_image.npy in OUT from the pixel sums `preprocess --pca` recorded for
+    each train shard (exactly what `pca-stats OUT` computes from the same shards); one line
+    saying what was written, or why nothing was (shards built without the sums; "" when
+    OUT has a pca.json already)."""
+    manifest = mf.read_manifest(out)
+    total, missing = None, 0
+    for i in range(read_plans(out)["train"]["shards"]):  # every record, empty shards' too
+        path = sidecar_path(out, "train", i)
+        part = record_sums(read_json(path), path)
+        if part is None:
+            missing += 1
+        elif part.images:
+            total = part if total is None else total.merge(part)
+    if missing or total is None:
+        if (out / PCA_NAME).exists():
+            return ""
+        return (f"note: {out / PCA_NAME} not written: {missing} train shards were built "
+                f"without --pca; run `alexnet-dali pca-stats {out}`")
+    write_pca(manifest, total)
+    return (f"wrote {out / PCA_NAME} and {MEAN_IMAGE_NAME} ({total.images} images, from the "
+            "pixels just written: no second pass)")
 
 
 def write_pca(manifest: mf.Manifest, sums: PixelSums, max_images: int | None = None) -> dict:
