@@ -258,5 +258,32 @@ def bench_preprocess(small, large, workers, repeats) -> None:
     click.echo(format_table(rows, workers))
 
 
+@click.command("pca-stats", short_help="pca-stats img/s vs the decode floor, same shards.")
+@click.argument("data", type=SHARDS, required=False)
+@click.option("--workdir", type=click.Path(file_okay=False), default="/tmp/alexnet-dali-bench",
+              show_default=True, help="Where the generated bench dataset is kept (no DATA).")
+@click.option("--images", type=click.IntRange(min=8), default=2048, show_default=True,
+              help="Size of the generated dataset (no DATA).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Processes, for both passes.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed rounds, each pass once.")
+@report_user_errors
+def bench_pca_stats(data, workdir, images, workers, repeats) -> None:
+    """Images/s of pca-stats against the decode floor (read the train shards and decode every
+    JPEG, nothing else), taking turns on one worker pool.
+
+    \b
+    Example:
+      alexnet-dali bench pca-stats demo/shards --workers 2 --repeats 3
+    """
+    from pathlib import Path
+
+    from alexnet_dali.bench_pipeline import bench_data
+    from alexnet_dali.tools.bench_pca import run_bench
+
+    run_bench(data or str(bench_data(None, Path(workdir), images, workers)), workers, repeats)
+
+
 COMMANDS: list = [sample_data, preprocess, merge_manifest, pca_stats, verify]
-BENCH_COMMANDS: list = [bench_preprocess]
+BENCH_COMMANDS: list = [bench_preprocess, bench_pca_stats]

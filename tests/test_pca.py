@@ -211,8 +211,9 @@ def test_fast_accumulator_equals_the_plain_reference():
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in
               ((256, 256),) * 5 + ((255, 255),) * 2]  # last: not a multiple of the block
     images.append(np.full((256, 256, 3), 255, np.uint8))  # the largest sums
+    large = [rng.integers(0, 256, (300, 301, 3), dtype=np.uint8) for _ in range(2)]  # 2 chunks
     for mean_image in (True, False):
-        for group in (images[:5] + images[7:], images[5:7]):
+        for group in (images[:5] + images[7:], images[5:7], large):
             fast = Accumulator(mean_image)
             ref = PixelSums.zero(group[0].shape[:2] if mean_image else None)
             for rgb in group:

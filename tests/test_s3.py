@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import overwrite_middle_of_jpeg
 from s3server import S3, free_port, start_server, stop_server
-from test_verify import overwrite_middle_of_jpeg
 
 from alexnet_dali.cli import main
 from alexnet_dali.tools import storage
@@ -167,8 +167,11 @@ def test_an_unreachable_endpoint_is_one_error_line(tmp_path):
 
 def test_without_boto3_s3_urls_say_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "boto3", None)  # as if it were not installed
-    monkeypatch.setattr(storage, "_CLIENT", None)
-    line = one_error_line(cli("verify", "s3://shards/tiny"))
+    storage.forget_client()
+    try:
+        line = one_error_line(cli("verify", "s3://shards/tiny"))
+    finally:
+        storage.forget_client()  # the next test makes a client with boto3 again
     assert line == "error: s3:// URLs need boto3: pip install 'alexnet-dali[s3]'"
 
 

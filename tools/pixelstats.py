@@ -6,13 +6,14 @@ pixels and sum the same integers: images, pixels, sum x (3,), sum x x^T (3, 3) a
 per-position sum for the mean image. Integer sums add exactly, so any split into workers,
 shards or `--part` hosts, merged in any order, gives the same result.
 
-Speed (`Accumulator.add`, profiled against the decode): one pass copies an image into float32
-channel planes; the 3x3 products and sum x are float32 dot products over blocks of `BLOCK`
-pixels. Every block's partial sums are integers below 2**24 (256 * 255**2 = 16,646,400 <
-16,777,216), which float32 holds exactly, and the blocks are added in float64, exact below
-2**53. (A float64 copy costs twice the memory traffic; one BLAS product of 3 x N by N x 3 was
-slower still, and interleaved RGB reductions slower than planes.) The per-position sum is added
-in place into uint32 (`FLUSH` images at most before it moves into int64).
+Speed (`Accumulator.add`, profiled against the decode, which it must not outweigh): one pass
+copies an image into uint32 channel planes; each of the six distinct products is one uint32
+multiply and one uint32 sum over at most `CHUNK` pixels, exact because 65536 * 255**2 <
+2**32, then added as Python integers. (Tried and slower on the 2-core dev machine: float64
+matrix products (a 3 x N by N x 3 BLAS product is a poor shape), float32 products on exact
+256-pixel blocks (einsum), uint16 products summed into uint64 (the cast), reductions over
+interleaved RGB.) The per-position sum is added in place into uint32 (`FLUSH` images at most
+before it moves into int64).
 `PixelSums.add_image` is the plain float64 version, kept as the reference the fast one is
 tested against.
 """
@@ -29,8 +30,9 @@ from PIL import Image
 
 from alexnet_dali.tools.storage import LocalStore
 
-BLOCK = 256  # pixels per float32 partial product: 256 * 255**2 < 2**24, exact
-FLUSH = 1 << 16  # images per uint32 per-position sum (65536 * 255 < 2**32)
+CHUNK = 1 << 16  # pixels per uint32 sum of products: 65536 * 255**2 < 2**32, exact
+FLUSH = 1 << 16  # images per uint32 per-position sum: 65536 * 255 < 2**32
+PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))  # the distinct entries of x x^T
 
 
 @dataclass(frozen=True)
@@ -99,31 +101,30 @@ class Accumulator:
     def __init__(self, mean_image: bool) -> None:
         self.mean_image = mean_image
         self.images = self.pixels = 0
-        self._outer = np.zeros((3, 3), np.float64)  # exact below 2**53
-        self._sum = np.zeros(3, np.float64)
+        self._outer = [0] * len(PAIRS)  # Python ints: exact
+        self._sum = [0, 0, 0]
         self._total: np.ndarray | None = None  # flushed per-position sum (int64)
         self._image_sum: np.ndarray | None = None  # uint32, since the last flush
         self._since_flush = 0
-        self._planes: np.ndarray | None = None
-
-    def _buffer(self, pixels: int) -> np.ndarray:
-        """float32 channel planes (3, blocks * BLOCK), zero past `pixels`."""
-        size = -(-pixels // BLOCK) * BLOCK
-        if self._planes is None or self._planes.shape[1] != size or self._pixels != pixels:
-            self._planes = np.zeros((3, size), np.float32)
-            self._pixels = pixels
-        return self._planes
+        self._planes = np.empty((3, 0), np.uint32)
+        self._product = np.empty(0, np.uint32)
 
     def add(self, rgb: np.ndarray) -> None:
         """Add one HWC uint8 RGB image."""
         pixels = rgb.shape[0] * rgb.shape[1]
-        planes = self._buffer(pixels)
-        np.copyto(planes[:, :pixels], rgb.reshape(-1, 3).T)  # the one conversion pass
-        blocks = planes.reshape(3, -1, BLOCK)
-        # per block exact in float32 (< 2**24); the blocks are added in float64
-        self._outer += np.einsum("ibk,jbk->ijb", blocks, blocks).sum(-1, dtype=np.float64)
-        if not self.mean_image:  # else sum x is the per-position sum's total, at the end
-            self._sum += blocks.sum(-1).sum(-1, dtype=np.float64)
+        if self._planes.shape[1] != pixels:
+            self._planes = np.empty((3, pixels), np.uint32)
+            self._product = np.empty(min(pixels, CHUNK), np.uint32)
+        np.copyto(self._planes, rgb.reshape(-1, 3).T)  # the one conversion pass
+        for start in range(0, pixels, CHUNK):  # a chunk's sums fit uint32 exactly
+            planes = self._planes[:, start:start + CHUNK]
+            product = self._product[:planes.shape[1]]
+            for k, (i, j) in enumerate(PAIRS):
+                np.multiply(planes[i], planes[j], out=product)
+                self._outer[k] += int(product.sum(dtype=np.uint32))
+            if not self.mean_image:  # else sum x is the per-position sum's total, at the end
+                for i in range(3):
+                    self._sum[i] += int(planes[i].sum(dtype=np.uint32))
         self.images, self.pixels = self.images + 1, self.pixels + pixels
         if self.mean_image:
             if self._image_sum is None:
@@ -142,14 +143,16 @@ class Accumulator:
 
     def sums(self) -> PixelSums:
         """Everything added so far, as exact integer sums."""
-        image_sum, total = None, np.rint(self._sum).astype(np.int64)
+        outer = np.zeros((3, 3), np.int64)
+        for (i, j), value in zip(PAIRS, self._outer):
+            outer[i, j] = outer[j, i] = value
+        image_sum, total = None, np.asarray(self._sum, np.int64)
         if self.mean_image and self.images:
             image_sum = self._image_sum.astype(np.int64)
             if self._total is not None:
                 image_sum += self._total
             total = image_sum.sum((0, 1))
-        return PixelSums(self.images, self.pixels, total, np.rint(self._outer).astype(np.int64),
-                         image_sum)
+        return PixelSums(self.images, self.pixels, total, outer, image_sum)
 
 
 def sums_path(record_path: Path) -> Path:

@@ -76,12 +76,15 @@ class LocalStore:
         return open(self.root / rel, "rb")
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """Write under a temporary name, then rename: a full disk never leaves half a file."""
+        """Write under a temporary name, fsync, then rename: a full disk never leaves half a
+        file, and a crash never leaves an empty one."""
         path = self.root / rel
         tmp = temp_path(path)
         try:
             with naming(tmp), open(tmp, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -213,6 +216,13 @@ def client() -> Any:
             session = boto3.session.Session()
             _CLIENT = (os.getpid(), session.client("s3", region_name=region or "us-east-1"))
         return _CLIENT[1]
+
+
+def forget_client() -> None:
+    """Drop this process's client: the next request makes one from the environment as it is."""
+    global _CLIENT
+    with _LOCK:
+        _CLIENT = None
 
 
 def endpoint() -> str:
