@@ -138,9 +138,14 @@ def preprocess(src, out, size, quality, draft, decoder, resizer, max_pixels, see
     Re-running resumes: finished shards are kept. With --part, the last part to finish (or
     `alexnet-dali merge-manifest OUT`) writes the manifest, and pca.json.
     """
+    from alexnet_dali.errors import DataError
     from alexnet_dali.tools.images import DEFAULT_MAX_PIXELS, ImageSettings
     from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess as run, summary
+    from alexnet_dali.tools.storage import is_remote
 
+    if is_remote(out):
+        raise DataError(f"{out}: preprocess writes to a local folder; preprocess into one, then "
+                        f"upload it: `aws s3 sync SHARDS {out}` (docs/DATA.md)")
     image = ImageSettings(size, quality, draft, max_pixels or DEFAULT_MAX_PIXELS, decoder,
                           resizer)
     config = PreprocessConfig(image, seed, shard_size, workers, _parse_part(part), pca)

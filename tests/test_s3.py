@@ -142,6 +142,13 @@ def test_missing_bucket_and_prefix_are_one_error_line_each(s3_shards, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_preprocess_into_s3_says_to_upload_a_local_folder(raw_dataset):
+    line = one_error_line(cli("preprocess", str(raw_dataset), "s3://bucket/shards"))
+    assert line == ("error: s3://bucket/shards: preprocess writes to a local folder; preprocess "
+                    "into one, then upload it: `aws s3 sync SHARDS s3://bucket/shards` "
+                    "(docs/DATA.md)")
+
+
 def test_refused_credentials_are_one_error_line(shard_dataset):
     process, endpoint = start_server(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     try:  # this server checks every key against its IAM users: it has none
