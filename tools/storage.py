@@ -184,7 +184,7 @@ class _Body:
         """Up to `size` bytes (all with -1)."""
         try:
             return self._body.read(None if size is None or size < 0 else size)
-        except Exception as e:  # urllib3/botocore errors of a broken connection
+        except Exception as e:  # urllib3/botocore errors of a broken connection; others as they are
             raise _failure(self._store, self._rel, e) from None
 
     def close(self) -> None:
@@ -263,7 +263,8 @@ def _failure(store: S3Store, rel: str, error: Exception) -> Exception:
                                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) "
                                 "and the bucket's access policy")
         return StorageError(f"{url}: {endpoint()} answered {status} ({said})")
-    if isinstance(error, (bx.BotoCoreError, OSError)) or "urllib3" in type(error).__module__:
+    network = (bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError, OSError)
+    if isinstance(error, network) or type(error).__module__.startswith("urllib3"):
         return StorageError(f"{url}: cannot reach {endpoint()} ({error}); check "
                             "AWS_ENDPOINT_URL and the network, then run the command again")
     return error
