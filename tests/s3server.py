@@ -10,8 +10,11 @@ need a server of their own (one that refuses every key, one stopped mid-run) sta
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -41,14 +44,24 @@ def moto_server_command() -> list[str]:
     return [found]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (Linux), so a
+    test run that is killed or skips its teardown never leaves a server behind."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def start_server(port: int | None = None, env: dict[str, str] | None = None,
                  ) -> tuple[subprocess.Popen, str]:
     """Start moto_server on 127.0.0.1 (a free port unless given); (process, endpoint URL) once
-    it answers."""
+    it answers. It is stopped at exit of this process at the latest."""
     port = port or free_port()
     process = subprocess.Popen([*moto_server_command(), "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, **(env or {})})
+                               env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent)
+    atexit.register(lambda: process.poll() is None and stop_server(process))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
