@@ -16,13 +16,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[viz,onnx,dev]'
+	$(PY) -m pip install -q -e '.[viz,onnx,s3,dev]'
 	touch $@
 
 demo: venv clean-demo
 	$(CLI) sample-data $(DEMO)/raw --classes 4 --train-per-class 64 --val-per-class 16 --with-odd-files
 	$(CLI) preprocess $(DEMO)/raw $(DEMO)/shards
-	$(CLI) pca-stats $(DEMO)/shards
 	$(CLI) train $(DEMO)/shards --config configs/demo.toml --run-dir $(DEMO)/run
 	$(CLI) eval $(DEMO)/shards --checkpoint $(DEMO)/run --tencrop --json $(DEMO)/run/eval.json
 	$(CLI) figures $(DEMO)/run --data $(DEMO)/shards

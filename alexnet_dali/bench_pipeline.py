@@ -135,8 +135,9 @@ def bench_data(data: str | None, workdir: Path, images: int, workers: int) -> Pa
         raw = workdir / f"raw-{images}"
         write_sample_data(raw, SampleDataConfig(classes=8, train_per_class=-(-images // 8),
                                                 val_per_class=2, seed=0))
-        preprocess(raw, out, PreprocessConfig(shard_size=512, workers=workers))
-        pca_stats(out, workers=workers)
+        preprocess(raw, out, PreprocessConfig(shard_size=512, workers=workers))  # + pca.json
+        if not (out / PCA_NAME).is_file():
+            pca_stats(out, workers=workers)
     return out
 
 
@@ -210,13 +211,34 @@ def print_ratio(rates: dict[str, list[float]], name: str, other: str) -> None:
         print(f"{name} / {other} (medians): {ratio:.2f}x")
 
 
+def remote_stream(root: Path, remote: str, build) -> tuple[str, Callable[[], Iterator]]:
+    """(row name, batches) of the train loader on `remote`, the same shards as `root` in object
+    storage (refused when its manifest is another)."""
+    from alexnet_dali.tools.manifest import read_manifest
+
+    mine, theirs = read_manifest(root), read_manifest(remote)
+    if mine.sha256 != theirs.sha256:
+        raise ConfigError(f"--remote {remote}: its manifest.json differs from {mine.path}'s; "
+                          "upload the same shard folder (`aws s3 sync`) to compare them")
+    return f"DALI from {remote}", cycle(build(remote))
+
+
+def bytes_per_image(root: Path) -> float:
+    """Mean bytes a train sample takes in the shards (tar headers and padding included)."""
+    from alexnet_dali.tools.manifest import read_manifest
+
+    split = read_manifest(root).split("train")
+    return sum(s.size or 0 for s in split.shards) / max(1, split.samples)
+
+
 def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, threads: int,
               decoder: str, hw_decoder_load: float, dtype: str, prefetch: int, warmup: int,
               batches: int, reps: int, skip_reference: bool,
-              baseline: bool = False, shard_check: bool = False) -> dict[str, list[float]]:
+              baseline: bool = False, shard_check: bool = False,
+              remote: str | None = None) -> dict[str, list[float]]:
     """Time the DALI train loader (and the baseline graph, the reference; with `shard_check` the
-    loader again with the damaged-sample check re-run every epoch) per `measure`; print and
-    return the rates."""
+    loader again with the damaged-sample check re-run every epoch; the same loader on `remote`
+    shards) per `measure`; print and return the rates."""
     import torch
 
     from alexnet_dali.config import AugmentConfig, LoaderConfig
@@ -245,18 +267,23 @@ def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, t
         streams["DataLoader + Pillow"] = (batches_ref, threads * prefetch)
     loader = LoaderConfig(num_threads=threads, device=decoder, dtype=dtype, prefetch=prefetch,
                           hw_decoder_load=hw_decoder_load, shard_check="off")
-    common = dict(loader=loader, augment=AugmentConfig(), batch_size=batch_size, rank=0,
-                  world_size=1, device=device, seed=0)
-    dali = build_train_loader(root, **common)
+
+    def build(where):
+        return build_train_loader(where, loader=loader, augment=AugmentConfig(),
+                                  batch_size=batch_size, rank=0, world_size=1, device=device,
+                                  seed=0)
+
     project, minimal = f"DALI ({decoder})", f"DALI baseline ({decoder})"
     checked = f"DALI ({decoder}) + shard check"
-    first = {project: (cycle(dali), prefetch)}
+    first = {project: (cycle(build(root)), prefetch)}
     if baseline:
         first[minimal] = (baseline_batches(root, loader, batch_size, device), prefetch)
     hashing: list[float] = []
     if shard_check:
-        first[checked] = (checked_batches(build_train_loader(root, **common), root, hashing),
-                          prefetch)
+        first[checked] = (checked_batches(build(root), root, hashing), prefetch)
+    if remote:
+        name, batches_remote = remote_stream(root, remote, build)
+        first[name] = (batches_remote, prefetch)
     cpu_ms: dict[str, list[float]] = {}
     rates = measure({**first, **streams}, batch_size, warmup, batches, reps, sync, cpu_ms)
     print(table(list(rates.items()), cpu_ms, tuple(first)))
@@ -269,4 +296,10 @@ def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, t
         cost = statistics.median(cpu_ms[minimal]) / statistics.median(cpu_ms[project])
         print(f"{project} / {minimal} (images per CPU second, medians): {cost:.2f}x")
     print_ratio(rates, project, "DataLoader + Pillow")
+    if remote:
+        print_ratio(rates, name, project)
+        per_image = bytes_per_image(root)
+        rate = statistics.median(rates[name])
+        print(f"{per_image / 1024:.1f} KiB per train image in the shards: {rate:,.0f} img/s "
+              f"from {remote} read {per_image * rate * 8 / 1e9:.3f} Gb/s")
     return rates

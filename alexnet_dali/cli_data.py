@@ -8,6 +8,24 @@ import click
 from alexnet_dali.errors import Interrupted, report_user_errors
 
 
+class ShardFolder(click.ParamType):
+    """A shard folder that exists here, or an `s3://BUCKET/PREFIX` (checked when it is read)."""
+
+    name = "SHARDS"
+
+    def convert(self, value: str, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        """The value as given; a local folder must exist."""
+        from alexnet_dali.tools.storage import is_remote
+
+        if is_remote(value):
+            return value
+        return click.Path(exists=True, file_okay=False).convert(value, param, ctx)
+
+
+SHARDS = ShardFolder()
+
+
 def _parse_part(value: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in value.split("/"))
@@ -96,10 +114,13 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
               help="'<wnid> <words>' lines (LOC_synset_mapping.txt): class words; for hf also "
               "the class list.")
 @click.option("--part", default="1/1", show_default=True, help="Build share i of n of the shards.")
+@click.option("--pca/--no-pca", default=True, show_default=True,
+              help="Sum the train pixels as they are written and write pca.json + "
+              "mean_image.npy at the end (what pca-stats computes, without a second pass).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @report_user_errors
 def preprocess(src, out, size, quality, draft, decoder, resizer, max_pixels, seed, shard_size,
-               workers, layout, split, val_labels, class_names, part, quiet) -> None:
+               workers, layout, split, val_labels, class_names, part, pca, quiet) -> None:
     """Convert images to shuffled 256x256 JPEG tar shards + DALI indexes + manifest.json.
 
     \b
@@ -115,14 +136,19 @@ def preprocess(src, out, size, quality, draft, decoder, resizer, max_pixels, see
       alexnet-dali preprocess /data/ILSVRC2012 /data/shards --split train --part 3/8
       alexnet-dali preprocess /data/ILSVRC/val /data/shards --split val --val-labels val.txt
     Re-running resumes: finished shards are kept. With --part, the last part to finish (or
-    `alexnet-dali merge-manifest OUT`) writes the manifest.
+    `alexnet-dali merge-manifest OUT`) writes the manifest, and pca.json.
     """
+    from alexnet_dali.errors import DataError
     from alexnet_dali.tools.images import DEFAULT_MAX_PIXELS, ImageSettings
     from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess as run, summary
+    from alexnet_dali.tools.storage import is_remote
 
+    if is_remote(out):
+        raise DataError(f"{out}: preprocess writes to a local folder; preprocess into one, then "
+                        f"upload it: `aws s3 sync SHARDS {out}` (docs/DATA.md)")
     image = ImageSettings(size, quality, draft, max_pixels or DEFAULT_MAX_PIXELS, decoder,
                           resizer)
-    config = PreprocessConfig(image, seed, shard_size, workers, _parse_part(part))
+    config = PreprocessConfig(image, seed, shard_size, workers, _parse_part(part), pca)
     try:
         manifest = run(src, out, config, split=split, val_labels=val_labels,
                        progress=not quiet, layout=layout, class_names=class_names)
@@ -136,23 +162,25 @@ def preprocess(src, out, size, quality, draft, decoder, resizer, max_pixels, see
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @report_user_errors
 def merge_manifest(out) -> None:
-    """Write OUT/manifest.json from the shards that `preprocess --part i/n` runs built.
+    """Write OUT/manifest.json (and pca.json, from the parts' pixel sums) from the shards that
+    `preprocess --part i/n` runs built.
 
     \b
     Example:
       alexnet-dali merge-manifest /data/shards
     """
-    from alexnet_dali.tools.manifest import write_manifest
+    from pathlib import Path
+
     from alexnet_dali.tools.outdir import explain_os_errors
-    from alexnet_dali.tools.preprocess import summary
+    from alexnet_dali.tools.preprocess import summary, write_outputs
 
     with explain_os_errors("run merge-manifest again", out):
-        manifest = write_manifest(out)
+        manifest = write_outputs(Path(out), pca=True)
     click.echo(summary(out, manifest))
 
 
 @click.command("pca-stats", short_help="RGB mean/std/covariance/PCA of the train shards.")
-@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=SHARDS)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes; 0 = all cores.")
 @click.option("--max-images", type=click.IntRange(min=1), default=None, show_default="all",
@@ -165,8 +193,11 @@ def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
     """Per-channel mean/std, RGB covariance and its eigenvectors of the train shards -> pca.json.
 
     \b
-    Example:
+    Examples:
       alexnet-dali pca-stats demo/shards --workers 8
+      alexnet-dali pca-stats s3://my-bucket/imagenet-shards   # writes pca.json there
+    preprocess already writes pca.json (its --pca, on by default): this is for shards made
+    without it.
     """
     from alexnet_dali.tools.pca import pca_stats as run, summary
     from alexnet_dali.tools.preprocess import resolve_workers
@@ -177,7 +208,7 @@ def pca_stats(out, workers, max_images, mean_image, quiet) -> None:
 
 
 @click.command("verify", short_help="Check every shard against manifest.json (after a copy).")
-@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=SHARDS)
 @click.option("--decode", is_flag=True,
               help="Also decode every JPEG strictly (a libjpeg warning is an error) and check "
               "every label.")
@@ -193,6 +224,7 @@ def verify(out, decode, workers, quiet) -> None:
     Examples:
       alexnet-dali verify /data/shards              # after copying shards to another machine
       alexnet-dali verify /data/shards --decode --workers 16
+      alexnet-dali verify s3://my-bucket/imagenet-shards   # after `aws s3 sync`
     Exit status 0 when all is well, 1 with every bad shard and sample listed.
     """
     from alexnet_dali.tools.preprocess import resolve_workers
@@ -231,5 +263,32 @@ def bench_preprocess(small, large, workers, repeats) -> None:
     click.echo(format_table(rows, workers))
 
 
+@click.command("pca-stats", short_help="pca-stats img/s vs the decode floor, same shards.")
+@click.argument("data", type=SHARDS, required=False)
+@click.option("--workdir", type=click.Path(file_okay=False), default="/tmp/alexnet-dali-bench",
+              show_default=True, help="Where the generated bench dataset is kept (no DATA).")
+@click.option("--images", type=click.IntRange(min=8), default=2048, show_default=True,
+              help="Size of the generated dataset (no DATA).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Processes, for both passes.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed rounds, each pass once.")
+@report_user_errors
+def bench_pca_stats(data, workdir, images, workers, repeats) -> None:
+    """Images/s of pca-stats against the decode floor (read the train shards and decode every
+    JPEG, nothing else), taking turns on one worker pool.
+
+    \b
+    Example:
+      alexnet-dali bench pca-stats demo/shards --workers 2 --repeats 3
+    """
+    from pathlib import Path
+
+    from alexnet_dali.bench_pipeline import bench_data
+    from alexnet_dali.tools.bench_pca import run_bench
+
+    run_bench(data or str(bench_data(None, Path(workdir), images, workers)), workers, repeats)
+
+
 COMMANDS: list = [sample_data, preprocess, merge_manifest, pca_stats, verify]
-BENCH_COMMANDS: list = [bench_preprocess]
+BENCH_COMMANDS: list = [bench_preprocess, bench_pca_stats]

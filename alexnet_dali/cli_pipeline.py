@@ -42,10 +42,13 @@ BENCH_COMMANDS: list = []
 @click.option("--shard-check", is_flag=True,
               help="Add the train loader with the damaged-sample check (sha256 of every shard), "
                    "re-run every epoch: what a run's first epoch pays.")
+@click.option("--remote", metavar="s3://BUCKET/PREFIX", default=None,
+              help="The same shards in object storage: add the train loader reading them from "
+              "there, and its ratio to the local one.")
 @report_user_errors
 def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decoder_load, dtype,
-                   prefetch, warmup, batches, reps, skip_reference, baseline,
-                   shard_check) -> None:
+                   prefetch, warmup, batches, reps, skip_reference, baseline, shard_check,
+                   remote) -> None:
     """Images/s of the DALI train pipeline vs a DataLoader + Pillow doing the same work.
 
     \b
@@ -58,6 +61,9 @@ def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decod
     The cost of the damaged-sample check (train/eval hash each shard as first read):
       alexnet-dali bench pipeline --shard-check --skip-reference --batch-size 128 --reps 9
     \b
+    Local shards vs the same shards uploaded to S3 (or MinIO: AWS_ENDPOINT_URL), one run:
+      alexnet-dali bench pipeline --data shards/ --remote s3://bucket/shards --skip-reference
+    \b
     On a GPU machine, nvJPEG + hardware decoder:
       alexnet-dali bench pipeline --data shards/ --decoder gpu --threads 16 --batch-size 256
     """
@@ -66,7 +72,7 @@ def bench_pipeline(data, workdir, images, batch_size, threads, decoder, hw_decod
     run_bench(data, workdir=workdir, images=images, batch_size=batch_size, threads=threads,
               decoder=decoder, hw_decoder_load=hw_decoder_load, dtype=dtype, prefetch=prefetch,
               warmup=warmup, batches=batches, reps=reps, skip_reference=skip_reference,
-              baseline=baseline, shard_check=shard_check)
+              baseline=baseline, shard_check=shard_check, remote=remote)
 
 
 BENCH_COMMANDS.append(bench_pipeline)

@@ -31,6 +31,7 @@ from alexnet_dali.pipelines.spec import channel_mean_and_std, needs_colour_stats
 from alexnet_dali.tools.images import ImageSettings
 from alexnet_dali.tools.manifest import MANIFEST_NAME, Manifest, read_manifest
 from alexnet_dali.tools.pca import PCA_NAME, ColourStats, load_colour_stats
+from alexnet_dali.tools.storage import open_store
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def _training_stats(state: dict[str, Any], cfg: TrainConfig, data: str | None) -
     if recorded is not None and (recorded.mean_image is not None or not need_image):
         return recorded
     source = data or cfg.data
-    if not source or not (Path(source) / PCA_NAME).is_file():
+    if not source or open_store(source).size(PCA_NAME) is None:
         raise CheckpointError(
             f"{state.get('path', 'checkpoint')}: records no colour statistics and "
             f"{source or 'its data dir'!r} has no pca.json; pass --data SHARDS, the shard folder "
@@ -87,8 +88,8 @@ def normalization_of(state: dict[str, Any], cfg: TrainConfig,
 
 def _manifest(cfg: TrainConfig, data: str | None) -> Manifest | None:
     """DATA's (else the training data's) manifest, if it is there."""
-    folder = Path(data or cfg.data or ".")
-    return read_manifest(folder) if (folder / MANIFEST_NAME).is_file() else None
+    store = open_store(data or cfg.data or ".")
+    return read_manifest(store) if store.size(MANIFEST_NAME) is not None else None
 
 
 def display_name(name: str, words: str = "") -> str:

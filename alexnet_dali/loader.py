@@ -32,6 +32,7 @@ from alexnet_dali.pipelines.spec import PipelineSpec, load_shard_set, needs_colo
 from alexnet_dali.pipelines.train import train_pipeline
 from alexnet_dali.tools.pca import load_colour_stats
 from alexnet_dali.tools.shards import iter_shard
+from alexnet_dali.tools.storage import StorageError, is_remote
 
 # 2: the lean train graph. DALI restores a checkpoint only into the graph that wrote it (it
 # names operators by their position), so a 1 cannot be restored and is refused by name.
@@ -116,11 +117,37 @@ def find_corrupt_jpeg(tars: tuple[str, ...]) -> tuple[str, str, str] | None:
 _PAST_END = re.compile(r'Malformed index file at "([^"]+)".*offset is outside of the archive')
 
 
+def remote_failure(spec: PipelineSpec, error: RuntimeError) -> StorageError | None:
+    """A StorageError for DALI's reader failing on `s3://` shards (the endpoint went away, the
+    credentials expired), or None when the shards are local or another operator failed."""
+    text = str(error)
+    if not is_remote(spec.shards.tars[0]) or "readers.webdataset" not in text:
+        return None
+    lines = [line.strip(" :") for line in text.split("encountered:")[-1].splitlines()]
+    reason = next((line for line in lines if line and "no longer valid" not in line), "")
+    where = spec.shards.tars[0].rsplit("/", 2)[0]
+    return StorageError(f"{where}: DALI could not read the {spec.shards.split} shards ({reason}); "
+                        "check AWS_ENDPOINT_URL, the network and the credentials")
+
+
+def build_pipeline(pipe, spec: PipelineSpec):
+    """pipe.build(), turning a failure to reach `s3://` shards into a StorageError."""
+    try:
+        pipe.build()
+    except RuntimeError as e:
+        raise remote_failure(spec, e) or e from None
+    return pipe
+
+
 def run_pipeline(pipe, spec: PipelineSpec):
-    """pipe.run(), turning a decoder failure into an error naming the shard and sample key."""
+    """pipe.run(), turning a decoder failure into an error naming the shard and sample key, and
+    a failure to read `s3://` shards into a StorageError."""
     try:
         return pipe.run()
     except RuntimeError as e:
+        remote = remote_failure(spec, e)
+        if remote is not None:
+            raise remote from None
         past_end = _PAST_END.search(str(e))
         if past_end:
             index = Path(past_end.group(1))
@@ -217,9 +244,8 @@ def build_train_loader(
                           f"global batch ({world_size} ranks × {batch_size}); lower it")
     blob, step = (None, 0) if checkpoint is None else _parse_checkpoint(checkpoint, spec, steps)
     gate = build_gate(data_dir, "train", rank, world_size, True, loader.shard_check)
-    pipe = train_pipeline(spec, checkpoint=blob, **pipeline_args(
-        spec, loader, batch_size, device, rank_seed(seed, rank)))
-    pipe.build()
+    pipe = build_pipeline(train_pipeline(spec, checkpoint=blob, **pipeline_args(
+        spec, loader, batch_size, device, rank_seed(seed, rank))), spec)
     _check_epoch_size(pipe, spec)
     return TrainLoader(pipe, spec, loader, device, steps, step, gate)
 
@@ -288,9 +314,9 @@ def build_eval_loader(
                          world_size=world_size, device=device, return_draws=return_draws,
                          training=False)
     spec = replace(spec, shuffle_buffer=1)
-    pipe = eval_pipeline(spec, tencrop=tencrop,
-                         **pipeline_args(spec, loader, batch_size, device, 0))
     gate = build_gate(data_dir, split, rank, world_size, False, loader.shard_check)
-    pipe.build()
+    pipe = build_pipeline(eval_pipeline(spec, tencrop=tencrop,
+                                        **pipeline_args(spec, loader, batch_size, device, 0)),
+                          spec)
     _check_epoch_size(pipe, spec)
     return EvalLoader(pipe, spec, loader, batch_size, device, gate)

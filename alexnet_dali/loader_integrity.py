@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alexnet_dali.tools.manifest import read_manifest
-from alexnet_dali.tools.shards import sha256_file
-from alexnet_dali.tools.verify import ShardCheck, check_shard
+from alexnet_dali.tools.verify import ShardCheck, check_shard, shard_checks, stored_sha256
 
 HELD_BACK = -100  # the label of a held-back sample: F.cross_entropy's default ignore_index
 CHECK_MODES = ("stop", "skip", "off")
@@ -62,7 +61,7 @@ def judge(check: ShardCheck) -> Verdict:
     if check.sha256 is None:
         return CLEAN  # nothing to compare with (counted by the watcher as unchecked)
     try:
-        if sha256_file(check.tar) == check.sha256:
+        if stored_sha256(check.store, check.tar) == check.sha256:
             return CLEAN
     except OSError as e:
         return Verdict(fatal=f"cannot be read ({e.strerror or e})")
@@ -102,7 +101,8 @@ class ShardWatcher:
             seen.update(new)
             self._order += [checks[i] for i in new]
             self._range_end += [len(self._order)] * len(new)
-        self._index = {str(c.tar): i for i, c in enumerate(self._order)}
+        # keyed as DALI names the files in source_info: the path, or the s3:// URL
+        self._index = {c.store.url(c.tar): i for i, c in enumerate(self._order)}
         self._horizon = self._range_end[0] if self._order else 0
         self.verdicts: dict[str, Verdict] = {}
         self.cpu_seconds = 0.0  # this thread's CPU time judging shards (bench pipeline prints it)
@@ -132,7 +132,7 @@ class ShardWatcher:
                 verdict = Verdict(fatal=f"could not be checked ({type(e).__name__}: {e})")
             with self._cond:
                 self.cpu_seconds += time.thread_time() - start
-                self.verdicts[str(check.tar)] = verdict
+                self.verdicts[check.store.url(check.tar)] = verdict
                 self._cond.notify_all()
 
     def verdict(self, tar: str) -> Verdict:
@@ -224,11 +224,8 @@ def build_gate(data_dir: str | Path, split: str, rank: int, world_size: int, tra
     if mode == "off":
         return None
     manifest = read_manifest(data_dir)
-    shards = manifest.split(split).shards
-    checks = [ShardCheck(manifest.root / s.tar, manifest.root / s.index if s.index else None,
-                         s.samples, s.sha256, s.size, len(manifest.classes), decode=True)
-              for s in shards]
-    ranges = reading_ranges([s.samples for s in shards], rank, world_size, training)
+    checks = shard_checks(manifest, decode=True, splits=(split,))
+    ranges = reading_ranges([c.samples for c in checks], rank, world_size, training)
     return SampleGate(ShardWatcher(checks, ranges), skip=mode == "skip")
 
 

@@ -7,6 +7,7 @@ mid-epoch bit for bit (model, optimiser, schedule, RNG states, each rank's loade
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from alexnet_dali.optim import LRSchedule, build_optimizer, group_sizes, load_op
 from alexnet_dali.runlog import RunLog, chance_note, complete_line, devices_line, resume_line
 from alexnet_dali.steps import TrainStep, endless
 from alexnet_dali.tools.outdir import explained
+from alexnet_dali.tools.storage import StorageError
 
 RESUME_HINT = ("continue with --resume (from the newest complete checkpoint; if none was saved "
                "yet, run the same command again)")
@@ -234,6 +236,22 @@ def _end_epoch(run: Run) -> dict[str, float]:
     return result
 
 
+@contextlib.contextmanager
+def _saved_on_storage_failure(run: Run):
+    """Shards in object storage that stop answering mid-run: checkpoint where the run stands
+    and stop with one error line. Alone only: under DDP the other ranks, waiting in a
+    collective, cannot join a save (torchrun stops them; resume from the newest checkpoint)."""
+    try:
+        yield
+    except StorageError as e:
+        if distributed.active():
+            raise
+        path = run.save()
+        raise StorageError(f"{e}; saved {path} at epoch {run.pos.epoch + 1} step "
+                           f"{run.pos.step_in_epoch}: when the storage answers again, run the "
+                           "same command with --resume") from e
+
+
 def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None,
           allow_mismatch: bool = False) -> dict[str, Any]:
     """Train per `cfg`, resuming from a checkpoint (file, run dir or loaded dict); a summary."""
@@ -276,18 +294,20 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
         last: dict[str, float] = {}
         completed = True
         while run.pos.epoch < cfg.epochs:
-            if not _run_epoch(run, stop):
-                path = run.save()
-                if run.damage.stopped:
-                    raise run.damage.error(f"It was held back from every step; the run stopped "
-                                           f"at {run.pos.describe()}", path)
-                if info.is_main:
-                    tqdm.write(f"{stop.signal_name}: saved {path} at epoch {run.pos.epoch + 1} "
-                               f"step {run.pos.step_in_epoch}; exit status "
-                               f"{signal_exit_status(stop.signal_name)}; continue with --resume")
-                completed = False
-                break
-            last = _end_epoch(run)
+            with _saved_on_storage_failure(run):
+                if not _run_epoch(run, stop):
+                    path = run.save()
+                    if run.damage.stopped:
+                        raise run.damage.error(f"It was held back from every step; the run "
+                                               f"stopped at {run.pos.describe()}", path)
+                    if info.is_main:
+                        tqdm.write(f"{stop.signal_name}: saved {path} at epoch "
+                                   f"{run.pos.epoch + 1} step {run.pos.step_in_epoch}; exit "
+                                   f"status {signal_exit_status(stop.signal_name)}; continue "
+                                   "with --resume")
+                    completed = False
+                    break
+                last = _end_epoch(run)
         if info.is_main and run.damage.summary():
             tqdm.write(run.damage.summary())
         return {"completed": completed, "epoch": run.pos.epoch, "global_step": run.pos.global_step,

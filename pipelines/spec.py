@@ -17,7 +17,8 @@ from alexnet_dali.config import AugmentConfig
 from alexnet_dali.errors import DataError
 from alexnet_dali.tools.manifest import read_manifest
 from alexnet_dali.tools.pca import ColourStats
-from alexnet_dali.tools.verify import first_file_problem
+from alexnet_dali.tools.storage import Store
+from alexnet_dali.tools.verify import first_file_problem, listing
 
 
 @dataclass(frozen=True)
@@ -48,18 +49,19 @@ class PipelineSpec:
     return_draws: bool = False  # test mode: also return the random draws and the decoded image
 
 
-def load_shard_set(data_dir: str | Path, split: str) -> ShardSet:
-    """The shards of `split` listed in data_dir/manifest.json, with paths made absolute."""
+def load_shard_set(data_dir: str | Path | Store, split: str) -> ShardSet:
+    """The shards of `split` listed in data_dir/manifest.json, as paths (or `s3://` URLs)."""
     manifest = read_manifest(data_dir)
     entry = manifest.split(split)
     if not entry.shards:
         raise DataError(f"{manifest.path}: split {split!r} has no shards; re-run preprocess")
-    tars = tuple(str(manifest.root / s.tar) for s in entry.shards)
-    problem = first_file_problem(manifest, split)  # every shard there, with its recorded size
+    tars = tuple(manifest.url(s.tar) for s in entry.shards)
+    files = listing(manifest, split)  # one listing: the tars' sizes and which indexes are there
+    problem = first_file_problem(manifest, split, files)  # every shard there, its recorded size
     if problem is not None:
         raise DataError(problem)
-    indexes = tuple(str(manifest.root / s.index) for s in entry.shards if s.index)
-    have_all = len(indexes) == len(tars) and all(Path(i).is_file() for i in indexes)
+    indexes = tuple(manifest.url(s.index) for s in entry.shards if s.index)
+    have_all = len(indexes) == len(tars) and all(s.index in files for s in entry.shards)
     size = int(manifest.settings.get("size", 256))
     return ShardSet(split, tars, indexes if have_all else None, entry.samples, size)
 

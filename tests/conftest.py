@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny generated ImageFolder dataset and its shards (manifest.json, pca.json);
-the `gpu` marker's skip.
+the `gpu` marker's skip; `s3`, a real S3-compatible server on 127.0.0.1 (`tests/s3server.py`).
 
 `raw_dataset`: ROOT/{train,val}/<class>/*.JPEG, 4 classes, 24 train + 8 val images per class,
 sides 96-320 px, no odd files. `shard_dataset`: that data preprocessed (16 samples per shard:
@@ -9,6 +9,7 @@ pipeline tests come from `tests/helpers.py`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,27 @@ def shard_dataset(raw_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
     preprocess(raw_dataset, out, SHARD_CONFIG, progress=False)
     pca_stats(out, workers=1, mean_image=True, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """An S3-compatible server on 127.0.0.1 for the whole session (.ci/run's, or one started
+    here), with AWS_ENDPOINT_URL and credentials set in this process: DALI's S3 client reads
+    them once, when it is first used, so every in-process test shares this one server."""
+    from s3server import ENDPOINT_ENV, S3, start_server, stop_server
+
+    process, endpoint = (None, os.environ[ENDPOINT_ENV]) if os.environ.get(ENDPOINT_ENV) \
+        else start_server()
+    server = S3(endpoint)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in server.env().items():
+            patch.setenv(key, value)
+        yield server
+    if process is not None:
+        stop_server(process)
+
+
+@pytest.fixture(scope="session")
+def s3_shards(s3, shard_dataset: Path) -> str:
+    """`shard_dataset` uploaded to the server: the s3:// URL of the same shard folder."""
+    return s3.upload(shard_dataset, "shards", "tiny")

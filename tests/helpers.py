@@ -113,3 +113,16 @@ def output_bytes(out: Path) -> dict[str, bytes]:
     names = ["manifest.json"] + [p.relative_to(out).as_posix() for p in out.glob("*/*")
                                  if p.suffix in (".tar", ".idx", ".tsv")]
     return {name: (out / name).read_bytes() for name in sorted(names)}
+
+
+def overwrite_middle_of_jpeg(tar: Path, sample: int = 0) -> tuple[str, bytes]:
+    """Overwrite 200 bytes in the middle of one JPEG inside the tar (tar structure intact)."""
+    from alexnet_dali.tools.shards import iter_samples
+
+    key, entries, _ = list(iter_samples(tar, read=False))[sample]
+    jpg = next(e for e in entries if e.ext == "jpg")
+    data = bytearray(tar.read_bytes())
+    middle = jpg.offset + jpg.size // 2
+    data[middle:middle + 200] = np.random.default_rng(sample).bytes(200)
+    tar.write_bytes(bytes(data))
+    return key, bytes(data[jpg.offset:jpg.offset + jpg.size])

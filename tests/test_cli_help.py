@@ -23,7 +23,8 @@ def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple
 
 EXPECTED = {("sample-data",), ("preprocess",), ("merge-manifest",), ("pca-stats",), ("train",),
             ("eval",), ("figures",), ("bench", "preprocess"), ("bench", "pipeline"),
-            ("bench", "train"), ("predict",), ("export",), ("import-weights",)}
+            ("bench", "train"), ("bench", "pca-stats"), ("predict",), ("export",),
+            ("import-weights",)}
 
 
 def test_every_command_of_the_product_is_registered():

@@ -24,10 +24,15 @@ pytestmark = pytest.mark.slow
 STEPS, PER_RANK, LR = 2, 2, 0.001
 
 
-def test_two_gloo_ranks_average_gradients_like_one_big_batch(shard_dataset, tmp_path):
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_two_gloo_ranks_average_gradients_like_one_big_batch(shard_dataset, tmp_path, where,
+                                                            request):
+    """From the shard folder, or from its copy in object storage (each rank reads its own shards
+    from s3://; the reference always reads the local folder)."""
+    data = str(shard_dataset) if where == "local" else request.getfixturevalue("s3_shards")
     run_dir = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "alexnet_dali.cli", "train", str(shard_dataset), "--run-dir", str(run_dir),
+           "-m", "alexnet_dali.cli", "train", data, "--run-dir", str(run_dir),
            "--device", "cpu", "--threads", "1", "--workers", "1", "--batch-size",
            str(2 * PER_RANK), "--epochs", "1", "--max-steps-per-epoch", str(STEPS), "--lr",
            str(LR), "--init", "he", "--seed", "3", "--std-normalize", "--set", "model.dropout=0.0"]

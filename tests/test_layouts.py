@@ -212,11 +212,11 @@ def test_workers_parts_and_resume_identical_for_containers(roots, outputs, tmp_p
     assert shard_bytes(tmp_path / "parts") == reference
     real_write = pp.write_shard
 
-    def interrupted(out, split, job, listing, results):
+    def interrupted(out, split, job, listing, results, sums=False):
         if job.index == 2:
             next(results)
             raise KeyboardInterrupt
-        return real_write(out, split, job, listing, results)
+        return real_write(out, split, job, listing, results, sums)
 
     monkeypatch.setattr(pp, "write_shard", interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -21,6 +21,7 @@ from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.loader import build_train_loader
 from alexnet_dali.tools.manifest import read_manifest
 from alexnet_dali.tools.shards import read_index
+from alexnet_dali.tools.storage import LocalStore
 from alexnet_dali.tools.verify import ShardCheck
 
 CORRUPT = "Corrupt JPEG data: premature end of data segment"
@@ -137,8 +138,9 @@ def test_a_changed_shard_whose_samples_all_decode_stops_even_when_skipping(shard
     tar.write_bytes(bytes(data))
     manifest = read_manifest(root)
     entry = manifest.split("train").shards[3]
-    verdict = integrity.judge(ShardCheck(tar, tar.with_suffix(".idx"), entry.samples,
-                                         entry.sha256, entry.size, 4, decode=True))
+    verdict = integrity.judge(ShardCheck(LocalStore(root), entry.tar, entry.index,
+                                         entry.samples, entry.sha256, entry.size, 4,
+                                         decode=True))
     assert verdict.fatal == ("its sha256 differs from manifest.json, but every sample decodes "
                              "cleanly, so the changed samples cannot be named")
     for mode in ("stop", "skip"):
@@ -206,16 +208,17 @@ def test_the_watcher_hashes_the_next_range_only_when_a_batch_asks_for_it(monkeyp
     release = threading.Event()
 
     def judge(check):
-        judged.append(check.tar.name)
+        judged.append(check.tar)
         return integrity.CLEAN
 
     monkeypatch.setattr(integrity, "judge", judge)
-    checks = [ShardCheck(tmp_path / f"{i}.tar", None, 1, "x", 1, 4, True) for i in range(4)]
+    store = LocalStore(tmp_path)
+    checks = [ShardCheck(store, f"{i}.tar", None, 1, "x", 1, 4, True) for i in range(4)]
     watcher = integrity.ShardWatcher(checks, [[0, 1], [1, 2, 3]])
-    assert watcher.verdict(str(checks[1].tar)).ok
+    assert watcher.verdict(str(tmp_path / "1.tar")).ok
     release.wait(0.2)
     assert judged == ["0.tar", "1.tar"] and not watcher.finished
-    assert watcher.verdict(str(checks[3].tar)).ok  # a batch from the next range
+    assert watcher.verdict(str(tmp_path / "3.tar")).ok  # a batch from the next range
     assert judged == ["0.tar", "1.tar", "2.tar", "3.tar"] and watcher.finished
     assert watcher.verdict("elsewhere.tar").fatal == ("is not a shard of this split in "
                                                       "manifest.json")

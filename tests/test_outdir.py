@@ -78,7 +78,8 @@ def test_pca_stats_on_a_full_disk_leaves_no_half_file(shard_dataset, tmp_path, m
     (tmp_path / "mean_image.npy").unlink()
     planted = tmp_path / f"pca.json.{socket.gethostname()}.{DEAD_PID}.tmp"
     planted.write_text("{")  # a killed earlier run's
-    monkeypatch.setattr(os, "fsync", failing_nth(os.fsync, 1, []))  # pca.json's fsync
+    # the second fsync is pca.json's (mean_image.npy's is the first)
+    monkeypatch.setattr(os, "fsync", failing_nth(os.fsync, 2, []))
     with pytest.raises(outdir.OutputError, match=r"pca\.json\..*\.tmp: No space left on device.*"
                                                  "then re-run pca-stats"):
         pca_stats(tmp_path, workers=1, mean_image=True, progress=False)
@@ -97,7 +98,7 @@ def test_pca_stats_cli_on_a_full_disk_is_one_line_and_a_rerun_completes(shard_da
     (shards / "pca.json").unlink()
     args = ["pca-stats", str(shards), "--workers", "1", "--quiet"]
     with monkeypatch.context() as patched:
-        patched.setattr(os, "fsync", failing_nth(os.fsync, 1, []))
+        patched.setattr(os, "fsync", failing_nth(os.fsync, 2, []))  # pca.json's
         full = CliRunner().invoke(main, args)
     assert full.exit_code == 2, full.output
     line, = full.output.strip().splitlines()

@@ -51,9 +51,10 @@ def assert_nothing_half_done(out: Path, reference: dict[str, bytes]) -> None:
 
 @pytest.mark.parametrize("where, n, named", [
     ("tar write", 5, r"train-000001\.tar\.tmp"),
-    ("tar fsync", 8, r"train-000002\.tar\.tmp"),
-    ("index fsync", 9, r"train-000002\.idx\.tmp"),
-    ("record fsync", 10, r"train-000002\.json\..+\.tmp"),
+    ("tar fsync", 10, r"train-000002\.tar\.tmp"),
+    ("index fsync", 11, r"train-000002\.idx\.tmp"),
+    ("pixel sums fsync", 12, r"train-000002\.sums\.npy\..+\.tmp"),
+    ("record fsync", 13, r"train-000002\.json\..+\.tmp"),
 ])
 def test_disk_full_while_writing_then_a_rerun_is_byte_identical(src, reference, tmp_path,
                                                                 monkeypatch, where, n, named):
@@ -61,7 +62,8 @@ def test_disk_full_while_writing_then_a_rerun_is_byte_identical(src, reference, 
     if where == "tar write":  # inside a shard: the 5th sample written overall
         target = shards_module.ShardWriter
         monkeypatch.setattr(target, "write_blocks", failing_nth(target.write_blocks, n, calls))
-    else:  # fsyncs: the plan (1), then per shard tar, index, record: shard 2's are 8, 9, 10
+    else:  # fsyncs: the plan (1), then per train shard tar, index, pixel sums (--pca), record:
+        # shard 2's are 10, 11, 12, 13
         monkeypatch.setattr(os, "fsync", failing_nth(os.fsync, n, calls))
     with pytest.raises(outdir.OutputError, match=rf"^{tmp_path}/train/{named}: No space left on "
                                                  r"device; free space on that filesystem, then "

@@ -49,12 +49,12 @@ def test_resume_after_interruption_gives_identical_shards(src, reference, tmp_pa
     config = replace(CONFIG, workers=workers)
     real_write, calls = pp.write_shard, []
 
-    def interrupted(out, split, job, listing, results):
+    def interrupted(out, split, job, listing, results, sums=False):
         if len(calls) == 3:  # die while writing the 4th shard, after taking some of its results
             next(results)
             raise KeyboardInterrupt
         calls.append(job.index)
-        return real_write(out, split, job, listing, results)
+        return real_write(out, split, job, listing, results, sums)
 
     monkeypatch.setattr(pp, "write_shard", interrupted)
     with pytest.raises(KeyboardInterrupt):

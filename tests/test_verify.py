@@ -16,12 +16,13 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from helpers import overwrite_middle_of_jpeg
+
 from alexnet_dali.cli import main
 from alexnet_dali.config import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import CorruptSampleError, DataError
 from alexnet_dali.loader import build_eval_loader
 from alexnet_dali.pipelines.spec import load_shard_set
-from alexnet_dali.tools.shards import iter_samples
 from alexnet_dali.tools.verify import verify
 
 LOADER = LoaderConfig(num_threads=1, prefetch=1, shuffle_buffer=1)
@@ -31,17 +32,6 @@ LOADER = LoaderConfig(num_threads=1, prefetch=1, shuffle_buffer=1)
 def shards(shard_dataset: Path, tmp_path: Path) -> Path:
     """A private copy of the preprocessed fixture (tests damage it)."""
     return Path(shutil.copytree(shard_dataset, tmp_path / "shards"))
-
-
-def overwrite_middle_of_jpeg(tar: Path, sample: int = 0) -> tuple[str, bytes]:
-    """Overwrite 200 bytes in the middle of one JPEG inside the tar (tar structure intact)."""
-    key, entries, _ = list(iter_samples(tar, read=False))[sample]
-    jpg = next(e for e in entries if e.ext == "jpg")
-    data = bytearray(tar.read_bytes())
-    middle = jpg.offset + jpg.size // 2
-    data[middle:middle + 200] = np.random.default_rng(sample).bytes(200)
-    tar.write_bytes(bytes(data))
-    return key, bytes(data[jpg.offset:jpg.offset + jpg.size])
 
 
 def strip_sizes(root: Path) -> None:

@@ -6,7 +6,9 @@ Paths, each the real `preprocess` (read, decode, resize, encode, shard writing):
 - `turbo + pillow resize, folders`: libjpeg-turbo via simplejpeg decodes and encodes, Pillow's
   Lanczos resizes;
 - `turbo + vips, folders`: libjpeg-turbo and libvips' Lanczos-3 (the default), same files;
-- `turbo + vips, official tar`: the same files inside an ILSVRC2012_img_train.tar-style tar.
+- `turbo + vips, official tar`: the same files inside an ILSVRC2012_img_train.tar-style tar;
+- `turbo + vips, folders, + PCA sums`: the default with `--pca`, i.e. each written JPEG decoded
+  again and its pixels summed for pca.json (the other paths run with `--no-pca`).
 The images have photo-like spectra (smooth structure plus fine noise), so JPEG sizes and decode
 cost resemble real photos. The paths run alternately, after one untimed warm-up pass each, best
 of `repeats`; img/s is source images per wall-clock second, CPU img/s per second of this
@@ -34,10 +36,12 @@ from alexnet_dali.tools.shards import iter_shard
 
 SIZES = ((500, 375), (2000, 1500))
 WNID = "n01440764"
-PATHS = (("pillow, folders", "pillow", "pillow", "folders"),
-         ("turbo + pillow resize, folders", "turbo", "pillow", "folders"),
-         ("turbo + vips, folders", "turbo", "vips", "folders"),
-         ("turbo + vips, official tar", "turbo", "vips", "official"))
+PATHS = (("pillow, folders", "pillow", "pillow", "folders", False),
+         ("turbo + pillow resize, folders", "turbo", "pillow", "folders", False),
+         ("turbo + vips, folders", "turbo", "vips", "folders", False),
+         ("turbo + vips, official tar", "turbo", "vips", "official", False),
+         ("turbo + vips, folders, + PCA sums", "turbo", "vips", "folders", True))
+WITHOUT_PCA, WITH_PCA = PATHS[2][0], PATHS[4][0]
 
 
 @dataclass(frozen=True)
@@ -126,12 +130,12 @@ def bench_size(work: Path, size: tuple[int, int], count: int, config: Preprocess
     sources = write_sources(src, size, count, seed=0)
     refs = {f"{WNID}/{WNID}_{i:05d}.JPEG": reference(d, config.image.size)
             for i, d in enumerate(sources)}
-    configs = {name: replace(config, image=replace(config.image, decoder=decoder,
-                                                   resizer=resizer))
-               for name, decoder, resizer, _ in PATHS}
+    configs = {name: replace(config, pca=pca, image=replace(config.image, decoder=decoder,
+                                                            resizer=resizer))
+               for name, decoder, resizer, _, pca in PATHS}
     runs = {name: [] for name, *_ in PATHS}
     for r in range(repeats + 1):  # run 0 warms the page cache and the imports
-        for k, (name, *_, layout) in enumerate(PATHS):
+        for k, (name, _, _, layout, _) in enumerate(PATHS):
             runs[name].append(timed_run(src / layout, work / f"out_{size[0]}_{k}_{r}",
                                         configs[name]))
     rows = []
@@ -172,6 +176,12 @@ def format_table(rows: list[BenchRow], workers: int) -> str:
         f"{name} {mix_rate(rows, name, 'seconds'):.1f}"
         + (f" (CPU {mix_rate(rows, name, 'cpu_seconds'):.1f})" if workers == 1 else "")
         for name, *_ in PATHS))
+    with_pca, without = (mix_rate(rows, n, "seconds") for n in (WITH_PCA, WITHOUT_PCA))
+    cpu_ratio = (mix_rate(rows, WITH_PCA, "cpu_seconds")
+                 / mix_rate(rows, WITHOUT_PCA, "cpu_seconds"))
+    cpu = f", per CPU second {cpu_ratio:.2f}x" if workers == 1 else ""
+    lines.append(f"preprocess with the PCA sums / without (all sizes): {with_pca:.1f} / "
+                 f"{without:.1f} img/s = {with_pca / without:.2f}x wall{cpu}")
     return "\n".join(lines)
 
 

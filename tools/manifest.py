@@ -18,6 +18,7 @@ from alexnet_dali.errors import DataError
 from alexnet_dali.tools.outdir import naming, temp_path, write_json_atomic
 from alexnet_dali.tools.records import (merged_classes, read_json, read_plans, shard_done,
                                         shard_stem, sidecar_path)
+from alexnet_dali.tools.storage import LocalStore, Store, open_store
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "alexnet-dali-shards"
@@ -126,20 +127,30 @@ class SplitEntry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A read `OUT/manifest.json`; `sha256` is the hash of the file's bytes (the manifest hash)."""
+    """A read `OUT/manifest.json`; `sha256` is the hash of the file's bytes (the manifest hash).
 
-    path: Path
+    `store` is where the shard folder lives (`tools.storage`: a local folder or an S3 prefix);
+    `path` names the file: a Path for a local folder, the `s3://` URL otherwise.
+    """
+
+    path: Path | str
     sha256: str
     classes: tuple[ClassEntry, ...]
     splits: dict[str, SplitEntry]
     settings: dict[str, Any]
     totals: dict[str, int]
     raw: dict[str, Any] = field(compare=False, repr=False)  # the parsed JSON, for what is not typed
+    store: Store = field(default=LocalStore(Path(".")), compare=False, repr=False)
 
     @property
-    def root(self) -> Path:
-        """The shard folder OUT (paths in the manifest are relative to it)."""
-        return self.path.parent
+    def root(self) -> Path | str:
+        """The shard folder OUT (paths in the manifest are relative to it): a Path, or the
+        `s3://` URL of the prefix."""
+        return self.store.root if isinstance(self.store, LocalStore) else str(self.store)
+
+    def url(self, rel: str) -> str:
+        """Where a file the manifest lists (`train/train-000000.tar`) is: a path or a URL."""
+        return self.store.url(rel)
 
     def split(self, name: str) -> SplitEntry:
         """The entry of split `name`; a DataError naming the splits there are otherwise."""
@@ -198,11 +209,16 @@ def _entries(folder: Path) -> list[Path]:
         return []
 
 
-def missing_manifest_message(out: str | Path, command: str | None = None) -> str:
+def missing_manifest_message(out: str | Path | Store, command: str | None = None) -> str:
     """Why OUT has no manifest and exactly what to run: the shard folder when OUT is a split
     folder inside it, `preprocess OUT SHARDS` (beside OUT) when OUT holds source images;
     `command` (e.g. "train") is named as the step after."""
-    out = Path(out)
+    store = open_store(out)
+    if store.remote:
+        return (f"{store.url(MANIFEST_NAME)}: not found ({store.why_missing(MANIFEST_NAME)}); "
+                f"check the bucket and prefix, or upload the shard folder first: "
+                f"`aws s3 sync SHARDS {store}` (docs/DATA.md)")
+    out = store.root
     path = out / MANIFEST_NAME
     then = f"`alexnet-dali {command} {{}}`" if command else "pass {}"
     if (out.parent / MANIFEST_NAME).is_file():
@@ -219,15 +235,17 @@ def missing_manifest_message(out: str | Path, command: str | None = None) -> str
 
 def require_manifest(out: str | Path, command: str) -> None:
     """A DataError saying exactly what to run when OUT is not a shard folder (no manifest)."""
-    if not (Path(out) / MANIFEST_NAME).is_file():
+    if open_store(out).size(MANIFEST_NAME) is None:
         raise DataError(missing_manifest_message(out, command))
 
 
-def read_manifest(out: str | Path) -> Manifest:
-    """Read and check `OUT/manifest.json`; every problem is a DataError naming the file."""
-    path = Path(out) / MANIFEST_NAME
+def read_manifest(out: str | Path | Store) -> Manifest:
+    """Read and check `OUT/manifest.json` (a local folder or an `s3://` prefix); every problem is
+    a DataError naming the file."""
+    store = open_store(out)
+    path = store.root / MANIFEST_NAME if isinstance(store, LocalStore) else store.url(MANIFEST_NAME)
     try:
-        data = path.read_bytes()
+        data = store.read_bytes(MANIFEST_NAME)
     except FileNotFoundError:
         raise DataError(missing_manifest_message(out)) from None
     except OSError as e:
@@ -239,7 +257,7 @@ def read_manifest(out: str | Path) -> Manifest:
                         "(or merge-manifest) to rewrite it") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise DataError(f"{path}: not an {FORMAT} manifest; run `alexnet-dali preprocess SRC "
-                        f"{out}` to write the shards")
+                        f"{store}` to write the shards")
     splits = {}
     for name, entry in raw.get("splits", {}).items():
         if not isinstance(entry, dict) or not isinstance(entry.get("samples"), int):
@@ -252,4 +270,4 @@ def read_manifest(out: str | Path) -> Manifest:
                     for i, c in enumerate(raw.get("classes", [])))
     return Manifest(path=path, sha256=hashlib.sha256(data).hexdigest(), classes=classes,
                     splits=splits, settings=dict(raw.get("settings", {})),
-                    totals=dict(raw.get("totals", {})), raw=raw)
+                    totals=dict(raw.get("totals", {})), raw=raw, store=store)

@@ -1,10 +1,12 @@
-"""Pixel statistics of the train shards -> `OUT/pca.json` (and optionally the mean image), and
-the one reader of both (`load_colour_stats`).
+"""Pixel statistics of the train shards -> `OUT/pca.json` (and optionally the mean image), its
+one writer (`write_pca`, also fed by `preprocess --pca`) and the one reader of both
+(`load_colour_stats`).
 
-Each worker streams its shards and accumulates exact integers: pixel count, per-channel sum of
-uint8 values and the 3x3 sum of products (int64 is exact up to ~1.4e14 pixels), plus the
-per-position sum for the mean image. Integer partial sums merge exactly, so any worker count
-gives the same result. Statistics are computed from the exact sums once, in float64:
+Each worker streams its shards (from a folder or an `s3://` prefix) and accumulates exact
+integers (`tools.pixelstats`): pixel count, per-channel sum of uint8 values and the 3x3 sum of
+products (int64 is exact up to ~1.4e14 pixels), plus the per-position sum for the mean image.
+Integer partial sums merge exactly, so any worker count gives the same result. Statistics are
+computed from the exact sums once, in float64:
 covariance = (N * sum(x x^T) - sum(x) sum(x)^T) / N^2 (population covariance).
 """
 
@@ -12,20 +14,21 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from alexnet_dali.errors import DataError, ctrl_c_blocked_for_new_workers
 from alexnet_dali.tools import manifest as mf
 from alexnet_dali.tools import outdir
+from alexnet_dali.tools.pixelstats import Accumulator, PixelSums, decode_rgb, record_sums
+from alexnet_dali.tools.records import read_json, read_plans, sidecar_path
 from alexnet_dali.tools.shards import iter_shard
+from alexnet_dali.tools.storage import LocalStore, Store, open_store
 
 PCA_NAME = "pca.json"
 MEAN_IMAGE_NAME = "mean_image.npy"
@@ -42,80 +45,40 @@ class ColourStats:
     mean_image: np.ndarray | None = field(default=None, compare=False, repr=False)  # HWC f32
 
 
-@dataclass(frozen=True)
-class PixelSums:
-    """Exact, mergeable sums: images, pixels, sum x (3,), sum x x^T (3, 3), per-position sum."""
-
-    images: int
-    pixels: int
-    sum: np.ndarray  # int64 (3,)
-    outer: np.ndarray  # int64 (3, 3)
-    image_sum: np.ndarray | None  # int64 (H, W, 3) or None
-
-    @staticmethod
-    def zero(shape: tuple[int, int] | None) -> "PixelSums":
-        """Empty sums; `shape` (H, W) enables the per-position sum for the mean image."""
-        image_sum = None if shape is None else np.zeros((*shape, 3), np.int64)
-        return PixelSums(0, 0, np.zeros(3, np.int64), np.zeros((3, 3), np.int64), image_sum)
-
-    def add_image(self, rgb: np.ndarray) -> "PixelSums":
-        """Add one HWC uint8 RGB image."""
-        x = rgb.reshape(-1, 3).astype(np.float64)
-        # float64 products of uint8 values sum exactly while below 2**53 (one image: ~4e9)
-        outer = np.rint(x.T @ x).astype(np.int64)
-        image_sum = None if self.image_sum is None else self.image_sum + rgb
-        return PixelSums(self.images + 1, self.pixels + len(x),
-                         self.sum + rgb.reshape(-1, 3).sum(0, dtype=np.int64),
-                         self.outer + outer, image_sum)
-
-    def merge(self, other: "PixelSums") -> "PixelSums":
-        """Exact sum of two partial results."""
-        if (self.image_sum is None) != (other.image_sum is None):
-            raise ValueError("cannot merge sums with and without the mean image")
-        image_sum = None if self.image_sum is None else self.image_sum + other.image_sum
-        return PixelSums(self.images + other.images, self.pixels + other.pixels,
-                         self.sum + other.sum, self.outer + other.outer, image_sum)
+Task = tuple[Store, str, int, bool]  # (store, tar, samples to use, mean image?)
 
 
-def decode_rgb(jpeg: bytes) -> np.ndarray:
-    """JPEG bytes -> HWC uint8 RGB (Pillow)."""
-    with Image.open(io.BytesIO(jpeg)) as img:
-        return np.asarray(img.convert("RGB"))
+def shard_sums(task: Task) -> PixelSums:
+    """Worker: sums over the first `limit` samples of one shard, streamed from its store."""
+    store, tar, limit, mean_image = task
+    sums = Accumulator(mean_image)
+    with store.open(tar) as stream:
+        for n, (key, members) in enumerate(iter_shard(stream)):
+            if n >= limit:
+                break
+            if "jpg" not in members:
+                raise DataError(f"{store.url(tar)}: sample {key} has no .jpg member; re-run "
+                                "preprocess")
+            sums.add(decode_rgb(members["jpg"]))
+    return sums.sums()
 
 
-def shard_sums(task: tuple[str, int, bool]) -> PixelSums:
-    """Worker: sums over the first `limit` samples of one shard (task = path, limit, mean_image)."""
-    path, limit, mean_image = task
-    sums = None
-    for n, (key, members) in enumerate(iter_shard(path)):
-        if n >= limit:
-            break
-        if "jpg" not in members:
-            raise DataError(f"{path}: sample {key} has no .jpg member; re-run preprocess")
-        rgb = decode_rgb(members["jpg"])
-        if sums is None:
-            sums = PixelSums.zero(rgb.shape[:2] if mean_image else None)
-        sums = sums.add_image(rgb)
-    return sums if sums is not None else PixelSums.zero(None)
-
-
-def shard_tasks(manifest: mf.Manifest, max_images: int | None,
-                mean_image: bool) -> list[tuple[str, int, bool]]:
-    """(tar path, samples to use, mean image?) per train shard; `max_images` takes a prefix."""
+def shard_tasks(manifest: mf.Manifest, max_images: int | None, mean_image: bool) -> list[Task]:
+    """(store, tar, samples to use, mean image?) per train shard; `max_images` takes a prefix."""
     tasks, left = [], max_images if max_images is not None else float("inf")
     for shard in manifest.split("train").shards:
         take = int(min(shard.samples, left))
         if take <= 0:
             break
-        tasks.append((str(manifest.root / shard.tar), take, mean_image))
+        tasks.append((manifest.store, shard.tar, take, mean_image))
         left -= take
     return tasks
 
 
-def accumulate(tasks: list[tuple[str, int, bool]], workers: int,
+def accumulate(tasks: list[Task], workers: int,
                progress: bool = True) -> PixelSums:
     """Sums over all tasks (one shard each), folded as they arrive; progress bar in images."""
-    bar = tqdm(total=sum(t[1] for t in tasks), unit="img", desc="pca-stats",
+    bar = tqdm(total=sum(t[2] for t in tasks), unit="img", desc="pca-stats",
                disable=not progress, dynamic_ncols=True)
     total = None
     with ctrl_c_blocked_for_new_workers():
@@ -123,7 +86,7 @@ def accumulate(tasks: list[tuple[str, int, bool]], workers: int,
     with bar, pool or nullcontext():
         parts = pool.imap(shard_sums, tasks) if pool else map(shard_sums, tasks)
         for task, part in zip(tasks, parts):
-            bar.update(task[1])
+            bar.update(task[2])
             if part.images:  # empty sums carry no mean-image array: skip, not merge
                 total = part if total is None else total.merge(part)
     if total is None:
@@ -152,36 +115,58 @@ def statistics(sums: PixelSums) -> dict:
             "eigenvectors": pin_signs(vectors[:, order]).tolist()}
 
 
-def pca_stats(out: str | Path, workers: int = 1, max_images: int | None = None,
+def pca_stats(out: str | Path | Store, workers: int = 1, max_images: int | None = None,
               mean_image: bool = False, progress: bool = True) -> dict:
-    """Stream the train shards of OUT and write `OUT/pca.json` (+ mean image); returns it."""
-    out = Path(out)
+    """Stream the train shards of OUT (a folder or an `s3://` prefix) and write `OUT/pca.json`
+    (+ mean image) there; returns it."""
     manifest = mf.read_manifest(out)
     sums = accumulate(shard_tasks(manifest, max_images, mean_image), workers, progress)
+    return write_pca(manifest, sums, max_images)
+
+
+def pca_from_records(out: Path) -> str:
+    """pca.json + mean_image.npy in OUT from the pixel sums `preprocess --pca` recorded for
+    each train shard (exactly what `pca-stats OUT` computes from the same shards); one line
+    saying what was written, or why nothing was (shards built without the sums; "" when
+    OUT has a pca.json already)."""
+    manifest = mf.read_manifest(out)
+    total, missing = None, 0
+    for i in range(read_plans(out)["train"]["shards"]):  # every record, empty shards' too
+        path = sidecar_path(out, "train", i)
+        part = record_sums(read_json(path), path)
+        if part is None:
+            missing += 1
+        elif part.images:
+            total = part if total is None else total.merge(part)
+    if missing or total is None:
+        if (out / PCA_NAME).exists():
+            return ""
+        return (f"note: {out / PCA_NAME} not written: {missing} train shards were built "
+                f"without --pca; run `alexnet-dali pca-stats {out}`")
+    write_pca(manifest, total)
+    return (f"wrote {out / PCA_NAME} and {MEAN_IMAGE_NAME} ({total.images} images, from the "
+            "pixels just written: no second pass)")
+
+
+def write_pca(manifest: mf.Manifest, sums: PixelSums, max_images: int | None = None) -> dict:
+    """`pca.json` (and `mean_image.npy` when `sums` has the per-position sum) from exact sums,
+    beside the manifest; returns pca.json's content."""
+    store = manifest.store
     result = statistics(sums)
     result.update(images=sums.images, pixels=sums.pixels, manifest_sha256=manifest.sha256,
                   train_shards_sha256=manifest.split_fingerprint("train"),
                   max_images=max_images, mean_image=None)
-    with outdir.explain_os_errors("re-run pca-stats", out):
-        outdir.remove_dead_temps(out)
-        if mean_image:
+    with outdir.explain_os_errors("re-run pca-stats", manifest.root):
+        if isinstance(store, LocalStore):
+            outdir.remove_dead_temps(store.root)
+        if sums.image_sum is not None:
             mean = (sums.image_sum / sums.images).astype(np.float32)  # HWC, 0-255 scale
-            save_npy_atomic(out / MEAN_IMAGE_NAME, mean)
+            buffer = io.BytesIO()
+            np.save(buffer, mean)
+            store.write_bytes(MEAN_IMAGE_NAME, buffer.getvalue())
             result["mean_image"] = MEAN_IMAGE_NAME
-        outdir.write_json_atomic(out / PCA_NAME, result)
+        store.write_bytes(PCA_NAME, (json.dumps(result, indent=1) + "\n").encode("utf-8"))
     return result
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """np.save under a temporary name, then rename: a full disk never leaves half a file."""
-    tmp = outdir.temp_path(path)
-    try:
-        with outdir.naming(tmp), open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def summary(result: dict) -> str:
@@ -198,19 +183,22 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _read_json(path: Path, what: str) -> dict:
+def _read_json(store: Store, rel: str, what: str) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(store.read_bytes(rel))
     except FileNotFoundError:
-        raise DataError(f"{path}: not found; {what}") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e}); {what}") from None
+        raise DataError(f"{store.url(rel)}: not found; {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{store.url(rel)}: not valid JSON ({e}); {what}") from None
 
 
-def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> ColourStats:
-    """Mean, std and the RGB eigen-decomposition from data_dir/pca.json (0-255 scale)."""
-    path = Path(data_dir) / PCA_NAME
-    pca = _read_json(path, "run `alexnet-dali pca-stats DATA` to compute it")
+def load_colour_stats(data_dir: str | Path | Store,
+                      need_mean_image: bool = False) -> ColourStats:
+    """Mean, std and the RGB eigen-decomposition from data_dir/pca.json (0-255 scale); data_dir
+    is a folder or an `s3://` prefix."""
+    store = open_store(data_dir)
+    path = store.url(PCA_NAME)
+    pca = _read_json(store, PCA_NAME, "run `alexnet-dali pca-stats DATA` to compute it")
     try:
         vectors = np.asarray(pca["eigenvectors"], dtype=np.float64)
         stats = ColourStats(
@@ -223,7 +211,7 @@ def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> Co
         raise DataError(f"{path}: malformed ({e!r}); re-run `alexnet-dali pca-stats`") from None
     if vectors.shape != (3, 3) or len(stats.mean) != 3 or len(stats.eigenvalues) != 3:
         raise DataError(f"{path}: expected 3 means/eigenvalues and a 3x3 eigenvector matrix")
-    _check_pca_is_current(Path(data_dir), pca)
+    _check_pca_is_current(store, pca)
     if not need_mean_image:
         return stats
     name = pca.get("mean_image")
@@ -232,9 +220,9 @@ def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> Co
             f"{path}: augment.mean = 'image' needs a mean image, but pca.json has none; "
             "recompute it with `alexnet-dali pca-stats` (mean image on) or use mean = 'channel'"
         )
-    image_path = Path(data_dir) / name
+    image_path = store.url(name)
     try:
-        image = np.load(image_path).astype(np.float32)
+        image = np.load(io.BytesIO(store.read_bytes(name))).astype(np.float32)
     except (OSError, ValueError) as e:
         raise DataError(
             f"{image_path}: cannot read the mean image ({e}); re-run "
@@ -244,13 +232,13 @@ def load_colour_stats(data_dir: str | Path, need_mean_image: bool = False) -> Co
     return ColourStats(stats.mean, stats.std, stats.eigenvalues, stats.eigenvectors, image)
 
 
-def _check_pca_is_current(data_dir: Path, pca: dict) -> None:
+def _check_pca_is_current(store: Store, pca: dict) -> None:
     """pca.json must come from the train shards the manifest lists now (not an older build)."""
     recorded = pca.get("train_shards_sha256")
     if recorded is None:  # written by a version that did not record it
         return
-    manifest = mf.read_manifest(data_dir)
+    manifest = mf.read_manifest(store)
     if manifest.split_fingerprint("train") != recorded:
         raise DataError(
-            f"{data_dir / PCA_NAME}: computed from other train shards than {manifest.path} "
-            f"lists now (train was rebuilt); re-run `alexnet-dali pca-stats {data_dir}`")
+            f"{store.url(PCA_NAME)}: computed from other train shards than {manifest.path} "
+            f"lists now (train was rebuilt); re-run `alexnet-dali pca-stats {store}`")

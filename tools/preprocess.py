@@ -13,28 +13,28 @@ import math
 import os
 import sys
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from alexnet_dali import __version__
-from alexnet_dali.errors import DataError, ctrl_c_blocked_for_new_workers
+from alexnet_dali.errors import DataError
 from alexnet_dali.tools import images, layouts, outdir
 from alexnet_dali.tools import manifest as mf
+from alexnet_dali.tools import pca as pc
 from alexnet_dali.tools import records as rc
 from alexnet_dali.tools.imagenet import Classes
+from alexnet_dali.tools.pixelstats import PixelSums, save_image_sum, sums_path
+from alexnet_dali.tools.preprocess_workers import Result, converted
 from alexnet_dali.tools.scan import SplitScan
-from alexnet_dali.tools.sources import Locator, SourceList, SourceReader
+from alexnet_dali.tools.sources import SourceList
 from alexnet_dali.tools.shards import ShardWriter, encode_label, sha256_file
 
-BATCH = 8  # source images per worker task
+PCA_SPLIT = "train"  # whose pixel sums make pca.json
 RERUN = "re-run the same command: it resumes (finished shards are kept)"
 KEY_DIGITS = 9
 
@@ -48,9 +48,10 @@ class PreprocessConfig:
     shard_size: int = 1000
     workers: int = 0  # 0: all cores
     part: tuple[int, int] = (1, 1)  # (i, n), 1-based: build shards k with k % n == i - 1
+    pca: bool = True  # pixel sums of the train split as it is written -> pca.json
 
     def settings(self) -> dict:
-        """The manifest's `settings` (workers and part do not change the output)."""
+        """The manifest's `settings` (workers, part and pca do not change the shards)."""
         return {"size": self.image.size, "quality": self.image.quality,
                 "filter": images.FILTER_NAME, "draft": self.image.draft,
                 **self.image.describe(), "max_pixels": self.image.max_pixels,
@@ -85,73 +86,19 @@ def key_of(position: int) -> str:
     return f"{position:0{KEY_DIGITS}d}"
 
 
-def _init_worker(settings: images.ImageSettings) -> None:
-    global _SETTINGS, _READER
-    _SETTINGS, _READER = settings, SourceReader()
-    images.allow_pixels(settings.max_pixels)
-
-
-_SETTINGS = images.ImageSettings()
-_READER = SourceReader()
-
-
-def convert_batch(locators: list[Locator]) -> list[bytes | tuple[str, str]]:
-    """Worker task: source locators -> JPEG bytes, or (reason, detail) for a reject."""
-    out: list[bytes | tuple[str, str]] = []
-    for loc in locators:
-        try:
-            out.append(images.convert_image(_READER.read(loc), _SETTINGS))
-        except images.RejectedImage as e:
-            out.append((e.reason, e.detail))
-    return out
-
-
-def _batches(sources: SourceList, jobs: list[ShardJob]) -> Iterator[list[Locator]]:
-    """Locators of the sources of `jobs` in order, `BATCH` at a time."""
-    batch = []
-    for job in jobs:
-        for i in job.entries.tolist():
-            batch.append(sources.locator(i))
-            if len(batch) == BATCH:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
-
-
-def converted(sources: SourceList, jobs: list[ShardJob], config: PreprocessConfig,
-              workers: int) -> Iterator[bytes | tuple[str, str]]:
-    """Results for every source of `jobs`, in order; at most 4 batches per worker in flight."""
-    if workers <= 1:
-        _init_worker(config.image)
-        try:
-            for batch in _batches(sources, jobs):
-                yield from convert_batch(batch)
-        finally:
-            _READER.close()
-        return
-    # a worker killed by the OS raises BrokenProcessPool here instead of hanging the run
-    with ProcessPoolExecutor(workers, get_context("spawn"), _init_worker,
-                             (config.image,)) as pool:
-        pending: deque = deque()
-        for batch in _batches(sources, jobs):
-            with ctrl_c_blocked_for_new_workers():  # submit starts the workers as needed
-                pending.append(pool.submit(convert_batch, batch))
-            if len(pending) >= 4 * workers:
-                yield from pending.popleft().result()
-        while pending:
-            yield from pending.popleft().result()
-
-
 def write_shard(out: Path, split: str, job: ShardJob, listing: SourceList,
-                results: Iterator[bytes | tuple[str, str]]) -> tuple[int, int]:
-    """Consume one shard's results, write tar + index + record; returns (written, rejected)."""
+                results: Iterator[tuple[Result, PixelSums | None]],
+                sums: bool = False) -> tuple[int, int]:
+    """Consume one shard's results, write tar + index + record (with the pixel sums when
+    `sums`); returns (written, rejected)."""
     stem = rc.shard_stem(split, job.index)
     writer = ShardWriter(out / split / f"{stem}.tar")
-    rejects, sources = [], []
+    rejects, sources, pixels = [], [], None
     try:
-        for position, i, result in zip(range(job.first, job.first + len(job.entries)),
-                                       job.entries.tolist(), results):
+        for position, i, (result, part) in zip(range(job.first, job.first + len(job.entries)),
+                                               job.entries.tolist(), results):
+            if part is not None:
+                pixels = part if pixels is None else pixels.merge(part)
             name = str(listing.names[i])
             if isinstance(result, tuple):
                 rejects.append([name, *result])
@@ -173,7 +120,13 @@ def write_shard(out: Path, split: str, job: ShardJob, listing: SourceList,
               "sha256": sha256_file(writer.tar_path) if has_tar else None,
               "size": writer.tar_path.stat().st_size if has_tar else None,
               "sources": sources}  # provenance: key -> the source's canonical name
-    outdir.write_json_atomic(rc.sidecar_path(out, split, job.index), record)
+    record_path = rc.sidecar_path(out, split, job.index)
+    if sums:  # the per-position sum beside the record, written before it (the record is last)
+        pixels = pixels or PixelSums.zero(None)
+        if pixels.image_sum is not None:
+            save_image_sum(sums_path(record_path), pixels.image_sum)
+        record["pixel_sums"] = pixels.record()
+    outdir.write_json_atomic(record_path, record)
     return writer.samples, len(rejects)
 
 
@@ -246,11 +199,14 @@ def build_split(out: Path, split: str, split_scan: SplitScan, plan: dict,
     total = sum(len(job.entries) for job in todo)
     bar = tqdm(total=total, unit="img", desc=f"preprocess {split}", disable=not progress,
                dynamic_ncols=True)
-    results = converted(split_scan.sources, todo, config, resolve_workers(config.workers))
+    sums = config.pca and split == PCA_SPLIT
+    results = converted(split_scan.sources, todo, config.image, resolve_workers(config.workers),
+                        sums)
     written = rejected = 0
     with bar, closing(results):  # closing stops the workers now if a shard write fails
         for job in todo:
-            w, r = write_shard(out, split, job, split_scan.sources, _counting(results, bar))
+            w, r = write_shard(out, split, job, split_scan.sources, _counting(results, bar),
+                               sums)
             written, rejected = written + w, rejected + r
     return written, rejected
 
@@ -285,7 +241,18 @@ def preprocess(src: str | Path, out: str | Path, config: PreprocessConfig,
                 build_split(out, name, split_scan, plans[name], config, progress)
         if config.part[1] > 1 and not rc.all_shards_done(out):
             return None  # other parts are still running; the last one (or merge-manifest) does it
-        return mf.write_manifest(out)
+        return write_outputs(out, config.pca, notify)
+
+
+def write_outputs(out: Path, pca: bool, notify: Callable[[str], None] = print_note) -> dict:
+    """manifest.json, and with `pca` pca.json + mean_image.npy from the train shards' pixel
+    sums (what `pca-stats OUT` would compute); returns the manifest."""
+    manifest = mf.write_manifest(out)
+    if pca and PCA_SPLIT in manifest["splits"]:
+        said = pc.pca_from_records(out)
+        if said:
+            notify(said)
+    return manifest
 
 
 def summary(out: str | Path, manifest: dict | None) -> str:

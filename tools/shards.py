@@ -12,6 +12,7 @@ import hashlib
 import os
 import tarfile
 from collections.abc import Iterator
+from typing import BinaryIO
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,21 +150,26 @@ def format_index(samples: list[list[IndexEntry]]) -> str:
 
 
 def read_index(path: str | Path) -> list[dict[str, IndexEntry]]:
-    """A DALI webdataset index (`format_index`'s text) -> per sample, {ext: IndexEntry}.
+    """A DALI webdataset index file (`format_index`'s text) -> per sample, {ext: IndexEntry}."""
+    return parse_index(Path(path).read_bytes(), str(path))
+
+
+def parse_index(data: bytes, where: str) -> list[dict[str, IndexEntry]]:
+    """An index's bytes -> per sample, {ext: IndexEntry}; `where` names it in errors.
 
     Whole lines only, each a multiple of 4 fields: a cut-short or edited index is a DataError
     naming the file and the line.
     """
     try:
-        text = Path(path).read_text(encoding="ascii")
+        text = data.decode("ascii")
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not an ASCII webdataset index; re-run `alexnet-dali "
+        raise DataError(f"{where}: not an ASCII webdataset index; re-run `alexnet-dali "
                         "preprocess`") from None
     lines = text.split("\n")
     version, _, count = lines[0].partition(" ")
     if version != INDEX_VERSION or not count.isdigit() or lines[-1] != "" \
             or int(count) != len(lines) - 2:
-        raise DataError(f"{path}: not a {INDEX_VERSION} webdataset index of {count} samples "
+        raise DataError(f"{where}: not a {INDEX_VERSION} webdataset index of {count} samples "
                         "(cut short or edited?); re-run `alexnet-dali preprocess`")
     samples = []
     for number, line in enumerate(lines[1:-1], 2):
@@ -174,21 +180,24 @@ def read_index(path: str | Path) -> list[dict[str, IndexEntry]]:
             entries = [IndexEntry(fields[i], int(fields[i + 1]), int(fields[i + 2]),
                                   fields[i + 3]) for i in range(0, len(fields), 4)]
         except ValueError:
-            raise DataError(f"{path}: line {number} is not '<ext> <offset> <size> <name>' per "
+            raise DataError(f"{where}: line {number} is not '<ext> <offset> <size> <name>' per "
                             "member; re-run `alexnet-dali preprocess`") from None
         samples.append({e.ext: e for e in entries})
     return samples
 
 
-def iter_samples(tar_path: str | Path,
+def iter_samples(tar: str | Path | BinaryIO,
                  read: bool = True) -> Iterator[tuple[str, list[IndexEntry], dict[str, bytes]]]:
     """Yield `(key, members as the index lists them, {ext: bytes})` per sample, in file order.
 
+    `tar` is a path or a binary stream (read once, front to back: a network stream works).
     Streams (O(1 sample) memory). With `read=False` only the headers are parsed and the dict is
     empty. A tar cut short raises `tarfile.ReadError`.
     """
     key, entries, members = None, [], {}
-    with tarfile.open(tar_path, mode="r:") as tar:
+    opened = (tarfile.open(tar, mode="r:") if isinstance(tar, (str, Path))
+              else tarfile.open(fileobj=tar, mode="r|"))
+    with opened as tar:
         for info in tar:
             if not info.isfile():
                 continue
@@ -204,7 +213,8 @@ def iter_samples(tar_path: str | Path,
         yield key, entries, members
 
 
-def iter_shard(tar_path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield `(key, {ext: bytes})` per sample of a shard, in file order (streams, O(1 sample))."""
-    for key, _, members in iter_samples(tar_path):
+def iter_shard(tar: str | Path | BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield `(key, {ext: bytes})` per sample of a shard (a path or a stream), in file order
+    (streams, O(1 sample))."""
+    for key, _, members in iter_samples(tar):
         yield key, members
