@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,14 @@ from alexnet_dali.builders import (
     precision_of,
     resolve_for_data,
 )
-from alexnet_dali.cadence import LossWindow, is_sync_point
+from alexnet_dali.cadence import EpochTrain, LossWindow, is_sync_point
 from alexnet_dali.config import TrainConfig, save_resolved_config
 from alexnet_dali.distributed import DistInfo
 from alexnet_dali.errors import signal_exit_status
 from alexnet_dali.evaluation import evaluate
 from alexnet_dali.optim import LRSchedule, build_optimizer, group_sizes, load_optimizer_state
 from alexnet_dali.runlog import RunLog, chance_note, complete_line, devices_line, resume_line
+from alexnet_dali.runreport import epoch_line, summary_lines
 from alexnet_dali.steps import TrainStep, endless
 from alexnet_dali.tools.outdir import explained
 
@@ -125,6 +127,7 @@ class Run:
         self.optimizer = build_optimizer(self.net.parameters(), cfg.optim)
         self.schedule = LRSchedule(self.optimizer, cfg.optim)
         self.pos, self.best_top1_err = Position(), float("inf")
+        self.epoch_train = EpochTrain()  # the current epoch's train loss and error so far
         loader_ckpt = self._restore(resume, allow_mismatch) if resume else None
         if cfg.compile:
             self.model = torch.compile(self.model)
@@ -189,7 +192,7 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
         return True
     bar = tqdm(total=total, initial=pos.step_in_epoch, desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
                disable=not info.is_main, dynamic_ncols=True, leave=False)
-    window = LossWindow()
+    window, run.epoch_train = LossWindow(), EpochTrain()
     alone = not distributed.active()
     for images, labels in endless(run.train_loader):
         window.add(run.step(images, labels), images.shape[0] * info.world_size)
@@ -198,10 +201,14 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
         bar.update(1)
         stopping = alone and stop.pending()
         if is_sync_point(cfg, pos.step_in_epoch, total) or stopping:
-            loss_v, rate, stopping = window.agree(stop.pending(), info.world_size)
-            bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{run.schedule.lr:.2g}", img_s=f"{rate:.1f}")
+            agreed = window.agree(stop.pending(), info.world_size)
+            stopping = agreed.stop
+            run.epoch_train.add(agreed)
+            bar.set_postfix(loss=f"{agreed.loss:.3f}", err=f"{agreed.top1_err:.3f}",
+                            lr=f"{run.schedule.lr:.2g}", img_s=f"{agreed.rate:.1f}")
             run.log.write({"kind": "train", "epoch": pos.epoch + 1, "step": pos.global_step,
-                           "loss": loss_v, "lr": run.schedule.lr, "images_per_s": rate})
+                           "loss": agreed.loss, "top1_err": agreed.top1_err,
+                           "lr": run.schedule.lr, "images_per_s": agreed.rate})
             window.reset()
         if stopping:
             stop.follow()
@@ -229,22 +236,22 @@ def _end_epoch(run: Run) -> dict[str, float]:
                    "top5_err": result["top5_err"]})
     run.best_top1_err = min(run.best_top1_err, result["top1_err"])
     dropped = run.schedule.end_epoch(pos.epoch, result["top1_err"])
+    pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+    saved = run.save()
     if run.info.is_main:
-        tqdm.write(f"epoch {pos.epoch + 1}: val loss {result['loss']:.4f} top-1 err "
-                   f"{result['top1_err']:.4f} top-5 err {result['top5_err']:.4f}"
-                   + (f"; lr -> {run.schedule.lr:.3g}" if dropped else ""))
-        note = chance_note(result["top1_err"], run.cfg.model.num_classes, result["samples"],
-                           pos.epoch + 1)
+        classes = run.cfg.model.num_classes
+        tqdm.write(epoch_line(pos.epoch, result, run.epoch_train.result(), classes,
+                              run.schedule.lr if dropped else None, saved))
+        note = chance_note(result["top1_err"], classes, result["samples"], pos.epoch)
         if note:
             tqdm.write(note)
-    pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
-    run.save()
     return result
 
 
 def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None,
           allow_mismatch: bool = False) -> dict[str, Any]:
     """Train per `cfg`, resuming from a checkpoint (file, run dir or loaded dict); a summary."""
+    started = time.monotonic()
     info = distributed.setup(cfg.device)
     stop = StopRequest()
     lock = None
@@ -279,7 +286,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
                 if line:
                     tqdm.write(line)
         last: dict[str, float] = {}
-        completed = True
+        completed, first_epoch = True, run.pos.epoch
         while run.pos.epoch < cfg.epochs:
             if not _run_epoch(run, stop):
                 path = run.save()
@@ -291,6 +298,9 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
                 break
             last = _end_epoch(run)
         run.log.close()
+        if completed and info.is_main:
+            for line in summary_lines(cfg, first_epoch, time.monotonic() - started):
+                tqdm.write(line)
         return {"completed": completed, "epoch": run.pos.epoch, "global_step": run.pos.global_step,
                 "val": last, "signal": stop.signal_name}
     except OSError as e:  # disk full, read-only, ...: one line saying what to do
