@@ -230,8 +230,11 @@ def test_ctrl_c_says_that_rerunning_resumes_and_exits_130(tmp_path):
     out = tmp_path / "out"
     args = [sys.executable, "-m", "alexnet_dali.cli", "preprocess", str(tmp_path / "src"),
             str(out), "--shard-size", "2", "--workers", "2", "--quiet"]
+    # SIGINT as a terminal leaves it, also when pytest runs as a background job (`make test &`
+    # in a script), whose children inherit SIGINT ignored
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while len(list(out.glob("train/train-*.json"))) < 3:
         assert time.monotonic() < deadline and proc.poll() is None
