@@ -1,5 +1,6 @@
-# Two entry points on a fresh machine: `make demo` (the main job on built-in sample data) and
-# `make test`. Both create or reuse the virtualenv in $(VENV).
+# Entry points on a fresh machine: `make demo` (the main job on built-in sample data), `make test`
+# (the whole suite) and `make test-quick` (without the end-to-end runs marked slow). All create or
+# reuse the virtualenv in $(VENV).
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 CLI   := $(VENV)/bin/alexnet-dali
@@ -8,7 +9,7 @@ CLI   := $(VENV)/bin/alexnet-dali
 TORCH_SPEC ?= torch==2.13.0
 DEMO  ?= demo
 
-.PHONY: venv demo test clean-demo
+.PHONY: venv demo test test-quick clean-demo
 
 venv: $(VENV)/.installed
 
@@ -30,5 +31,11 @@ test: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
+test-quick: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not slow"
+
+# `make demo` starts afresh: it deletes the previous demo's $(DEMO)/ (data, run, figures) first.
 clean-demo:
+	@if [ -e $(DEMO) ]; then echo "make: deleting $(DEMO)/ (the previous demo's data and run)"; fi
 	rm -rf $(DEMO)

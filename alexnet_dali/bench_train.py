@@ -28,7 +28,7 @@ def _run_steps(step: TrainStep, batches: Iterator, steps: int, progress: tqdm) -
     loss = None
     for _ in range(steps):
         images, labels = next(batches)
-        loss = step(images, labels)
+        loss = step(images, labels).loss
         images_done += images.shape[0]
         progress.update()
     if loss is not None:

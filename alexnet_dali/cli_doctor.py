@@ -29,7 +29,7 @@ def doctor_command(out: str | None, quick: bool, threads: int | None) -> None:
     \b
     Examples:
       alexnet-dali doctor --quick
-      alexnet-dali doctor --out doctor.md     # then paste doctor.md into a GitHub issue
+      alexnet-dali doctor --out doctor.md     # then paste doctor.md into an issue
     """
     from alexnet_dali.doctor import run_doctor
     from alexnet_dali.doctor_checks import CPU_CHECKS

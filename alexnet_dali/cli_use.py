@@ -34,9 +34,11 @@ def _device(name: str) -> str:
               help="auto: cuda when available, else cpu.")
 @click.option("--data", default=None, show_default="the checkpoint's, if still there",
               help="Shard folder for class names, image settings and (old checkpoints) pca.json.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @report_user_errors
 def predict_command(inputs: tuple[str, ...], ckpt: str, tencrop: bool, topk: int,
-                    json_path: str | None, batch_size: int, device: str, data: str | None) -> None:
+                    json_path: str | None, batch_size: int, device: str, data: str | None,
+                    quiet: bool) -> None:
     """Classify images: FILES_OR_DIRS (folders walked in sorted order, hidden files skipped).
 
     \b
@@ -47,8 +49,8 @@ def predict_command(inputs: tuple[str, ...], ckpt: str, tencrop: bool, topk: int
     Each image is converted exactly as `preprocess` converts it (shorter side 256, central
     256x256, Lanczos, JPEG quality 90), then the eval view (center 224, or the ten views with
     --tencrop) is normalised as in training. --json entries: {"file", "top": [{"class_id",
-    "class", "prob"}, ...]} or {"file", "error"}. Unreadable files are reported and skipped;
-    the exit status is 1 if any file failed.
+    "class", "wnid", "prob"}, ...]} or {"file", "error"} ("class": the words, else the WNID).
+    An unreadable file gets an ERROR row saying why and is skipped; the exit status is then 1.
     """
     from alexnet_dali.inference import load_for_inference
     from alexnet_dali.predict import (
@@ -63,16 +65,15 @@ def predict_command(inputs: tuple[str, ...], ckpt: str, tencrop: bool, topk: int
     if not files:
         raise DataError(f"{', '.join(inputs)}: no files found; name image files or folders")
     results = predict_files(inference, files, tencrop=tencrop, topk=topk,
-                            batch_size=batch_size, device=_device(device))
+                            batch_size=batch_size, device=_device(device), progress=not quiet)
     click.echo(format_predictions(results))
     if json_path:
         with explain_os_errors("run predict again", json_path):
             write_predictions(results, json_path)
     failed = [r for r in results if r.error]
-    for r in failed:
-        click.echo(f"skipped {r.file}: {r.error}", err=True)
-    if failed:
-        click.echo(f"{len(failed)} of {len(results)} files could not be read", err=True)
+    if failed:  # each has its ERROR row above
+        click.echo(f"{len(failed)} of {len(results)} files could not be read (the ERROR rows)",
+                   err=True)
         sys.exit(1)
 
 

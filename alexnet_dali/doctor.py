@@ -1,7 +1,8 @@
 """`alexnet-dali doctor`: what this machine has, and checks that prove each stage works on it.
 
-The report is Markdown a user can paste into an issue: the environment (`doctor_env.py`), then
-one `PASS` / `FAIL` / `SKIP` line per check with its reason, then the numbers measured. The
+The report is Markdown a user can paste into an issue on the project's tracker: the environment
+(`doctor_env.py`), then one `PASS` / `FAIL` / `SKIP` line per check with its reason, then the
+numbers measured. The
 checks run on data generated in a temporary folder (sample-data -> preprocess -> pca-stats):
 the CPU ones everywhere (`doctor_checks.CPU_CHECKS`), the GPU ones where CUDA is present
 (`doctor_gpu.GPU_CHECKS`; otherwise each is a SKIP naming what is missing); the CLI passes both.
@@ -155,5 +156,7 @@ def run_doctor(checks: list[Check], *, out: str | Path | None = None, quick: boo
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(report)
-        echo(f"report written to {out}: paste it into an issue")
+        echo(f"report written to {out}: to report a problem, open an issue on the project's "
+             "issue tracker (the repository you installed it from) and paste the report there, "
+             "with the command that failed and its output (README: Reporting a problem)")
     return 1 if any(r.status == "FAIL" for r in results) else 0

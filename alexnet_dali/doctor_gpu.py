@@ -122,7 +122,7 @@ def bf16_channels_last_step(data: Path, ctx: Context, device: torch.device) -> s
     optim = dataclasses.replace(TrainConfig().optim, lr=STEP_LR)
     step = TrainStep(model, build_optimizer(model.parameters(), optim), device, "bf16")
     before = batch_loss(model, x, y)
-    loss = step(x, y)
+    loss = step(x, y).loss
     after = batch_loss(model, x, y)
     if not (torch.isfinite(loss).item() and after < before):
         raise AssertionError(f"bf16 step: loss {before:.4f} -> {after:.4f}")

@@ -85,23 +85,27 @@ def evaluate(
     return result
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """A small fixed-width table of an eval result."""
-    lines = [
-        f"{'views':<8}{'samples':>9}{'top-1 err':>11}{'top-5 err':>11}{'top-1 acc':>11}"
-        f"{'top-5 acc':>11}",
-        f"{result['views']:<8}{result['samples']:>9}{result['top1_err']:>11.4f}"
-        f"{result['top5_err']:>11.4f}{result['top1_acc']:>11.4f}{result['top5_acc']:>11.4f}",
-    ]
-    return "\n".join(lines)
+TOP5_MIN_CLASSES = 6  # with 5 classes or fewer every label is in the top 5: not printed
 
 
-def format_per_class(rows: list[dict[str, Any]]) -> str:
-    """Per-class table: class name and id, samples, top-1 and top-5 accuracy, worst first."""
-    width = min(max((len(r["class"]) for r in rows), default=5), 40)
-    lines = [f"{'class':<{width}}{'id':>7}{'samples':>9}{'top-1 acc':>11}{'top-5 acc':>11}"]
-    lines += [f"{r['class'][:width]:<{width}}{r['class_id']:>7}{r['samples']:>9}"
-              f"{r['top1_acc']:>11.4f}{r['top5_acc']:>11.4f}" for r in rows]
+def format_table(result: dict[str, Any], classes: int = TOP5_MIN_CLASSES) -> str:
+    """A small fixed-width table of an eval result (top-5 columns with more than 5 classes)."""
+    keys = ["top1_err"] + ["top5_err"] * (classes >= TOP5_MIN_CLASSES) + ["top1_acc"] + [
+        "top5_acc"] * (classes >= TOP5_MIN_CLASSES)
+    head = "".join(f"{k.replace('top', 'top-').replace('_', ' '):>11}" for k in keys)
+    row = "".join(f"{result[k]:>11.4f}" for k in keys)
+    return "\n".join([f"{'views':<8}{'samples':>9}{head}",
+                      f"{result['views']:<8}{result['samples']:>9}{row}"])
+
+
+def format_per_class(rows: list[dict[str, Any]], classes: int = TOP5_MIN_CLASSES) -> str:
+    """Per-class table: id, samples, top-1 (and top-5) accuracy, then the whole class name
+    (last, so that long ImageNet words need no cutting), worst first."""
+    top5 = classes >= TOP5_MIN_CLASSES
+    lines = [f"{'id':>6}{'samples':>9}{'top-1 acc':>11}" + f"{'top-5 acc':>11}" * top5
+             + "  class"]
+    lines += [f"{r['class_id']:>6}{r['samples']:>9}{r['top1_acc']:>11.4f}"
+              + (f"{r['top5_acc']:>11.4f}" if top5 else "") + f"  {r['class']}" for r in rows]
     return "\n".join(lines)
 
 
@@ -160,9 +164,9 @@ def evaluate_checkpoint(
             crop = "ten-crop" if tencrop else "center crop"
             print(f"scored {state['path']} (epoch {state['epoch']}, global step "
                   f"{state['global_step']}) on {split} of {data}, {crop}:")
-            print(format_table(result))
+            print(format_table(result, cfg.model.num_classes))
             if per_class:
-                print(format_per_class(result["per_class"]))
+                print(format_per_class(result["per_class"], cfg.model.num_classes))
             if json_path:
                 write_json(result, json_path)
         return result

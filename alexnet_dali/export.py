@@ -67,7 +67,9 @@ def export_info(inference: InferenceModel, fmt: str, out: Path) -> dict[str, Any
             **inference.normalization.describe(),
             "mean_image_folded": "center crop" if inference.normalization.mean_image is not None
             else None},
-        "classes": [{"id": i, "name": name} for i, name in enumerate(inference.classes)],
+        "classes": [{"id": i, "name": name, "wnid": wnid} for i, (name, wnid) in
+                    enumerate(zip(inference.classes, inference.wnids or
+                                  (None,) * len(inference.classes)))],
     }
 
 

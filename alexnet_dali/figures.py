@@ -4,7 +4,8 @@
 - `curves.png` from RUN/metrics.jsonl: loss (train and val), val top-1/top-5 error (top-5 only
   with more than 5 classes) with the chance level, learning rate (when logged);
 - `conv1_filters.png`: the 96 11×11×3 filters of the newest checkpoint, each min-max scaled to
-  [0, 1] on its own, 16 a row, tower 1's 48 above tower 2's 48 (as the paper's Fig. 3);
+  [0, 1] on its own, 16 a row, tower 1's 48 above tower 2's 48 (as the paper's Fig. 3); before
+  `EARLY_EPOCHS` its title says that filters so early look like noise;
 - `fc7_neighbours.png`: a few val images (first column, framed) and the train images whose fc7
   activations are nearest in Euclidean distance (Fig. 4, right), each with its class name, when
   the shards are at hand.
@@ -28,6 +29,9 @@ if TYPE_CHECKING:  # torch is imported inside the functions: `alexnet-dali --hel
     from matplotlib.figure import Figure
 
 FILTERS_PER_ROW = 16
+# Before this many epochs the conv1 figure says that noise-like filters are expected (the paper's
+# Fig. 3 is after 90 epochs of ImageNet; the demo's 6 epochs on 256 images show noise).
+EARLY_EPOCHS = 20
 
 
 
@@ -131,6 +135,9 @@ def conv1_figure(model: torch.nn.Module, cfg: Any, state: dict[str, Any],
     k, c, h, w = weight.shape
     title = (f"conv1: the {k} learned {h}×{w}×{c} filters (paper Fig. 3) of {run_dir.name}, "
              f"epoch {state['epoch']}, step {state['global_step']}")
+    if state["epoch"] < EARLY_EPOCHS:
+        title += ("\nafter so few epochs the filters still look like noise, as expected: the "
+                  "paper's edges and colour blobs\ncome after tens of ImageNet epochs")
     return draw_conv1(grids, title=title)
 
 

@@ -56,9 +56,10 @@ class InferenceModel:
     model: torch.nn.Module
     cfg: TrainConfig
     normalization: Normalization
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]  # display names: the words, else the WNID (or folder name)
     image_settings: ImageSettings
     path: str
+    wnids: tuple[str | None, ...] = ()  # each class's WNID (folder name); None where unknown
 
 
 def _training_stats(state: dict[str, Any], cfg: TrainConfig, data: str | None) -> ColourStats:
@@ -98,14 +99,23 @@ def display_name(name: str, words: str = "") -> str:
     return words or name
 
 
+def class_entries(state: dict[str, Any], cfg: TrainConfig,
+                  data: str | None = None) -> list[tuple[str, str]] | None:
+    """(name, words) per class id: the checkpoint's, else the shard manifest's; None if neither
+    has one per class."""
+    entries = saved_classes(state)
+    if not entries:
+        manifest = _manifest(cfg, data)
+        entries = [(c.name, c.words) for c in manifest.classes] if manifest else []
+    return entries if len(entries) == cfg.model.num_classes else None
+
+
 def class_names(state: dict[str, Any], cfg: TrainConfig, data: str | None = None) -> list[str]:
     """One name per class id: the checkpoint's, else the shard manifest's, else the ids."""
-    count = cfg.model.num_classes
-    names = [display_name(*c) for c in saved_classes(state) or []]
-    if not names:
-        manifest = _manifest(cfg, data)
-        names = [display_name(c.name, c.words) for c in manifest.classes] if manifest else []
-    return names if len(names) == count else [str(i) for i in range(count)]
+    entries = class_entries(state, cfg, data)
+    if entries is None:
+        return [str(i) for i in range(cfg.model.num_classes)]
+    return [display_name(*c) for c in entries]
 
 
 def image_settings_of(cfg: TrainConfig, data: str | None = None) -> ImageSettings:
@@ -126,9 +136,12 @@ def load_for_inference(checkpoint: str | Path, data: str | None = None) -> Infer
     state = load_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(state)
     settings = image_settings_of(cfg, data)
-    check_image_size(state, settings.size, str(Path(data or cfg.data) / MANIFEST_NAME))
+    where = str(data or cfg.data).rstrip("/")  # a folder or an s3:// prefix
+    check_image_size(state, settings.size, f"{where}/{MANIFEST_NAME}")
+    entries = class_entries(state, cfg, data)
+    wnids = tuple(n for n, _ in entries) if entries else (None,) * cfg.model.num_classes
     return InferenceModel(model, cfg, normalization_of(state, cfg, data),
-                          tuple(class_names(state, cfg, data)), settings, state["path"])
+                          tuple(class_names(state, cfg, data)), settings, state["path"], wnids)
 
 
 def eval_views(images: torch.Tensor, norm: Normalization, crop: int,

@@ -15,7 +15,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -28,20 +28,31 @@ from alexnet_dali.tools.images import ImageSettings, RejectedImage, allow_pixels
 from alexnet_dali.tools.scan import walk_files
 
 
+class TopClass(NamedTuple):
+    """One of an image's most probable classes: id, display name (the words, else the WNID),
+    WNID (the class folder's name outside ImageNet; None where unknown), probability."""
+
+    class_id: int
+    name: str
+    wnid: str | None
+    prob: float
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """One input file's result: the top classes as (class id, name, probability), or an error."""
+    """One input file's result: its top classes, or an error."""
 
     file: str
-    top: tuple[tuple[int, str, float], ...] = ()
+    top: tuple[TopClass, ...] = ()
     error: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """`--json` entry: {"file", "top": [{"class_id", "class", "prob"}]} or {"file", "error"}."""
+        """`--json` entry: {"file", "top": [{"class_id", "class", "wnid", "prob"}]} or {"file",
+        "error"}."""
         if self.error:
             return {"file": self.file, "error": self.error}
-        return {"file": self.file, "top": [{"class_id": i, "class": name, "prob": prob}
-                                           for i, name, prob in self.top]}
+        return {"file": self.file, "top": [{"class_id": t.class_id, "class": t.name,
+                                            "wnid": t.wnid, "prob": t.prob} for t in self.top]}
 
 
 def gather_files(inputs: Sequence[str]) -> list[str]:
@@ -81,13 +92,14 @@ def _load(path: str, settings: ImageSettings) -> np.ndarray | str:
 
 @torch.no_grad()
 def classify(inference: InferenceModel, images: np.ndarray, *, tencrop: bool, topk: int,
-             device: torch.device) -> list[tuple[tuple[int, str, float], ...]]:
-    """Images N×256×256×3 uint8 → per image the top-k (class id, name, probability)."""
+             device: torch.device) -> list[tuple[TopClass, ...]]:
+    """Images N×256×256×3 uint8 → per image the top-k classes, most probable first."""
     views = eval_views(torch.from_numpy(images), inference.normalization,
                        inference.cfg.augment.crop, tencrop).to(device)
     probs = probabilities(inference.model, views if tencrop else views[:, 0], tencrop=tencrop)
     values, ids = probs.topk(min(topk, probs.shape[1]), dim=1)
-    return [tuple((int(i), inference.classes[int(i)], float(p)) for i, p in zip(row_i, row_p))
+    wnids = inference.wnids or (None,) * len(inference.classes)
+    return [tuple(TopClass(i, inference.classes[i], wnids[i], p) for i, p in zip(row_i, row_p))
             for row_i, row_p in zip(ids.tolist(), values.tolist())]
 
 
@@ -119,13 +131,14 @@ def predict_files(inference: InferenceModel, files: Sequence[str], *, tencrop: b
 
 
 def format_predictions(results: Sequence[Prediction]) -> str:
-    """A readable table: file, then the top classes as `name (id) prob`."""
+    """A readable table: file, then the top classes as `name (id) prob`; an unreadable file's
+    row says ERROR and why."""
     width = min(max((len(r.file) for r in results), default=4), 60)
     lines = [f"{'file':<{width}}  top classes (probability)"]
     for r in results:
         name = r.file if len(r.file) <= width else "…" + r.file[-(width - 1):]
         detail = (f"ERROR {r.error}" if r.error else
-                  "  ".join(f"{cls} ({i}) {p:.3f}" for i, cls, p in r.top))
+                  "  ".join(f"{t.name} ({t.class_id}) {t.prob:.3f}" for t in r.top))
         lines.append(f"{name:<{width}}  {detail}")
     return "\n".join(lines)
 

@@ -3,9 +3,11 @@
 (resumed from where, complete, devices, stalled at chance).
 
 Line shapes (the figures read them):
-  {"kind": "train", "epoch": 1, "step": 40, "loss": 2.1, "lr": 0.01, "images_per_s": 850.0}
+  {"kind": "train", "epoch": 1, "step": 40, "loss": 2.1, "top1_err": 0.7, "lr": 0.01,
+   "images_per_s": 850.0}
   {"kind": "val", "epoch": 1, "step": 40, "loss": 1.9, "top1_err": 0.61, "top5_err": 0.2}
-`epoch` is 1-based; `step` is the global optimiser step.
+`epoch` is 1-based; `step` is the global optimiser step. A train line's loss and top-1 error
+are the means since the previous train line, on the augmented training crops with dropout on.
 """
 
 from __future__ import annotations

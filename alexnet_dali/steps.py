@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from alexnet_dali.evaluation import autocast
 from alexnet_dali.loader_integrity import HELD_BACK
+
+
+class StepOutput(NamedTuple):
+    """One step's detached scalars, still on the device: the mean loss and how many of the
+    batch's images the model put in their class (top-1, on the augmented training crops)."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
 
 
 @dataclass
@@ -21,8 +29,8 @@ class TrainStep:
     input_device: torch.device  # where the batch goes (the first tower's device when split)
     precision: str  # "bf16" (autocast) or "fp32"
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One step on a batch (images N×3×H×W float, labels N int64); the detached loss."""
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+        """One step on a batch (images N×3×H×W float, labels N int64); no host sync."""
         images = images.to(self.input_device, non_blocking=True)
         with autocast(self.input_device, self.precision):
             logits = self.model(images)
@@ -35,7 +43,8 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return loss.detach()
+        correct = (logits.detach().argmax(dim=1) == labels).sum()
+        return StepOutput(loss.detach(), correct)
 
 
 def endless(loader: Iterable) -> Iterator[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from alexnet_dali.builders import (
     resolve_for_data,
     seed_everything,
 )
-from alexnet_dali.cadence import Agreement, LossWindow, StopRequest, is_sync_point
+from alexnet_dali.cadence import Agreement, EpochTrain, LossWindow, StopRequest, is_sync_point
 from alexnet_dali.config import TrainConfig, save_resolved_config
 from alexnet_dali.distributed import DistInfo
 from alexnet_dali.errors import TrainingDiverged, signal_exit_status
@@ -37,6 +38,7 @@ from alexnet_dali.evaluation import evaluate
 from alexnet_dali.health import DamageTally, Health
 from alexnet_dali.optim import LRSchedule, build_optimizer, group_sizes, load_optimizer_state
 from alexnet_dali.runlog import RunLog, chance_note, complete_line, devices_line, resume_line
+from alexnet_dali.runreport import epoch_line, summary_lines
 from alexnet_dali.steps import TrainStep, endless
 from alexnet_dali.tools.outdir import explained
 from alexnet_dali.tools.storage import StorageError
@@ -81,6 +83,7 @@ class Run:
         self.optimizer = build_optimizer(self.net.parameters(), cfg.optim)
         self.schedule = LRSchedule(self.optimizer, cfg.optim)
         self.pos, self.best_top1_err = Position(), float("inf")
+        self.epoch_train = EpochTrain()  # the current epoch's train loss and error so far
         loader_ckpt = self._restore(resume, allow_mismatch) if resume else None
         if cfg.compile:
             self.model = torch.compile(self.model)
@@ -148,7 +151,7 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
         return True
     bar = tqdm(total=total, initial=pos.step_in_epoch, desc=f"epoch {pos.epoch + 1}/{cfg.epochs}",
                disable=not info.is_main, dynamic_ncols=True, leave=False)
-    window = LossWindow()
+    window, run.epoch_train = LossWindow(), EpochTrain()
     alone = not distributed.active()
     for images, labels in endless(run.train_loader):
         window.add(run.step(images, labels), images.shape[0] * info.world_size)
@@ -159,10 +162,12 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
         if is_sync_point(cfg, pos.step_in_epoch, total) or stopping:
             agreed = window.agree(stop.pending(), info.world_size, run.damage.counts(),
                                   run.health.device_values(run.input_device))
-            loss_v, rate = agreed.loss, agreed.images_per_s
-            bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{run.schedule.lr:.2g}", img_s=f"{rate:.1f}")
+            run.epoch_train.add(agreed)
+            bar.set_postfix(loss=f"{agreed.loss:.3f}", err=f"{agreed.top1_err:.3f}",
+                            lr=f"{run.schedule.lr:.2g}", img_s=f"{agreed.images_per_s:.1f}")
             run.log.write({"kind": "train", "epoch": pos.epoch + 1, "step": pos.global_step,
-                           "loss": loss_v, "lr": run.schedule.lr, "images_per_s": rate})
+                           "loss": agreed.loss, "top1_err": agreed.top1_err,
+                           "lr": run.schedule.lr, "images_per_s": agreed.images_per_s})
             window.reset()
             stopping, halted = agreed.stop, _check_sync(run, agreed, total, bar)
         if stopping or halted:
@@ -216,23 +221,22 @@ def _end_epoch(run: Run) -> dict[str, float]:
     run.best_top1_err = min(run.best_top1_err, result["top1_err"])
     old_lr = run.schedule.lr
     dropped = run.schedule.end_epoch(pos.epoch, result["top1_err"])
+    pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+    saved = run.save()
     if run.info.is_main:
         note = dropped and run.health.plateau_note(result["top1_err"], result["samples"],
                                                    run.schedule.drops, old_lr, run.schedule.lr)
         if note:  # before the line that reports the drop
             tqdm.write(note)
-        tqdm.write(f"epoch {pos.epoch + 1}: val loss {result['loss']:.4f} top-1 err "
-                   f"{result['top1_err']:.4f} top-5 err {result['top5_err']:.4f}"
-                   + (f"; lr -> {run.schedule.lr:.3g}" if dropped else ""))
-        note = chance_note(result["top1_err"], run.cfg.model.num_classes, result["samples"],
-                           pos.epoch + 1)
+        classes = run.cfg.model.num_classes
+        tqdm.write(epoch_line(pos.epoch, result, run.epoch_train.result(), classes,
+                              run.schedule.lr if dropped else None, saved))
+        note = chance_note(result["top1_err"], classes, result["samples"], pos.epoch)
         if note:
             tqdm.write(note)
-    pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
-    path = run.save()
     if damaged:
         raise run.damage.error(f"Validation met it at the end of epoch {pos.epoch} (not scored)",
-                               path)
+                               saved)
     return result
 
 
@@ -255,6 +259,7 @@ def _saved_on_storage_failure(run: Run):
 def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None,
           allow_mismatch: bool = False) -> dict[str, Any]:
     """Train per `cfg`, resuming from a checkpoint (file, run dir or loaded dict); a summary."""
+    started = time.monotonic()
     info = distributed.setup(cfg.device)
     stop = StopRequest()
     lock = run = None
@@ -292,7 +297,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
                 if line:
                     tqdm.write(line)
         last: dict[str, float] = {}
-        completed = True
+        completed, first_epoch = True, run.pos.epoch
         while run.pos.epoch < cfg.epochs:
             with _saved_on_storage_failure(run):
                 if not _run_epoch(run, stop):
@@ -310,6 +315,9 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
                 last = _end_epoch(run)
         if info.is_main and run.damage.summary():
             tqdm.write(run.damage.summary())
+        if completed and info.is_main:
+            for line in summary_lines(cfg, first_epoch, time.monotonic() - started):
+                tqdm.write(line)
         return {"completed": completed, "epoch": run.pos.epoch, "global_step": run.pos.global_step,
                 "val": last, "signal": stop.signal_name}
     except OSError as e:  # disk full, read-only, ...: one line saying what to do

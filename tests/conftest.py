@@ -4,7 +4,8 @@ the `gpu` marker's skip; `s3`, a real S3-compatible server on 127.0.0.1 (`tests/
 `raw_dataset`: ROOT/{train,val}/<class>/*.JPEG, 4 classes, 24 train + 8 val images per class,
 sides 96-320 px, no odd files. `shard_dataset`: that data preprocessed (16 samples per shard:
 6 train shards, 2 val shards) plus pca.json and mean_image.npy. Hand-made shard folders for the
-pipeline tests come from `tests/helpers.py`.
+pipeline tests come from `tests/helpers.py`. `tests/tempuse.py` measures the suite's temp folder
+(its peak is limited by --temp-limit-gb, default 1).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import os
 from pathlib import Path
 
 import pytest
+from tempuse import (  # noqa: F401 - hooks and a fixture, found here by pytest
+    pytest_addoption, pytest_runtest_logstart, pytest_sessionfinish, pytest_terminal_summary,
+    temp_use_sampler)
 
 from alexnet_dali.tools.images import ImageSettings
 from alexnet_dali.tools.pca import pca_stats

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from alexnet_dali.bench_train import ROUNDS, time_sources
+from alexnet_dali.steps import StepOutput
 
 
 class RecordingStep:
@@ -15,9 +16,9 @@ class RecordingStep:
     def __init__(self) -> None:
         self.sources: list[str] = []
 
-    def __call__(self, images: torch.Tensor, labels: list[str]) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, labels: list[str]) -> StepOutput:
         self.sources.append(labels[0])
-        return torch.zeros(())
+        return StepOutput(torch.zeros(()), torch.zeros((), dtype=torch.long))
 
 
 def batches(name: str):

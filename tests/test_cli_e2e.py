@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -22,13 +23,27 @@ def test_train_eval_tencrop_figures_predict_export(shard_dataset, raw_dataset, t
                                  "--run-dir", str(run_dir), "--device", "cpu", "--threads", "2",
                                  "--set", "augment.std_normalize=true"])
     assert train.exit_code == 0, train.output
+    said = train.stdout.splitlines()
+    assert re.fullmatch(r"epoch 1: val loss \d+\.\d{4} top-1 err [01]\.\d{4}; train loss "
+                        r"\d+\.\d{4} top-1 err [01]\.\d{4}; saved ckpt-0001-0000002\.pt "
+                        r"\(45\d MB\)", said[-6]), said[-6]  # no top-5 with 4 classes
+    best = run_dir / "checkpoints" / "ckpt-0001-0000002.pt"
+    assert re.fullmatch(r"done: 1 epoch in \d+ (min \d+ )?s", said[-5]), said[-5]
+    assert said[-4].startswith("best: val top-1 err ") and said[-4].endswith(
+        f" after epoch 1 ({best})")
+    assert re.fullmatch(rf"checkpoints: 1 in {run_dir}/checkpoints, 45\d MB \(--keep-checkpoints "
+                        r"N keeps the newest N\)", said[-3]), said[-3]
+    assert said[-2:] == [f"next: alexnet-dali eval {shard_dataset} --checkpoint {run_dir} "
+                         "--tencrop", f"next: alexnet-dali figures {run_dir}"]
     resolved = json.loads((run_dir / "config.json").read_text())
     assert resolved["batch_size"] == 8 and resolved["model"]["num_classes"] == 4
     assert resolved["augment"]["std_normalize"] is True and resolved["data"] == str(shard_dataset)
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["kind"] for x in lines] == ["train", "train", "val"]
-    assert lines[1] | {"loss": 0, "lr": 0, "images_per_s": 0} == {
-        "kind": "train", "epoch": 1, "step": 2, "loss": 0, "lr": 0, "images_per_s": 0}
+    assert lines[1] | {"loss": 0, "top1_err": 0, "lr": 0, "images_per_s": 0} == {
+        "kind": "train", "epoch": 1, "step": 2, "loss": 0, "top1_err": 0, "lr": 0,
+        "images_per_s": 0}
+    assert lines[1]["top1_err"] * 8 in range(9)  # one step of 8 images since the last line
     assert set(lines[2]) == {"kind", "epoch", "step", "loss", "top1_err", "top5_err"}
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt-0001-0000002.pt"]
     from alexnet_dali.checkpoint import load_checkpoint
@@ -72,7 +87,8 @@ def test_train_eval_tencrop_figures_predict_export(shard_dataset, raw_dataset, t
     assert export.exit_code == 0, export.output
     info = json.loads((tmp_path / "alexnet.pt.json").read_text())
     assert info["normalization_folded_in"]["std_rgb"] != [1.0, 1.0, 1.0]  # std_normalize=true
-    assert [c["name"] for c in info["classes"]] == [f"n{i:08d}" for i in range(4)]
+    assert [(c["name"], c["wnid"]) for c in info["classes"]] == [
+        (words, f"n{i:08d}") for i, words in enumerate(["disc", "square", "triangle", "cross"])]
 
 
 def test_resume_with_another_batch_size_is_refused(shard_dataset, tmp_path):
@@ -236,6 +252,7 @@ def test_a_run_at_chance_after_three_epochs_gets_one_note(tmp_path, monkeypatch,
     train = CliRunner().invoke(main, ["train", "synthetic", "--run-dir", str(tmp_path),
                                       "--device", "cpu", "--batch-size", "2", "--epochs", "4",
                                       "--max-steps-per-epoch", "1", "--lr", "1e-9",
+                                      "--keep-checkpoints", "1",
                                       "--set", "model.num_classes=4"])
     assert train.exit_code == 0, train.output
     notes = [line for line in train.output.splitlines() if line.startswith("note: after")]

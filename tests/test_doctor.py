@@ -65,6 +65,10 @@ def test_a_failing_check_is_a_fail_line_and_exit_1(tmp_path: Path) -> None:
     assert "SKIP skipped: not here" in lines and "SKIP slow: --quick" in lines
     assert any(line.startswith("SKIP two-gpus: ") and "needs 99" in line for line in lines)
     assert "**failed**" in (tmp_path / "r.md").read_text()
+    assert lines[-1] == (f"report written to {tmp_path / 'r.md'}: to report a problem, open an "
+                         "issue on the project's issue tracker (the repository you installed it "
+                         "from) and paste the report there, with the command that failed and its "
+                         "output (README: Reporting a problem)")
     assert run_doctor(checks[1:], quick=True, echo=lines.append) == 0
 
 
@@ -103,6 +107,7 @@ def test_decoder_tolerance_allows_edges_not_shifts() -> None:
         doctor_gpu.check_decoded(a, shifted)
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_step_and_model_parallel_on_the_cpu(ctx: Context) -> None:
     assert "loss" in doctor_gpu.bf16_channels_last_step(ctx.data(), ctx, CPU)
     assert "gradients within" in doctor_gpu.model_parallel_equals_grouped(("cpu", "cpu"))

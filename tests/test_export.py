@@ -28,7 +28,8 @@ def inference(request) -> InferenceModel:
     norm = Normalization((3.0, -2.0, 1.0), (50.0, 60.0, 70.0),
                          rng.normal(120, 30, size=(256, 256, 3)).astype(np.float32))
     return InferenceModel(build_model(cfg.model).eval(), cfg, norm,
-                          tuple(f"class {i}" for i in range(5)), ImageSettings(), "ckpt.pt")
+                          tuple(f"class {i}" for i in range(5)), ImageSettings(), "ckpt.pt",
+                          tuple(f"n{i:08d}" for i in range(5)))
 
 
 def _images_and_eager(inference: InferenceModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,12 +50,13 @@ def test_torchscript_equals_eager_for_float_and_uint8_input(inference, tmp_path)
     assert (run_exported("torchscript", out, crops) - eager).abs().max() < LOGIT_TOL  # uint8
     written = json.loads((tmp_path / "alexnet.pt.json").read_text())
     assert written == json.loads(json.dumps(info))
-    assert written["classes"][4] == {"id": 4, "name": "class 4"}
+    assert written["classes"][4] == {"id": 4, "name": "class 4", "wnid": "n00000004"}
     assert written["input"]["shape"] == ["N", 3, 224, 224] and written["input"]["scale"] == "0-255"
     assert written["normalization_folded_in"]["mean_image_folded"] == "center crop"
     assert written["check"].startswith("max |exported - eager| logit")
 
 
+@pytest.mark.slow
 def test_onnx_equals_eager_with_any_batch_size(inference, tmp_path):
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")

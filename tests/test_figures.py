@@ -5,6 +5,7 @@ end."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +171,8 @@ def run_dir(shard_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     save_checkpoint(run, new_state(model=model.state_dict(), config=cfg, epoch=1, global_step=3),
                     keep=1)
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in METRICS))
-    return run
+    yield run
+    shutil.rmtree(run)  # 0.23 GB: not kept for the rest of the session
 
 
 def test_fc7_features_belong_to_the_returned_crops(run_dir: Path, shard_dataset: Path) -> None:
@@ -207,8 +209,18 @@ def test_class_names_come_from_the_manifest(shard_dataset: Path) -> None:
     from alexnet_dali.figures import class_names
     from alexnet_dali.tools.manifest import read_manifest
 
-    names = [c.name for c in read_manifest(shard_dataset).classes]
-    assert class_names(shard_dataset) == names and len(names) == 4
+    words = [c.words for c in read_manifest(shard_dataset).classes]
+    assert class_names(shard_dataset) == words == ["disc", "square", "triangle", "cross"]
+
+
+def test_the_conv1_title_says_early_filters_look_like_noise(run_dir: Path) -> None:
+    from alexnet_dali.figures import EARLY_EPOCHS, conv1_figure, load_run_model
+
+    model, cfg, state = load_run_model(run_dir)
+    early = conv1_figure(model, cfg, state, run_dir).get_suptitle()
+    assert "epoch 1, step 3\nafter so few epochs the filters still look like noise" in early
+    late = conv1_figure(model, cfg, {**state, "epoch": EARLY_EPOCHS}, run_dir).get_suptitle()
+    assert "noise" not in late and late.endswith(f"epoch {EARLY_EPOCHS}, step 3")
 
 
 def test_make_figures_on_an_empty_dir_is_a_clear_error(tmp_path: Path) -> None:

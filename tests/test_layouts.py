@@ -141,6 +141,57 @@ def test_hf_without_mapping_names_classes_by_id_with_the_shards_words(outputs):
                        for i, w in enumerate(WNIDS)]
 
 
+def test_the_layout_comes_first_then_where_the_class_names_come_from(outputs, roots):
+    hf_notes = outputs["hf"][2]
+    assert hf_notes[0] == f"layout: hf (detected from {roots['hf']}; --layout NAME overrides)"
+    assert ("note: class names are the label ids 0-3 (the parquet shards hold no WNIDs), words "
+            "from the shards' metadata; for WNIDs put the dataset repository's classes.py in "
+            "SRC, or pass --class-names FILE (classes.py, or '<wnid> <words>' lines: Kaggle's "
+            "LOC_synset_mapping.txt, Caffe's synset_words.txt)") in hf_notes
+    assert not any("label ids" in n for n in outputs["hf-names"][2])  # --class-names given
+    assert outputs["extracted"][2][0].startswith("layout: folders (detected from ")
+    assert ("note: the classes are WNID folders without words (predict and eval show the "
+            "WNIDs): pass --class-names FILE ('<wnid> <words>' lines: Kaggle's "
+            "LOC_synset_mapping.txt, Caffe's synset_words.txt) or put such a file in SRC as "
+            "synset_words.txt") in outputs["extracted"][2]
+
+
+CLASSES_PY = """from collections import OrderedDict
+
+IMAGENET2012_CLASSES = OrderedDict(
+    {{
+{}    }}
+)
+"""
+
+
+def test_hf_reads_classes_py_beside_data_for_wnids_and_words(mini, tmp_path, outputs):
+    src = write_hf(mini, tmp_path / "hf")
+    entries = "".join(f'        "{w}": "{WORDS[w]}",\n' for w in WNIDS)
+    (src / "classes.py").write_text(CLASSES_PY.format(entries))
+    manifest, notes = run(src, tmp_path / "out")
+    assert manifest["classes"] == outputs["hf-names"][1]["classes"]  # as with the mapping file
+    assert f"note: class names and words from {src / 'classes.py'}" in notes
+    pairs = "".join(f'    ("{w}", "{WORDS[w]}"),\n' for w in WNIDS)
+    listed = tmp_path / "pairs.py"
+    listed.write_text(f"from collections import OrderedDict\nC = OrderedDict([\n{pairs}])\n")
+    again, _ = run(src, tmp_path / "out2", class_names=listed)
+    assert again["classes"] == manifest["classes"]
+    bad = tmp_path / "bad.py"
+    bad.write_text("NAMES = {'tench': 'tench, Tinca tinca'}\n")
+    with pytest.raises(DataError, match="bad.py: no {'<wnid>': '<words>', ...} literal"):
+        run(src, tmp_path / "out3", class_names=bad)
+
+
+def test_folders_read_synset_words_txt_beside_train(mini, tmp_path):
+    src = write_extracted(mini, tmp_path / "src")
+    (src / "synset_words.txt").write_text("".join(f"{w} {WORDS[w]}\n" for w in WNIDS))
+    manifest, notes = run(src, tmp_path / "out")
+    assert [c["words"] for c in manifest["classes"]] == [WORDS[w] for w in WNIDS]
+    assert f"note: class words from {src / 'synset_words.txt'}" in notes
+    assert not any("without words" in n for n in notes)
+
+
 def test_notes_for_skipped_and_odd_data(outputs):
     notes = {name: " | ".join(outputs[name][2]) for name in ("official", "kaggle", "hf")}
     assert "test: skipped (the test images have no labels)" in notes["kaggle"]

@@ -18,7 +18,9 @@ def test_read_manifest_types_what_preprocess_wrote(shard_dataset: Path) -> None:
     assert manifest.path == shard_dataset / MANIFEST_NAME and manifest.root == shard_dataset
     file_bytes = (shard_dataset / MANIFEST_NAME).read_bytes()
     assert manifest.sha256 == hashlib.sha256(file_bytes).hexdigest()
-    assert manifest.classes == tuple(ClassEntry(c["id"], c["name"]) for c in raw["classes"])
+    assert manifest.classes == tuple(ClassEntry(c["id"], c["name"], c["words"])
+                                     for c in raw["classes"])
+    assert [c.words for c in manifest.classes] == ["disc", "square", "triangle", "cross"]
     assert set(manifest.splits) == {"train", "val"}
     for name, entry in manifest.splits.items():
         assert entry.samples == raw["splits"][name]["samples"]

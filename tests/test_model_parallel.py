@@ -41,6 +41,7 @@ def check_split_equals_grouped(devices: tuple[str, str], train: bool) -> None:
         torch.testing.assert_close(merged[name] / scale, g / scale, rtol=0, atol=1e-4, msg=name)
 
 
+@pytest.mark.slow
 def test_split_equals_grouped_on_cpu() -> None:
     check_split_equals_grouped(("cpu", "cpu"), train=True)  # dropout 0: train mode is deterministic
 
@@ -50,6 +51,7 @@ def test_split_equals_grouped_across_cpu_and_gpu() -> None:
     check_split_equals_grouped(("cpu", "cuda:0"), train=True)
 
 
+@pytest.mark.slow
 def test_state_dict_round_trips_in_the_grouped_layout() -> None:
     torch.manual_seed(4)
     grouped_sd = build_model(CFG).state_dict()

@@ -219,3 +219,14 @@ def test_val_class_missing_from_train_is_a_clear_error(tmp_path):
     (tmp_path / "src" / "val" / "n99999999").mkdir()
     with pytest.raises(DataError, match="n99999999.*not among the train classes"):
         preprocess(tmp_path / "src", tmp_path / "out", CONFIG, progress=False)
+
+
+def test_bench_preprocess_table_says_what_its_ratios_compare_with() -> None:
+    from alexnet_dali.tools.bench import PATHS, BenchRow, format_table
+
+    rows = [BenchRow((500, 375), 10, name, seconds, seconds, 33.0, 4.2)
+            for (name, *_), seconds in zip(PATHS, (2.0, 1.0, 0.5, 0.5))]
+    lines = format_table(rows, workers=1).splitlines()
+    assert "| x vs pillow, folders (wall, CPU) |" in lines[1]
+    assert [line.split(" | ")[5] for line in lines[3:7]] == ["1.00x, 1.00x", "2.00x, 2.00x",
+                                                             "4.00x, 4.00x", "4.00x, 4.00x"]

@@ -172,6 +172,7 @@ def test_fifo_is_rejected_instead_of_blocking(tmp_path):
     assert "not a regular file" in (tmp_path / "out" / "train" / "rejects.tsv").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["folders", "official"])
 def test_resume_after_sigkill_of_the_cli(tmp_path, layout):
     """A real kill -9 mid-run: records mark complete shards; a re-run completes identically."""
@@ -214,6 +215,7 @@ def test_resume_after_sigkill_of_the_cli(tmp_path, layout):
     assert output_bytes(tmp_path / "out") == output_bytes(tmp_path / "ref")
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_that_rerunning_resumes_and_exits_130(tmp_path):
     """SIGINT to the process group (a terminal's Ctrl-C reaches the worker processes too): one
     line saying the finished shards are kept and how to resume, exit 130; re-running completes."""
@@ -240,8 +242,11 @@ def test_ctrl_c_says_that_rerunning_resumes_and_exits_130(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
-    assert stderr.splitlines() == [f"interrupted: finished shards in {out} are kept; run the "
-                                   "same command again to resume"]
+    src = tmp_path / "src"
+    assert stderr.splitlines() == [
+        f"layout: folders (detected from {src}; --layout NAME overrides)",
+        f"note: class words from {src}/synset_words.txt",
+        f"interrupted: finished shards in {out} are kept; run the same command again to resume"]
     assert not (out / "manifest.json").exists()
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,13 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet_dali.checkpoint import latest_checkpoint
+from alexnet_dali.checkpoint import latest_checkpoint, list_checkpoints
 
 pytestmark = pytest.mark.slow
 
 TRAIN_ARGS = ["--device", "cpu", "--threads", "2", "--workers", "1", "--batch-size", "8",
               "--epochs", "2", "--max-steps-per-epoch", "3",
-              "--keep-checkpoints", "10", "--deterministic", "--init", "he", "--lr", "0.001",
+              "--keep-checkpoints", "1", "--deterministic", "--init", "he", "--lr", "0.001",
               "--std-normalize", "--log-every", "1"]
 
 
@@ -38,9 +39,11 @@ def _final_model(run_dir: Path) -> dict[str, torch.Tensor]:
     return ckpt["model"]
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120,
+              alone: bool = False) -> None:
+    """Until `path` exists (`alone`: and keep-last-1 has deleted the checkpoints before it)."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not path.exists() or (alone and list_checkpoints(path.parent.parent) != [path]):
         assert proc.poll() is None, f"training exited early: {proc.communicate()}"
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.05)
@@ -50,11 +53,13 @@ def test_resume_after_sigkill_mid_epoch_is_bitwise_exact(shard_dataset, tmp_path
     full, killed = tmp_path / "full", tmp_path / "killed"
     first = subprocess.run(_train_cmd(shard_dataset, full), capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
+    expected = _final_model(full)
+    shutil.rmtree(full)  # a checkpoint is 0.46 GB: one run's at a time on disk
 
     proc = subprocess.Popen(_train_cmd(shard_dataset, killed, "--checkpoint-every", "2"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mid_epoch_2 = killed / "checkpoints" / "ckpt-0001-0000005.pt"  # epoch 2, after its 2nd step
-    _wait_for(mid_epoch_2, proc)
+    _wait_for(mid_epoch_2, proc, alone=True)  # the next save is a step and a validation away
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
@@ -67,7 +72,7 @@ def test_resume_after_sigkill_mid_epoch_is_bitwise_exact(shard_dataset, tmp_path
     steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").open()
              if '"train"' in line]
     assert steps == list(range(1, 7)), "metrics.jsonl repeats or misses steps after the resume"
-    expected, got = _final_model(full), _final_model(killed)
+    got = _final_model(killed)
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.equal(expected[name], got[name]), f"{name} differs after resume"
@@ -81,6 +86,7 @@ def test_a_signal_saves_then_exits_128_plus_its_number_and_resume_says_where(tmp
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "alexnet_dali.cli", "train", "synthetic", "--run-dir",
            str(run_dir), "--device", "cpu", "--threads", "2", "--batch-size", "2", "--epochs", "1",
+           "--keep-checkpoints", "1",
            "--max-steps-per-epoch", "1000", "--log-every", "1", "--set", "model.num_classes=4"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)

@@ -20,6 +20,8 @@ def test_layout_sizes_and_determinism(tmp_path):
     counts = write_sample_data(tmp_path / "a", config)
     write_sample_data(tmp_path / "b", config)
     assert counts == {"train": 18, "val": 6}
+    assert (tmp_path / "a" / "synset_words.txt").read_text() == (
+        "n00000000 disc\nn00000001 square\nn00000002 triangle\n")
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.JPEG"))
     assert len(files) == 24
     assert {f.parts[1] for f in files} == {class_name(i) for i in range(3)}
@@ -78,6 +80,12 @@ def test_cli_sample_data_preprocess_pca_stats(tmp_path):
     assert result.exit_code == 0, result.output
     assert "train: found 21 = written 18 + rejected 3" in result.output
     assert "val: found 13 = written 10 + rejected 3" in result.output
+    assert result.stderr.splitlines()[0] == (f"layout: folders (detected from {raw}; --layout "
+                                             "NAME overrides)")
+    assert f"note: class words from {raw}/synset_words.txt" in result.output
+    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    assert [(c["name"], c["words"]) for c in manifest["classes"]] == [
+        ("n00000000", "disc"), ("n00000001", "square")]
     result = runner.invoke(main, ["pca-stats", shards, "--workers", "1", "--quiet",
                                   "--mean-image"])
     assert result.exit_code == 0, result.output

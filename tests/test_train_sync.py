@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from alexnet_dali import distributed, trainer
-from alexnet_dali.cadence import LossWindow, is_sync_point
+from alexnet_dali.cadence import Agreed, EpochTrain, LossWindow, is_sync_point
 from alexnet_dali.config import ModelConfig, TrainConfig
+from alexnet_dali.steps import StepOutput
 from alexnet_dali.synthetic import SyntheticTrainLoader
 
 STEPS, LOG_EVERY = 12, 4
@@ -93,6 +94,9 @@ def test_one_all_reduce_and_one_host_copy_per_sync_point(tmp_path, monkeypatch, 
     assert [r["step"] for r in lines] == sync_steps
     # the fake world of two identical ranks: the mean over ranks is each rank's own loss
     assert all(0.0 < r["loss"] < 10.0 for r in lines)
+    # the top-1 error over a window's images (2 a step on each of the 2 ranks: 16 in the 4-step
+    # windows, 8 in the 2-step ones): a multiple of 1/16
+    assert all(0.0 <= r["top1_err"] <= 1.0 and (r["top1_err"] * 16).is_integer() for r in lines)
 
 
 def test_under_ddp_a_signal_stops_every_rank_at_the_next_sync_point(tmp_path, monkeypatch,
@@ -126,17 +130,26 @@ def signal_at_batch(monkeypatch, n: int) -> None:
 def test_loss_window_means_over_steps_and_ranks(monkeypatch) -> None:
     monkeypatch.setattr(distributed, "all_reduce", lambda t, op="sum": t.mul_(2))
     window = LossWindow()
-    for value in (1.0, 2.0, 6.0):
-        window.add(torch.tensor(value), images=4)
-    loss, rate, stop, counts, values = window.agree(False, world_size=2, counts=[1.0, 3.0],
-                                                    device_values=torch.tensor([0.0, 1.0]))
-    assert loss == pytest.approx(3.0) and rate > 0 and not stop
-    assert counts == [2.0, 6.0] and values == [0.0, 2.0]  # summed over the two ranks
+    for value, correct in ((1.0, 1), (2.0, 4), (6.0, 0)):  # batches of 4 images a rank
+        window.add(StepOutput(torch.tensor(value), torch.tensor(correct)), images=8)
+    agreed = window.agree(False, world_size=2, counts=[1.0, 3.0],
+                          device_values=torch.tensor([0.0, 1.0]))
+    assert agreed.loss == pytest.approx(3.0) and agreed.images_per_s > 0 and not agreed.stop
+    assert agreed.images == 24 and agreed.top1_err == pytest.approx(1 - 10 / 24)
+    assert agreed.counts == [2.0, 6.0] and agreed.device_values == [0.0, 2.0]  # over 2 ranks
     window.reset()
-    window.add(torch.tensor(1.0), images=4)
+    window.add(StepOutput(torch.tensor(1.0), torch.tensor(2)), images=8)
     assert window.agree(True, world_size=2).stop
     with pytest.raises(RuntimeError):
         LossWindow().agree(False, world_size=1)
+
+
+def test_the_epoch_train_numbers_weight_each_window_by_its_images() -> None:
+    epoch = EpochTrain()
+    assert epoch.result() is None
+    epoch.add(Agreed(loss=2.0, top1_err=0.5, rate=1.0, stop=False, images=30))
+    epoch.add(Agreed(loss=1.0, top1_err=0.25, rate=1.0, stop=False, images=10))
+    assert epoch.result() == pytest.approx({"loss": 1.75, "top1_err": 0.4375})
 
 
 @pytest.mark.parametrize("step,expected", [(3, False), (4, True), (6, True), (7, False),

@@ -1,4 +1,4 @@
-"""`bench preprocess`: preprocess throughput and output quality, today's path vs the new ones.
+"""`bench preprocess`: preprocess throughput and output quality, the Pillow path vs the others.
 
 Paths, each the real `preprocess` (read, decode, resize, encode, shard writing):
 - `pillow, folders`: Pillow decodes (draft mode), resizes and encodes, files from a folder tree
@@ -157,10 +157,11 @@ def run_bench(counts: tuple[int, int], workers: int, repeats: int,
 
 
 def format_table(rows: list[BenchRow], workers: int) -> str:
-    """Markdown table of the rows; `x today` compares with the first path of the same size."""
+    """Markdown table of the rows; `x vs pillow` compares with the first path (`pillow,
+    folders`) of the same source size."""
     lines = [f"preprocess, {workers} worker(s), best of runs; img/s = source images per second "
              "(wall clock), CPU img/s = per CPU second of this process",
-             "| source size | images | path | img/s | CPU img/s | x today (wall, CPU) "
+             "| source size | images | path | img/s | CPU img/s | x vs pillow, folders (wall, CPU) "
              "| PSNR dB | mean abs diff |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:  # with more workers, this process's CPU time misses theirs

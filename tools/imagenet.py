@@ -7,6 +7,7 @@ ever used to find a WNID, never as a class id.
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 import tarfile
@@ -105,11 +106,15 @@ def parse_meta(data: bytes, name: Path) -> tuple[dict[int, str], dict[str, str]]
 
 
 def read_synset_words(path: Path) -> dict[str, str]:
-    """`<name> <words>` lines (Kaggle's LOC_synset_mapping.txt) -> {name: words}."""
+    """`<name> <words>` lines (Kaggle's LOC_synset_mapping.txt, Caffe's synset_words.txt) ->
+    {name: words}; a `.py` file is read as Hugging Face's classes.py (`read_classes_py`)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read the class names file ({e})") from None
+    if path.suffix == ".py":
+        return read_classes_py(text, path)
+    lines = text.splitlines()
     words = {}
     for number, line in enumerate(lines, 1):
         name, _, text = line.strip().partition(" ")
@@ -121,6 +126,27 @@ def read_synset_words(path: Path) -> dict[str, str]:
     if not words:
         raise DataError(f"{path}: no '<class> <words>' lines")
     return words
+
+
+def read_classes_py(text: str, path: Path) -> dict[str, str]:
+    """The WNID -> words literal of Hugging Face imagenet-1k's classes.py (`IMAGENET2012_CLASSES =
+    OrderedDict({"n01440764": "tench, Tinca tinca", ...})`, or a list of pairs), read with `ast`:
+    nothing in the file is run."""
+    try:
+        tree = ast.parse(text, str(path))
+    except SyntaxError as e:
+        raise DataError(f"{path}: not Python ({e.msg}, line {e.lineno})") from None
+    for node in ast.walk(tree):
+        pairs = (list(zip(node.keys, node.values)) if isinstance(node, ast.Dict) else
+                 [tuple(e.elts) for e in node.elts if isinstance(e, ast.Tuple) and len(e.elts) == 2]
+                 if isinstance(node, (ast.List, ast.Tuple)) else [])
+        strings = [(k.value, v.value) for k, v in pairs if isinstance(k, ast.Constant)
+                   and isinstance(v, ast.Constant) and isinstance(k.value, str)
+                   and isinstance(v.value, str) and WNID.fullmatch(k.value)]
+        if strings and len(strings) == len(pairs):
+            return dict(strings)
+    raise DataError(f"{path}: no {{'<wnid>': '<words>', ...}} literal (Hugging Face's classes.py "
+                    "holds one); pass '<wnid> <words>' lines instead")
 
 
 def val_number(name: str) -> int | None:

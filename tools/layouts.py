@@ -26,6 +26,10 @@ LAYOUTS = ("official", "kaggle", "hf", "folders")
 SPLITS = ("train", "val")
 KAGGLE_MAPPING, KAGGLE_VAL = "LOC_synset_mapping.txt", "LOC_val_solution.csv"
 KAGGLE_DATA = "ILSVRC/Data/CLS-LOC"
+HF_CLASSES = "classes.py"  # beside data/ in Hugging Face's imagenet-1k: WNIDs and words
+FOLDER_WORDS = "synset_words.txt"  # '<wnid> <words>' lines beside train/ (Caffe's name for it)
+WORDS_FILES = ("'<wnid> <words>' lines: Kaggle's LOC_synset_mapping.txt, Caffe's "
+               "synset_words.txt")
 LOOKED_FOR = (f"official ({official.TRAIN_TAR}, {official.VAL_TAR} or {DEVKIT_TAR}), "
               f"kaggle ({KAGGLE_MAPPING} or {KAGGLE_DATA}/), hf (*.parquet in SRC or SRC/data/), "
               "folders (train/ or val/ class folders)")
@@ -154,8 +158,11 @@ def read_kaggle(src: Path, options: ReadOptions) -> Dataset:
 def read_hf(src: Path, options: ReadOptions) -> Dataset:
     """Hugging Face imagenet-1k parquet shards; labels are already sorted-WNID indexes."""
     files = hf.parquet_files(src)
-    classes = hf_classes(files, options.class_names)
-    splits, notes = {}, []
+    names_file = options.class_names
+    if names_file is None and (src / HF_CLASSES).is_file():
+        names_file = src / HF_CLASSES
+    classes = hf_classes(files, names_file)
+    splits, notes = {}, [hf_names_note(classes, names_file, options.class_names is None)]
     for split in wanted(options.split):
         shards = files.get(hf.SPLIT_PREFIXES[split], [])
         if shards:
@@ -166,7 +173,7 @@ def read_hf(src: Path, options: ReadOptions) -> Dataset:
         notes.append(f"{prefix}-*.parquet: skipped ({len(files[prefix])} files; "
                      + ("the test images have no labels)" if prefix == "test" else "not a split "
                         "this tool builds)"))
-    return Dataset("hf", classes, splits, tuple(notes))
+    return Dataset("hf", classes, splits, tuple(n for n in notes if n))
 
 
 def hf_classes(files: dict[str, list[Path]], class_names: Path | None) -> Classes:
@@ -180,6 +187,32 @@ def hf_classes(files: dict[str, list[Path]], class_names: Path | None) -> Classe
     digits = len(str(count - 1))
     return Classes(tuple(f"{i:0{digits}d}" for i in range(count)),
                    tuple(label_names) if label_names else ("",) * count)
+
+
+def hf_names_note(classes: Classes, names_file: Path | None, found: bool) -> str:
+    """Where the hf classes' names and words come from, and how to get WNIDs without them."""
+    if names_file is not None:
+        return f"class names and words from {names_file}" if found else ""
+    words = ("words from the shards' metadata" if any(classes.words) else
+             "no words (the shards' metadata names no classes)")
+    return (f"class names are the label ids {classes.names[0]}-{classes.names[-1]} (the parquet "
+            f"shards hold no WNIDs), {words}; for WNIDs put the dataset repository's "
+            f"{HF_CLASSES} in SRC, or pass --class-names FILE ({HF_CLASSES}, or {WORDS_FILES})")
+
+
+def folder_words(src: Path, classes: Classes, options: ReadOptions) -> tuple[Classes, list[str]]:
+    """Words from SRC/synset_words.txt (unless --class-names is given), and a hint when WNID
+    folders have none."""
+    if options.class_names is not None:
+        return classes, []
+    if (src / FOLDER_WORDS).is_file():
+        return (classes.with_words(read_synset_words(src / FOLDER_WORDS)),
+                [f"class words from {src / FOLDER_WORDS}"])
+    if classes.names and not any(classes.words) and all(WNID.fullmatch(n) for n in classes.names):
+        return classes, [f"the classes are WNID folders without words (predict and eval show "
+                         f"the WNIDs): pass --class-names FILE ({WORDS_FILES}) or put such a "
+                         f"file in SRC as {FOLDER_WORDS}"]
+    return classes, []
 
 
 def read_folders(src: Path, options: ReadOptions) -> Dataset:
@@ -201,4 +234,7 @@ def read_folders(src: Path, options: ReadOptions) -> Dataset:
         splits[name] = scan_flat(root, options.val_labels, classes.names) if flat else \
             scan_image_folder(root, classes.ids(), options.progress)
     where = f"class folder {roots['train']}/{{}}" if "train" in roots else "class {}"
-    return Dataset("folders", classes, splits, (), where)
+    notes: list[str] = []
+    if "train" in roots:  # else the classes (and their words) are OUT's
+        classes, notes = folder_words(src, classes, options)
+    return Dataset("folders", classes, splits, tuple(notes), where)

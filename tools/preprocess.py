@@ -228,7 +228,10 @@ def preprocess(src: str | Path, out: str | Path, config: PreprocessConfig,
     options = layouts.ReadOptions(split, None if val_labels is None else Path(val_labels),
                                   None if class_names is None else Path(class_names), known,
                                   resolve_workers(config.workers), progress)
-    dataset = layouts.read_dataset(src, layout or layouts.detect_layout(src, split), options)
+    detected = layout or layouts.detect_layout(src, split)
+    notify(f"layout: {detected} (" + ("--layout)" if layout else f"detected from {src}; --layout "
+                                                      "NAME overrides)"))
+    dataset = layouts.read_dataset(src, detected, options)
     plans = checked_plans(out, dataset, known, config)
     for note in dataset.notes:
         notify(f"note: {note}")

@@ -1,4 +1,5 @@
-"""A small, seeded ImageNet-style dataset: `OUT/{train,val}/<class>/*.JPEG`.
+"""A small, seeded ImageNet-style dataset: `OUT/{train,val}/<class>/*.JPEG` and
+`OUT/synset_words.txt` (each class's words: its shape).
 
 Each class is a shape with its own colour, drawn at a random position and scale on a random
 gradient-and-noise background, so a CNN learns the classes in a few epochs. Image sides vary
@@ -19,6 +20,7 @@ from PIL import Image, ImageDraw
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "diamond", "hbars", "vbars")
 SPLIT_IDS = {"train": 0, "val": 1}
+WORDS_FILE = "synset_words.txt"  # the name preprocess's folders layout looks for
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,20 @@ class SampleDataConfig:
 def class_name(class_id: int) -> str:
     """WordNet-id-like folder name of a class (n00000003)."""
     return f"n{class_id:08d}"
+
+
+def class_words(class_id: int) -> str:
+    """What a class shows ("square"; past the eight shapes, "square 2" and on)."""
+    shape, lap = SHAPES[class_id % len(SHAPES)], class_id // len(SHAPES)
+    return shape if lap == 0 else f"{shape} {lap + 1}"
+
+
+def write_class_words(out: Path, classes: int) -> Path:
+    """OUT/synset_words.txt: a '<wnid> <words>' line per class, which `preprocess` reads for
+    the words that predict and eval show."""
+    path = out / WORDS_FILE
+    path.write_text("".join(f"{class_name(i)} {class_words(i)}\n" for i in range(classes)))
+    return path
 
 
 def class_colour(class_id: int, classes: int) -> tuple[int, int, int]:
@@ -140,6 +156,8 @@ def write_sample_data(out: str | Path, config: SampleDataConfig,
                       progress: Callable[[int], None] | None = None) -> dict[str, int]:
     """Write the dataset under `out`; returns the number of files written per split."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_class_words(out, config.classes)
     counts = {}
     for split, per_class in (("train", config.train_per_class), ("val", config.val_per_class)):
         counts[split] = 0
