@@ -6,7 +6,6 @@ ranks, so every sample counts exactly once.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -17,14 +16,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from alexnet_dali import distributed, metrics
+from alexnet_dali.precision import autocast
 from alexnet_dali.tools.outdir import explain_os_errors, naming
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when `precision` is bf16, else a no-op context."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def probabilities(model: torch.nn.Module, images: torch.Tensor, *, precision: str = "fp32",

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from alexnet_dali.evaluation import autocast
+from alexnet_dali.precision import autocast
 from alexnet_dali.loader_integrity import HELD_BACK
 
 

@@ -225,8 +225,11 @@ def test_bench_preprocess_table_says_what_its_ratios_compare_with() -> None:
     from alexnet_dali.tools.bench import PATHS, BenchRow, format_table
 
     rows = [BenchRow((500, 375), 10, name, seconds, seconds, 33.0, 4.2)
-            for (name, *_), seconds in zip(PATHS, (2.0, 1.0, 0.5, 0.5))]
+            for (name, *_), seconds in zip(PATHS, (2.0, 1.0, 0.5, 0.5, 0.625), strict=True)]
     lines = format_table(rows, workers=1).splitlines()
     assert "| x vs pillow, folders (wall, CPU) |" in lines[1]
-    assert [line.split(" | ")[5] for line in lines[3:7]] == ["1.00x, 1.00x", "2.00x, 2.00x",
-                                                             "4.00x, 4.00x", "4.00x, 4.00x"]
+    assert [line.split(" | ")[5] for line in lines[3:8]] == ["1.00x, 1.00x", "2.00x, 2.00x",
+                                                             "4.00x, 4.00x", "4.00x, 4.00x",
+                                                             "3.20x, 3.20x"]
+    assert lines[-1] == ("preprocess with the PCA sums / without (all sizes): 16.0 / 20.0 img/s "
+                         "= 0.80x wall, per CPU second 0.80x")

@@ -221,7 +221,7 @@ def test_damage_found_on_another_rank_stops_every_rank_at_that_sync_point(
         calls["n"] += 1
         out = twice(tensor, op)
         if calls["n"] == 2:
-            out[2] += 1.0  # (loss, stop, must stop, held back, *weight flags)
+            out[3] += 1.0  # (loss, correct, stop, must stop, held back, *weight flags)
         return out
 
     monkeypatch.setattr(distributed, "all_reduce", other_rank_finds_damage)
