@@ -52,15 +52,21 @@ def _parse_part(value: str) -> tuple[int, int]:
               help="Random seed (same seed, same files).")
 @click.option("--with-odd-files", is_flag=True,
               help="Add CMYK, grayscale, PNG/GIF/16-bit as .JPEG, RGBA, truncated, empty, text.")
+@click.option("--kind", type=click.Choice(["easy", "hard"]), default="easy", show_default=True,
+              help="easy: a colour per class (the demo's); hard: 16 shapes, each image's colour, "
+              "rotation, scale and place drawn at random, distractor strokes (bench learn's).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @report_user_errors
 def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side, seed,
-                with_odd_files, quiet) -> None:
+                with_odd_files, kind, quiet) -> None:
     """Generate a small seeded ImageNet-style dataset (OUT/{train,val}/<class>/*.JPEG).
 
     \b
     Example:
       alexnet-dali sample-data demo/raw --classes 4 --train-per-class 64 --with-odd-files
+    \b
+    Harder data (a linear model on its pixels stays near chance; docs/TRAINING.md):
+      alexnet-dali sample-data hard/raw --kind hard --classes 16 --train-per-class 80
     """
     from tqdm import tqdm
 
@@ -70,7 +76,7 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
         raise click.BadParameter(f"{min_side} > --max-side {max_side}: the smallest side cannot "
                                  "exceed the largest", param_hint="--min-side")
     config = SampleDataConfig(classes, train_per_class, val_per_class, min_side, max_side, seed,
-                              with_odd_files)
+                              with_odd_files, kind)
     with tqdm(total=classes * (train_per_class + val_per_class), unit="img",
               desc="sample-data", disable=quiet) as bar:
         counts = write_sample_data(out, config, progress=bar.update)

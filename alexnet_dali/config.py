@@ -77,6 +77,9 @@ class ModelConfig:
     dropout: float = bounded(0.5, ge=0, lt=1)  # on fc6 and fc7 only; 0 switches it off
     activation: Literal["relu", "tanh"] = "relu"
     init: Literal["paper", "he"] = "paper"  # paper: N(0, 0.01), biases 1 on conv2/4/5 fc6/7
+    # units of fc6 and fc7 (the paper's 4096; fewer: a smaller net for small data, and the tests'
+    # kilobyte-sized checkpoints). Even: model parallelism puts half on each device.
+    fc_width: int = bounded(4096, ge=2)
 
 
 @dataclass(frozen=True)

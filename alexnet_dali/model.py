@@ -29,7 +29,6 @@ PAPER_WIDTHS = (96, 256, 384, 384, 256)
 OWT_WIDTHS = (64, 192, 384, 256, 256)
 TOWER_ONLY = {"conv2", "conv4", "conv5"}  # conv1 sees the image, conv3 sees both towers
 BIAS_ONE = {"conv2", "conv4", "conv5", "fc6", "fc7"}  # the paper's bias-1 layers; others 0
-FC_WIDTH = 4096
 FINAL_MAP = 6  # spatial side of conv5's pooled output for a 224 input
 
 # The paper's LRN constants (section 3.3).
@@ -83,9 +82,9 @@ class AlexNet(nn.Module):
         self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)
         self.conv4 = nn.Conv2d(c3, c4, 3, padding=1, groups=towers)
         self.conv5 = nn.Conv2d(c4, c5, 3, padding=1, groups=towers)
-        self.fc6 = nn.Linear(c5 * FINAL_MAP * FINAL_MAP, FC_WIDTH)
-        self.fc7 = nn.Linear(FC_WIDTH, FC_WIDTH)
-        self.fc8 = nn.Linear(FC_WIDTH, cfg.num_classes)
+        self.fc6 = nn.Linear(c5 * FINAL_MAP * FINAL_MAP, cfg.fc_width)
+        self.fc7 = nn.Linear(cfg.fc_width, cfg.fc_width)
+        self.fc8 = nn.Linear(cfg.fc_width, cfg.num_classes)
         lrn = paper and cfg.lrn
         self.norm1 = TowerLRN(towers, formula=cfg.lrn_formula) if lrn else nn.Identity()
         self.norm2 = TowerLRN(towers, formula=cfg.lrn_formula) if lrn else nn.Identity()
@@ -106,7 +105,7 @@ class AlexNet(nn.Module):
         return self.pool5(self.act(self.conv5(x)))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images N×3×224×224 → fc7 activations after the nonlinearity, N×4096."""
+        """Images N×3×224×224 → fc7 activations after the nonlinearity, N×fc_width (4096)."""
         x = self.drop5(torch.flatten(self.conv_features(x), 1))
         x = self.drop6(self.act(self.fc6(x)))
         return self.act(self.fc7(x))

@@ -24,8 +24,8 @@ from torch import nn
 
 from alexnet_dali.config import ModelConfig
 from alexnet_dali.errors import ConfigError
-from alexnet_dali.model import (FC_WIDTH, FINAL_MAP, PAPER_WIDTHS, AlexNet, TowerLRN,
-                                make_dropout, make_pool)
+from alexnet_dali.model import (FINAL_MAP, PAPER_WIDTHS, AlexNet, TowerLRN, make_dropout,
+                                make_pool)
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 TOWERS = 2
@@ -72,6 +72,9 @@ class ModelParallelAlexNet(nn.Module):
         if cfg.arch != "paper" or cfg.towers != TOWERS:
             raise ConfigError("model parallelism splits the paper's two towers: use "
                               "model.arch='paper' and model.towers=2 (or drop --model-parallel)")
+        if cfg.fc_width % TOWERS:
+            raise ConfigError(f"model.fc_width = {cfg.fc_width}: model parallelism puts half of "
+                              "fc6's and fc7's units on each device; use an even width")
         self.devices = _resolve_devices(devices)
         grouped = AlexNet(cfg).state_dict()  # first, so a seed gives build_model's weights
         self.output_device = self.devices[0]
@@ -82,9 +85,10 @@ class ModelParallelAlexNet(nn.Module):
         self.conv3 = _pair(lambda: nn.Conv2d(TOWERS * c2, c3, 3, padding=1))
         self.conv4 = _pair(lambda: nn.Conv2d(c3, c4, 3, padding=1))
         self.conv5 = _pair(lambda: nn.Conv2d(c4, c5, 3, padding=1))
-        self.fc6 = _pair(lambda: nn.Linear(fc_in, FC_WIDTH // TOWERS))
-        self.fc7 = _pair(lambda: nn.Linear(FC_WIDTH, FC_WIDTH // TOWERS))
-        self.fc8 = nn.ModuleList(nn.Linear(FC_WIDTH, n) for n in halves(cfg.num_classes))
+        width = cfg.fc_width
+        self.fc6 = _pair(lambda: nn.Linear(fc_in, width // TOWERS))
+        self.fc7 = _pair(lambda: nn.Linear(width, width // TOWERS))
+        self.fc8 = nn.ModuleList(nn.Linear(width, n) for n in halves(cfg.num_classes))
         # One tower per device: the LRN window never leaves it.
         self.norm = TowerLRN(1, formula=cfg.lrn_formula) if cfg.lrn else nn.Identity()
         self.pool1, self.pool2, self.pool5 = (make_pool(cfg.overlap_pool) for _ in range(3))
@@ -122,7 +126,7 @@ class ModelParallelAlexNet(nn.Module):
         return [self.act(h) for h in self._fc("fc7", xs)]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images N×3×224×224 → fc7 activations N×4096 on `devices[0]`."""
+        """Images N×3×224×224 → fc7 activations N×fc_width on `devices[0]`."""
         return self._gather(self._fc7(x), self.output_device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,16 @@ def test_every_layer_output_shape(paper: nn.Module, overrides: dict) -> None:
     assert model.features(images()).shape == (2, 4096)
 
 
+def test_fc_width_sets_fc6_and_fc7_and_leaves_the_conv_layers() -> None:
+    narrow = build_model(ModelConfig(num_classes=4, fc_width=64))
+    shapes = {n: tuple(getattr(narrow, n).weight.shape) for n in ("fc6", "fc7", "fc8")}
+    assert shapes == {"fc6": (64, 9216), "fc7": (64, 64), "fc8": (4, 64)}
+    counts = count_parameters(narrow)
+    assert {k: counts[k] for k in ("conv1", "conv2", "conv3", "conv4", "conv5")} == {
+        k: PAPER_COUNTS[k] for k in ("conv1", "conv2", "conv3", "conv4", "conv5")}
+    assert narrow.features(images()).shape == (2, 64)
+
+
 def lrn_numpy(a: np.ndarray, tower_channels: int, formula: str, k=2.0, n=5, alpha=1e-4,
               beta=0.75) -> np.ndarray:
     """LRN by loops, summing over the window's channels of the same tower only.

@@ -75,6 +75,16 @@ def test_split_rejects_single_tower_configs() -> None:
         ModelParallelAlexNet(ModelConfig(towers=1), devices=("cpu", "cpu"))
 
 
+def test_split_halves_a_narrower_fc_width_and_refuses_an_odd_one() -> None:
+    cfg = ModelConfig(num_classes=5, fc_width=64)
+    split = ModelParallelAlexNet(cfg, devices=("cpu", "cpu"))
+    assert [tuple(t.weight.shape) for t in split.fc7] == [(32, 64), (32, 64)]
+    assert {k: v.shape for k, v in split.state_dict().items()} == {
+        k: v.shape for k, v in build_model(cfg).state_dict().items()}
+    with pytest.raises(ConfigError, match="model.fc_width = 63: .*use an even width"):
+        ModelParallelAlexNet(ModelConfig(fc_width=63), devices=("cpu", "cpu"))
+
+
 @pytest.mark.parametrize("formula", ["code", "text"])
 def test_split_lrn_uses_the_configured_formula_per_tower(formula: str) -> None:
     cfg = ModelConfig(num_classes=11, lrn_formula=formula)

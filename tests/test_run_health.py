@@ -27,6 +27,9 @@ pytestmark = pytest.mark.slow
 
 SYNTHETIC = ["--device", "cpu", "--batch-size", "2", "--threads", "2", "--keep-checkpoints", "1",
              "--set", "model.num_classes=4"]
+# checkpoints of 25 MB, not 455, where two are on disk at once (the suite's temp folder stays
+# under 1 GB); the divergence tests keep the full width, whose blow-up steps they name
+NARROW = ["--set", "model.fc_width=64"]
 
 
 def train(*args: str) -> object:
@@ -38,18 +41,19 @@ def error_lines(result) -> list[str]:
 
 
 def test_a_diverging_run_stops_with_exit_3_and_saves_nothing_non_finite(tmp_path):
-    """lr 100: the loss is 2.73, then 4.8e20, then nan at step 3 (measured): the run stops at
-    step 3's sync point, names it and the last good checkpoint (step 2), and writes no more."""
+    """lr 100 (fc_width 64): the loss is 3.5e8 at step 2, 1.2e25 at step 3, then nan at step 4
+    (measured): the run stops at step 4's sync point, names it and the last good checkpoint
+    (step 3), and writes no more."""
     run_dir = tmp_path / "run"
     result = train("--run-dir", str(run_dir), "--epochs", "2", "--max-steps-per-epoch", "4",
-                   "--log-every", "1", "--checkpoint-every", "1", "--lr", "100")
+                   "--log-every", "1", "--checkpoint-every", "1", "--lr", "100", *NARROW)
     assert result.exit_code == 3, result.output
     kept = list_checkpoints(run_dir)
-    assert [p.name for p in kept] == ["ckpt-0000-0000002.pt"]
+    assert [p.name for p in kept] == ["ckpt-0000-0000003.pt"]
     assert error_lines(result) == [
-        "error: training diverged at epoch 1, step 3 of 4 (global step 3): the train loss is nan "
-        "(mean since the previous sync point) and 16 of 16 parameters hold NaN or infinity "
-        "(first: conv1.weight). Nothing non-finite was saved. Lower the learning rate (--lr, 100 "
+        "error: training diverged at epoch 1, step 4 of 4 (global step 4): the train loss is nan "
+        "(mean since the previous sync point) and 12 of 16 parameters hold NaN or infinity "
+        "(first: conv3.weight). Nothing non-finite was saved. Lower the learning rate (--lr, 100 "
         f"now; e.g. 10x lower) and continue from the last good checkpoint with --resume "
         f"{kept[0]} (exit status 3)"]
     assert "Traceback" not in result.output
@@ -73,8 +77,9 @@ def test_without_a_checkpoint_yet_the_message_says_to_run_again(tmp_path):
 
 @pytest.fixture(scope="module")
 def nan_checkpoint(tmp_path_factory) -> str:
-    """A checkpoint file whose conv2.bias holds a NaN, written past save_checkpoint's guard."""
-    cfg = TrainConfig(data="synthetic", model=ModelConfig(num_classes=4))
+    """A checkpoint file whose conv2.bias holds a NaN, written past save_checkpoint's guard
+    (a narrow fc: 10 MB, not 244, kept for the whole module)."""
+    cfg = TrainConfig(data="synthetic", model=ModelConfig(num_classes=4, fc_width=64))
     weights = build_model(cfg.model).state_dict()
     weights["conv2.bias"][3] = float("nan")
     path = tmp_path_factory.mktemp("nan") / "checkpoints" / "ckpt-0001-0000004.pt"
@@ -116,21 +121,21 @@ def test_save_checkpoint_refuses_non_finite_weights_and_keeps_the_others(tmp_pat
 
 def test_a_resume_may_not_change_the_network_but_says_what_else_changed(tmp_path):
     run_dir = str(tmp_path / "run")
-    first = train("--run-dir", run_dir, "--epochs", "1", "--max-steps-per-epoch", "1")
+    first = train("--run-dir", run_dir, "--epochs", "1", "--max-steps-per-epoch", "1", *NARROW)
     assert first.exit_code == 0, first.output
     (ckpt,) = list_checkpoints(run_dir)
     for flags, asked, recorded in ((["--arch", "owt"], 'model.arch = "owt"',
                                     'model.arch = "paper"'),
                                    (["--set", "model.lrn=false"], "model.lrn = false",
                                     "model.lrn = true")):
-        refused = train("--run-dir", run_dir, "--epochs", "2", "--resume", *flags)
+        refused = train("--run-dir", run_dir, "--epochs", "2", "--resume", *NARROW, *flags)
         assert refused.exit_code == 2, refused.output
         assert error_lines(refused) == [
             f"error: {ckpt}: --resume cannot change the network: {asked} asked, the checkpoint "
             f"was trained with {recorded}. Drop the setting to continue that run, or train the "
             "other network from the start in another --run-dir"]
     again = train("--run-dir", run_dir, "--epochs", "2", "--max-steps-per-epoch", "1",
-                  "--resume", "--lr", "0.002", "--log-every", "5")
+                  "--resume", "--lr", "0.002", "--log-every", "5", *NARROW)
     assert again.exit_code == 0, again.output
     assert ("resuming with changed settings: epochs 1 -> 2; log_every 10 -> 5; optim.lr 0.01 -> "
             "0.002") in again.stdout
@@ -163,7 +168,7 @@ def test_eval_and_predict_refuse_shards_smaller_than_the_crop(shard_dataset, raw
 def test_a_run_that_overshoots_says_so_at_the_end_of_its_first_epoch(tmp_path):
     """The paper's init at lr 0.01 on synthetic data: 2.73 after one step (> ln 4)."""
     result = train("--run-dir", str(tmp_path / "run"), "--epochs", "2",
-                   "--max-steps-per-epoch", "2", "--log-every", "1")
+                   "--max-steps-per-epoch", "2", "--log-every", "1", *NARROW)
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stdout.splitlines() if line.startswith("note: the train")]
     assert len(notes) == 1, result.stdout

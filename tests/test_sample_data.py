@@ -10,7 +10,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from alexnet_dali.cli import main
-from alexnet_dali.tools.sample_data import (ODD_FILES, SampleDataConfig, class_colour, class_name,
+from PIL import ImageDraw
+
+from alexnet_dali.tools.sample_data import (HARD_SHAPES, ODD_FILES, SampleDataConfig, class_colour,
+                                            class_name, draw_hard_shape, make_hard_image,
                                             make_image, write_sample_data)
 
 
@@ -51,6 +54,46 @@ def test_class_colour_is_present_in_its_images():
         pixels = np.asarray(make_image(class_id, 4, rng, 120, 200)).reshape(-1, 3).astype(int)
         distance = np.abs(pixels - np.array(class_colour(class_id, 4))).max(1)
         assert (distance <= 20).mean() > 0.03  # the class shape covers a visible share
+
+
+def shape_mask(shape: str, side: int = 64) -> np.ndarray:
+    mask = Image.new("L", (side, side), 0)
+    draw_hard_shape(ImageDraw.Draw(mask), shape, side)
+    return np.asarray(mask) > 127
+
+
+def test_the_hard_shapes_are_sixteen_distinct_masks():
+    masks = {shape: shape_mask(shape) for shape in HARD_SHAPES}
+    assert len(masks) == 16
+    for shape, mask in masks.items():
+        assert mask.mean() > 0.25, shape  # drawn large, whatever its kind
+    for i, a in enumerate(HARD_SHAPES):
+        for b in HARD_SHAPES[i + 1:]:
+            assert (masks[a] != masks[b]).mean() > 0.1, (a, b)  # closest: disc, hexagon 0.13
+
+
+def test_hard_images_draw_colour_and_place_independently_of_the_class():
+    """Two images of one class differ in the colour and place of their shape: only the shape
+    tells the class (what keeps a linear model on the pixels near chance)."""
+    a, b = (np.asarray(make_hard_image(5, np.random.default_rng(seed), 200, 200), dtype=int)
+            for seed in (1, 2))
+    assert a.shape == b.shape == (200, 200, 3)
+    assert np.abs(a - b).mean() > 30
+
+
+def test_hard_kind_writes_the_hard_shapes_words(tmp_path):
+    config = SampleDataConfig(classes=17, train_per_class=1, val_per_class=0, min_side=64,
+                              max_side=80, kind="hard")
+    assert write_sample_data(tmp_path, config) == {"train": 17, "val": 0}
+    words = (tmp_path / "synset_words.txt").read_text().splitlines()
+    assert words[9] == "n00000009 hexagon" and words[16] == "n00000016 disc 2"
+    result = CliRunner().invoke(main, ["sample-data", str(tmp_path / "cli"), "--kind", "hard",
+                                       "--classes", "16", "--train-per-class", "1",
+                                       "--val-per-class", "0", "--min-side", "64",
+                                       "--max-side", "64", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli" / "synset_words.txt").read_text().splitlines()[15] == (
+        "n00000015 arrow")
 
 
 def test_odd_files_have_their_quirks(tmp_path):

@@ -1,10 +1,16 @@
 """A small, seeded ImageNet-style dataset: `OUT/{train,val}/<class>/*.JPEG` and
 `OUT/synset_words.txt` (each class's words: its shape).
 
-Each class is a shape with its own colour, drawn at a random position and scale on a random
-gradient-and-noise background, so a CNN learns the classes in a few epochs. Image sides vary
-between `min_side` and `max_side` (portrait and landscape). `odd_files=True` adds the quirks a
-real dataset has (see `ODD_FILES`).
+Two kinds:
+- `easy` (the demo's): each class is a shape with its own colour, drawn at a random position and
+  scale on a random gradient-and-noise background, so a CNN learns the classes in a few epochs
+  (and so would a linear model: the colour alone tells the class).
+- `hard` (`bench learn`'s): each class is one of `HARD_SHAPES` (16 shapes); every image draws its
+  shape's colour, rotation (±20°), scale, position and outline-or-fill at random, independently of
+  the class, over a textured background with two distractor blobs. Only the shape tells the
+  class, wherever it is: a linear model on the raw pixels stays far below a CNN.
+Image sides vary between `min_side` and `max_side` (portrait and landscape). `odd_files=True`
+adds the quirks a real dataset has (see `ODD_FILES`).
 """
 
 from __future__ import annotations
@@ -14,11 +20,15 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "diamond", "hbars", "vbars")
+HARD_SHAPES = ("disc", "square", "triangle", "cross", "ring", "diamond", "hbars", "vbars",
+               "star", "hexagon", "saltire", "frame", "crescent", "tee", "ell", "arrow")
+HARD_ROTATION = 20.0  # degrees either way: more would turn hbars into vbars, squares into diamonds
 SPLIT_IDS = {"train": 0, "val": 1}
 WORDS_FILE = "synset_words.txt"  # the name preprocess's folders layout looks for
 
@@ -34,6 +44,12 @@ class SampleDataConfig:
     max_side: int = 1000
     seed: int = 0
     odd_files: bool = False
+    kind: Literal["easy", "hard"] = "easy"
+
+    @property
+    def shapes(self) -> tuple[str, ...]:
+        """The shapes the classes cycle through."""
+        return HARD_SHAPES if self.kind == "hard" else SHAPES
 
 
 def class_name(class_id: int) -> str:
@@ -41,17 +57,18 @@ def class_name(class_id: int) -> str:
     return f"n{class_id:08d}"
 
 
-def class_words(class_id: int) -> str:
-    """What a class shows ("square"; past the eight shapes, "square 2" and on)."""
-    shape, lap = SHAPES[class_id % len(SHAPES)], class_id // len(SHAPES)
+def class_words(class_id: int, shapes: tuple[str, ...] = SHAPES) -> str:
+    """What a class shows ("square"; past the last shape, "square 2" and on)."""
+    shape, lap = shapes[class_id % len(shapes)], class_id // len(shapes)
     return shape if lap == 0 else f"{shape} {lap + 1}"
 
 
-def write_class_words(out: Path, classes: int) -> Path:
+def write_class_words(out: Path, classes: int, shapes: tuple[str, ...] = SHAPES) -> Path:
     """OUT/synset_words.txt: a '<wnid> <words>' line per class, which `preprocess` reads for
     the words that predict and eval show."""
     path = out / WORDS_FILE
-    path.write_text("".join(f"{class_name(i)} {class_words(i)}\n" for i in range(classes)))
+    path.write_text("".join(f"{class_name(i)} {class_words(i, shapes)}\n"
+                            for i in range(classes)))
     return path
 
 
@@ -99,9 +116,66 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int,
             draw.rectangle((x, y0, min(x + w, x1), y1), fill=colour)
 
 
+def draw_hard_shape(draw: ImageDraw.ImageDraw, shape: str, side: int) -> None:
+    """Draw one of `HARD_SHAPES` in white on a `side`-square mask (the first eight as
+    `_draw_shape` draws them)."""
+    if shape in SHAPES:
+        _draw_shape(draw, shape, (0, 0, side - 1, side - 1), 255)
+        return
+    c, r, w = side / 2, side / 2, max(side // 6, 2)
+    if shape in ("star", "hexagon"):
+        points = 10 if shape == "star" else 6
+        radii = [r if shape == "hexagon" or i % 2 == 0 else r * 0.42 for i in range(points)]
+        angles = np.pi * 2 * np.arange(points) / points - np.pi / 2
+        draw.polygon([(c + rad * np.cos(a), c + rad * np.sin(a))
+                      for rad, a in zip(radii, angles)], fill=255)
+    elif shape == "saltire":
+        draw.line((0, 0, side - 1, side - 1), fill=255, width=w)
+        draw.line((0, side - 1, side - 1, 0), fill=255, width=w)
+    elif shape == "frame":
+        draw.rectangle((0, 0, side - 1, side - 1), outline=255, width=w)
+    elif shape == "crescent":
+        draw.ellipse((0, 0, side - 1, side - 1), fill=255)
+        draw.ellipse((side * 0.35, -side * 0.1, side * 1.25, side * 0.9), fill=0)
+    elif shape == "tee":
+        draw.rectangle((0, 0, side - 1, w), fill=255)
+        draw.rectangle((c - w / 2, 0, c + w / 2, side - 1), fill=255)
+    elif shape == "ell":
+        draw.rectangle((0, 0, w, side - 1), fill=255)
+        draw.rectangle((0, side - 1 - w, side - 1, side - 1), fill=255)
+    else:  # arrow, pointing right
+        draw.rectangle((0, c - w / 2, side * 0.6, c + w / 2), fill=255)
+        draw.polygon([(side * 0.55, 0), (side - 1, c), (side * 0.55, side - 1)], fill=255)
+
+
+def make_hard_image(class_id: int, rng: np.random.Generator, min_side: int,
+                    max_side: int) -> Image.Image:
+    """One RGB image of `HARD_SHAPES[class_id % 16]`: colour, rotation, scale and position drawn
+    at random independently of the class, with thin random strokes as distractors."""
+    width, height = (int(v) for v in rng.integers(min_side, max_side + 1, size=2))
+    img = _background(rng, width, height)
+    draw = ImageDraw.Draw(img)
+    for _ in range(3):  # distractors: strokes, which no class shape resembles
+        points = [tuple(int(v) for v in p) for p in rng.uniform((0, 0), (width, height),
+                                                                size=(4, 2))]
+        draw.line(points, fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+                  width=max(min(width, height) // 80, 1))
+    side = int(min(width, height) * rng.uniform(0.3, 0.7))
+    mask = Image.new("L", (side, side), 0)
+    draw_hard_shape(ImageDraw.Draw(mask), HARD_SHAPES[class_id % len(HARD_SHAPES)], side)
+    mask = mask.rotate(float(rng.uniform(-HARD_ROTATION, HARD_ROTATION)),
+                       resample=Image.Resampling.BILINEAR, expand=True)
+    left = int(rng.integers(0, max(width - mask.width, 0) + 1))
+    top = int(rng.integers(0, max(height - mask.height, 0) + 1))
+    r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0))
+    colour = Image.new("RGB", mask.size, (int(r * 255), int(g * 255), int(b * 255)))
+    img.paste(colour, (left, top), mask)
+    return img
+
+
 def make_image(class_id: int, classes: int, rng: np.random.Generator, min_side: int,
                max_side: int) -> Image.Image:
-    """One RGB image of class `class_id` with random size, position and scale."""
+    """One RGB image of class `class_id` with random size, position and scale (`easy`)."""
     width, height = (int(v) for v in rng.integers(min_side, max_side + 1, size=2))
     img = _background(rng, width, height)
     side = int(min(width, height) * rng.uniform(0.35, 0.8))
@@ -157,7 +231,7 @@ def write_sample_data(out: str | Path, config: SampleDataConfig,
     """Write the dataset under `out`; returns the number of files written per split."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_class_words(out, config.classes)
+    write_class_words(out, config.classes, config.shapes)
     counts = {}
     for split, per_class in (("train", config.train_per_class), ("val", config.val_per_class)):
         counts[split] = 0
@@ -166,7 +240,9 @@ def write_sample_data(out: str | Path, config: SampleDataConfig,
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
                 rng = np.random.default_rng([config.seed, SPLIT_IDS[split], class_id, i])
-                img = make_image(class_id, config.classes, rng, config.min_side, config.max_side)
+                img = (make_hard_image(class_id, rng, config.min_side, config.max_side)
+                       if config.kind == "hard" else
+                       make_image(class_id, config.classes, rng, config.min_side, config.max_side))
                 _save_jpeg(img, folder / f"{class_name(class_id)}_{i:05d}.JPEG")
                 counts[split] += 1
                 if progress:
