@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import click
 
-from alexnet_dali import __version__, cli_data, cli_doctor, cli_pipeline, cli_train, cli_use
+from alexnet_dali import (__version__, cli_data, cli_doctor, cli_learn, cli_pipeline, cli_train,
+                          cli_use)
 from alexnet_dali.errors import DEBUG_ENV, DEBUG_META
 
 
@@ -33,10 +34,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 @main.group()
 def bench() -> None:
-    """Benchmarks that print measurements (preprocess, pipeline, train)."""
+    """Benchmarks that print measurements (preprocess, pipeline, train, init, learn)."""
 
 
-for module in (cli_data, cli_pipeline, cli_train, cli_doctor, cli_use):
+for module in (cli_data, cli_pipeline, cli_train, cli_learn, cli_doctor, cli_use):
     for command in module.COMMANDS:
         main.add_command(command)
     for command in module.BENCH_COMMANDS:

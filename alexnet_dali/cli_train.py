@@ -73,8 +73,10 @@ def train_option(*decls: str, key: str, **kwargs: Any) -> Callable:
 @train_option("--workers", key="loader.num_threads", type=int, help="DALI CPU threads per rank.")
 @train_option("--arch", key="model.arch", type=click.Choice(["paper", "owt"]),
               help="paper: two towers, 96-256-384-384-256, LRN; owt: torchvision's one tower.")
-@train_option("--init", key="model.init", type=click.Choice(["paper", "he"]),
-              help="paper: N(0, 0.01), some biases 1; he: Kaiming normal (short runs).")
+@train_option("--init", key="model.init", type=click.Choice(["code", "paper", "caffe", "he"]),
+              help="code: the authors' code (N(0, 0.01), 0.03 on conv3-5; some biases 1); paper: "
+              "N(0, 0.01) as the text prints it; caffe: bvlc_alexnet's (fc6/7 0.005, biases 0.1 "
+              "for 1); he: Kaiming normal, zero biases.")
 @train_option("--update", key="optim.update", type=click.Choice(["pytorch", "paper"]),
               help="SGD momentum rule: torch.optim.SGD's or the paper's (docs/TRAINING.md).")
 @train_option("--schedule", key="optim.schedule",

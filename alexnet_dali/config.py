@@ -76,7 +76,12 @@ class ModelConfig:
     overlap_pool: bool = True  # 3/2 max pooling; False: 2/2
     dropout: float = bounded(0.5, ge=0, lt=1)  # on fc6 and fc7 only; 0 switches it off
     activation: Literal["relu", "tanh"] = "relu"
-    init: Literal["paper", "he"] = "paper"  # paper: N(0, 0.01), biases 1 on conv2/4/5 fc6/7
+    # "code": the authors' code (the 2012 cuda-convnet layer file of the paper's net, and
+    # cuda-convnet2): N(0, 0.01), but N(0, 0.03) on conv3-5; "paper": N(0, 0.01) everywhere, as
+    # the text prints it; both set biases 1 on conv2/4/5 fc6/7 and 0 elsewhere. "caffe": Caffe's
+    # bvlc_alexnet (N(0, 0.005) on fc6/fc7, biases 0.1 where the paper has 1). "he": Kaiming
+    # normal, zero biases. docs/TRAINING.md ("Why the paper's recipe stalls")
+    init: Literal["code", "paper", "caffe", "he"] = "code"
     # units of fc6 and fc7 (the paper's 4096; fewer: a smaller net for small data, and the tests'
     # kilobyte-sized checkpoints). Even: model parallelism puts half on each device.
     fc_width: int = bounded(4096, ge=2)
@@ -97,6 +102,10 @@ class OptimConfig:
     max_drops: int = bounded(3, ge=0)  # the paper divides the lr by 10 three times in all
     step_epochs: tuple[int, ...] = bounded((30, 60, 80), ge=0)  # 0-based epochs that drop it
     warmup_epochs: int = bounded(0, ge=0)
+    # short runs (docs/TRAINING.md): the lr rises linearly over the first warmup_steps steps;
+    # the plateau rule counts no epoch whose val error is at chance (health.at_chance)
+    warmup_steps: int = bounded(0, ge=0)
+    hold_at_chance: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,13 @@ PAPER_WIDTHS = (96, 256, 384, 384, 256)
 OWT_WIDTHS = (64, 192, 384, 256, 256)
 TOWER_ONLY = {"conv2", "conv4", "conv5"}  # conv1 sees the image, conv3 sees both towers
 BIAS_ONE = {"conv2", "conv4", "conv5", "fc6", "fc7"}  # the paper's bias-1 layers; others 0
+# Weight std per layer: the paper's text gives 0.01 everywhere; the authors' code (the 2012
+# cuda-convnet layer file of this net, `initW`; cuda-convnet2's alike) uses 0.03 on conv3-5.
+INIT_STD = {"paper": dict.fromkeys(("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7",
+                                    "fc8"), 0.01)}
+INIT_STD["code"] = {**INIT_STD["paper"], "conv3": 0.03, "conv4": 0.03, "conv5": 0.03}
+INIT_STD["caffe"] = {**INIT_STD["paper"], "fc6": 0.005, "fc7": 0.005}  # bvlc_alexnet
+BIAS_ONE_VALUE = {"code": 1.0, "paper": 1.0, "caffe": 0.1}  # Caffe: "1 gave flat loss"
 FINAL_MAP = 6  # spatial side of conv5's pooled output for a 224 input
 
 # The paper's LRN constants (section 3.3).
@@ -125,16 +132,16 @@ def make_dropout(p: float) -> nn.Module:
 
 
 def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
-    """`paper`: weights N(0, 0.01), biases 1 on conv2/4/5 fc6/7 and 0 elsewhere.
+    """`code`/`paper`/`caffe`: weights N(0, INIT_STD[init][layer]), biases BIAS_ONE_VALUE[init]
+    (1; Caffe 0.1) on conv2/4/5 fc6/7 and 0 elsewhere.
 
-    `he`: Kaiming-normal weights (fan-in, gain for the activation), biases 0 — the short-run
-    recipe (with unit-std inputs and lr 0.001), since the paper's init stalls in short runs.
+    `he`: Kaiming-normal weights (fan-in, gain for the activation), biases 0.
     """
     for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
         layer = getattr(model, name)
-        if cfg.init == "paper":
-            nn.init.normal_(layer.weight, mean=0.0, std=0.01)
-            nn.init.constant_(layer.bias, 1.0 if name in BIAS_ONE else 0.0)
+        if cfg.init in INIT_STD:
+            nn.init.normal_(layer.weight, mean=0.0, std=INIT_STD[cfg.init][name])
+            nn.init.constant_(layer.bias, BIAS_ONE_VALUE[cfg.init] if name in BIAS_ONE else 0.0)
         else:
             nonlinearity = "linear" if name == "fc8" else cfg.activation
             fan_in = layer.weight[0].numel()

@@ -91,11 +91,13 @@ def group_sizes(optimizer_state: dict[str, Any]) -> list[int]:
 
 
 class LRSchedule:
-    """Per-epoch lr: linear warmup, then constant, step drops, or /10 on a val-error plateau."""
+    """Per-epoch lr: linear warmup, then constant, step drops, or /10 on a val-error plateau;
+    times a per-step linear warm-up over the run's first `warmup_steps` steps."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig):
         self.optimizer, self.cfg = optimizer, cfg
-        self.base_lr = cfg.lr
+        self.base_lr = cfg.lr  # the epoch's lr (drops, epoch warm-up)
+        self.factor = 1.0  # the step warm-up's share of it
         self.drops = 0
         self.best = float("inf")
         self.bad_epochs = 0
@@ -104,7 +106,11 @@ class LRSchedule:
     @property
     def lr(self) -> float:
         """The lr in use now (the weights'; a group with `lr_mult` m runs at m times it)."""
-        return self.base_lr
+        return self.base_lr * self.factor
+
+    def _set(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * group.get("lr_mult", 1.0)
 
     def apply(self, epoch: int) -> None:
         """Set every group's lr for (0-based) `epoch` from the warmup and the drops so far."""
@@ -115,13 +121,23 @@ class LRSchedule:
         if cfg.warmup_epochs and epoch < cfg.warmup_epochs:
             lr = cfg.lr * (epoch + 1) / cfg.warmup_epochs
         self.base_lr = lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_mult", 1.0)
+        self._set()
 
-    def end_epoch(self, epoch: int, val_error: float | None) -> bool:
-        """Record epoch `epoch`'s val error and set the next epoch's lr; True if the lr dropped."""
+    def at_step(self, global_step: int) -> None:
+        """Before the step after `global_step` steps: the step warm-up's lr, (step + 1) /
+        warmup_steps of the epoch's; host arithmetic only, and nothing once it is over."""
+        steps = self.cfg.warmup_steps
+        factor = min(1.0, (global_step + 1) / steps) if steps else 1.0
+        if factor != self.factor:
+            self.factor = factor
+            self._set()
+
+    def end_epoch(self, epoch: int, val_error: float | None, at_chance: bool = False) -> bool:
+        """Record epoch `epoch`'s val error and set the next epoch's lr; True if the lr dropped.
+        With `hold_at_chance`, an epoch whose val error is at chance does not count."""
         before = self.drops
-        if self.cfg.schedule == "plateau" and val_error is not None:
+        held = self.cfg.hold_at_chance and at_chance
+        if self.cfg.schedule == "plateau" and val_error is not None and not held:
             if val_error < self.best:
                 self.best, self.bad_epochs = val_error, 0
             else:

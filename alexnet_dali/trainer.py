@@ -37,7 +37,8 @@ from alexnet_dali.errors import TrainingDiverged, signal_exit_status
 from alexnet_dali.evaluation import evaluate
 from alexnet_dali.health import DamageTally, Health
 from alexnet_dali.optim import LRSchedule, build_optimizer, group_sizes, load_optimizer_state
-from alexnet_dali.runlog import RunLog, chance_note, complete_line, devices_line, resume_line
+from alexnet_dali.runlog import (RunLog, at_chance, chance_note, complete_line, devices_line,
+                                 resume_line)
 from alexnet_dali.runreport import epoch_line, summary_lines
 from alexnet_dali.steps import TrainStep, endless
 from alexnet_dali.tools.outdir import explained
@@ -154,6 +155,7 @@ def _run_epoch(run: Run, stop: StopRequest) -> bool:
     window, run.epoch_train = LossWindow(), EpochTrain()
     alone = not distributed.active()
     for images, labels in endless(run.train_loader):
+        run.schedule.at_step(pos.global_step)
         window.add(run.step(images, labels), images.shape[0] * info.world_size)
         pos.step_in_epoch += 1
         pos.global_step += 1
@@ -220,7 +222,8 @@ def _end_epoch(run: Run) -> dict[str, float]:
         run.log.write(skipped)
     run.best_top1_err = min(run.best_top1_err, result["top1_err"])
     old_lr = run.schedule.lr
-    dropped = run.schedule.end_epoch(pos.epoch, result["top1_err"])
+    dropped = run.schedule.end_epoch(pos.epoch, result["top1_err"], at_chance(
+        result["top1_err"], run.cfg.model.num_classes, result["samples"]))
     pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
     saved = run.save()
     if run.info.is_main:

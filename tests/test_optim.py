@@ -85,6 +85,36 @@ def test_step_schedule_and_warmup():
     np.testing.assert_allclose(lrs, [0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-9)
 
 
+def test_step_warmup_rises_linearly_then_leaves_the_epoch_lr_alone():
+    s = _schedule(lr=0.01, schedule="plateau", warmup_steps=4)
+    seen = []
+    for step in range(6):
+        s.at_step(step)
+        seen.append((s.lr, s.optimizer.param_groups[0]["lr"]))
+    np.testing.assert_allclose([lr for lr, _ in seen], [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
+    assert all(group == lr for lr, group in seen)
+    s.end_epoch(0, 0.5)
+    s.end_epoch(1, 0.6)  # no improvement: a drop, which the finished warm-up leaves as it is
+    s.at_step(50)
+    assert s.lr == pytest.approx(1e-3) and s.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    resumed = _schedule(lr=0.01, schedule="plateau", warmup_steps=4)
+    resumed.load_state_dict(_schedule(lr=0.01, warmup_steps=4).state_dict(), epoch=0)
+    resumed.at_step(1)  # a resume in the middle of the warm-up takes up its line
+    assert resumed.lr == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("hold", [False, True])
+def test_hold_at_chance_counts_no_epoch_at_chance(hold: bool):
+    s = _schedule(lr=0.01, schedule="plateau", plateau_patience=1, hold_at_chance=hold)
+    for epoch, (err, chance) in enumerate([(0.75, True), (0.75, True), (0.75, True),
+                                           (0.40, False), (0.45, False)]):
+        s.end_epoch(epoch, err, at_chance=chance)
+    # held: the three epochs at chance count for nothing; 0.40 is the first best, 0.45 a drop.
+    # Not held: 0.75 twice more drops twice, and 0.45 after 0.40 a third time.
+    assert s.drops == (1 if hold else 3)
+    assert s.lr == pytest.approx(1e-3 if hold else 1e-5)
+
+
 def test_paper_sgd_state_survives_a_weights_only_checkpoint(tmp_path):
     grads = _grads(6, (3, 2), seed=4)
     w0 = np.random.default_rng(5).normal(size=(3, 2))

@@ -157,10 +157,11 @@ def test_paper_toml_is_the_papers_recipe_as_its_authors_ran_it():
     m, o, a = cfg.model, cfg.optim, cfg.augment
     assert (cfg.epochs, cfg.batch_size) == (90, 128)
     assert (m.arch, m.towers, m.lrn, m.lrn_formula, m.overlap_pool, m.dropout, m.activation,
-            m.init) == ("paper", 2, True, "code", True, 0.5, "relu", "paper")
+            m.init, m.fc_width) == ("paper", 2, True, "code", True, 0.5, "relu", "code", 4096)
     assert (o.lr, o.momentum, o.weight_decay, o.update, o.bias_decay, o.bias_lr_mult) == (
         0.01, 0.9, 5e-4, "paper", False, 1.0)
-    assert (o.schedule, o.max_drops, o.warmup_epochs) == ("plateau", 3, 0)
+    assert (o.schedule, o.max_drops, o.warmup_epochs, o.warmup_steps, o.hold_at_chance) == (
+        "plateau", 3, 0, 0, False)
     assert (a.crop, a.random_crop, a.flip, a.pca_noise, a.pca_std, a.pca_scale, a.pca_rescale,
             a.mean, a.std_normalize) == (224, True, True, True, 0.1, "sqrt", False, "image", False)
     # Every key is written out, so a changed default cannot change the recipe unseen.

@@ -154,13 +154,7 @@ def make_hard_image(class_id: int, rng: np.random.Generator, min_side: int,
     at random independently of the class, with thin random strokes as distractors."""
     width, height = (int(v) for v in rng.integers(min_side, max_side + 1, size=2))
     img = _background(rng, width, height)
-    draw = ImageDraw.Draw(img)
-    for _ in range(3):  # distractors: strokes, which no class shape resembles
-        points = [tuple(int(v) for v in p) for p in rng.uniform((0, 0), (width, height),
-                                                                size=(4, 2))]
-        draw.line(points, fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
-                  width=max(min(width, height) // 80, 1))
-    side = int(min(width, height) * rng.uniform(0.3, 0.7))
+    side = int(min(width, height) * rng.uniform(0.4, 0.8))
     mask = Image.new("L", (side, side), 0)
     draw_hard_shape(ImageDraw.Draw(mask), HARD_SHAPES[class_id % len(HARD_SHAPES)], side)
     mask = mask.rotate(float(rng.uniform(-HARD_ROTATION, HARD_ROTATION)),
