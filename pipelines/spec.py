@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from alexnet_dali.config import AugmentConfig
+from alexnet_dali.config.schema import AugmentConfig
 from alexnet_dali.errors import DataError
 from alexnet_dali.tools.manifest import read_manifest
 from alexnet_dali.tools.pca import ColourStats

@@ -13,12 +13,12 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from alexnet_dali.checkpoint import config_from_checkpoint
+from alexnet_dali.model.checkpoint import config_from_checkpoint
 from alexnet_dali.cli import main
-from alexnet_dali.config import (AugmentConfig, LoaderConfig, ModelConfig, OptimConfig,
+from alexnet_dali.config.schema import (AugmentConfig, LoaderConfig, ModelConfig, OptimConfig,
                                  TrainConfig, conv5_side, resolve_config, to_dict)
 from alexnet_dali.errors import ConfigError
-from alexnet_dali.model import build_model
+from alexnet_dali.model.alexnet import build_model
 
 SECTIONS = {"": TrainConfig, "model.": ModelConfig, "optim.": OptimConfig,
             "augment.": AugmentConfig, "loader.": LoaderConfig}

@@ -10,9 +10,9 @@ import pytest
 import torch
 from helpers import label_of, write_dataset
 
-from alexnet_dali.config import AugmentConfig, LoaderConfig
+from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
-from alexnet_dali.loader import build_eval_loader, build_train_loader, shard_sizes
+from alexnet_dali.loader.dali import build_eval_loader, build_train_loader, shard_sizes
 
 CPU = torch.device("cpu")
 LOADER = LoaderConfig(num_threads=1, prefetch=2, shuffle_buffer=8)

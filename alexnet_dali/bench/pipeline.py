@@ -1,0 +1,305 @@
+"""`bench pipeline`: the DALI train pipeline vs a torch DataLoader + Pillow reference.
+
+Both read the same tar shards and do the same work per image: decode, random 224 crop, flip with
+p=0.5, PCA colour noise, mean subtraction, cast to the output dtype, NCHW batches. The reference
+uses `num_workers` = the DALI thread count and finds each sample through the shards' DALI index.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from alexnet_dali.errors import ConfigError, DataError
+from alexnet_dali.pipelines.spec import ShardSet, pca_matrix
+from alexnet_dali.tools.pca import ColourStats
+from alexnet_dali.tools.shards import read_index
+
+
+class PillowReference:
+    """Map-style torch Dataset: tar bytes → Pillow decode → crop/flip/PCA/normalise (NumPy)."""
+
+    def __init__(self, shards: ShardSet, stats: ColourStats, crop: int, dtype: str,
+                 pca_scale: str = "sqrt", seed: int = 0) -> None:
+        if shards.indexes is None:
+            raise DataError(f"{shards.tars[0]}: no .idx index beside the shards; "
+                            "re-run `alexnet-dali preprocess`, which writes them")
+        self.tars, self.crop, self.dtype, self.seed = shards.tars, crop, dtype, seed
+        # (shard number, {ext: IndexEntry}) per sample, in shard order
+        self.items = [(t, sample) for t, index in enumerate(shards.indexes)
+                      for sample in read_index(index)]
+        self.matrix = pca_matrix(stats, pca_scale)
+        self.mean = np.asarray(stats.mean, dtype=np.float32)
+        self._files: dict[int, object] = {}
+        self._rng: np.random.Generator | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _read(self, shard: int, ext: str, sample: dict) -> bytes:
+        f = self._files.get(shard) or self._files.setdefault(shard, open(self.tars[shard], "rb"))
+        f.seek(sample[ext].offset)
+        return f.read(sample[ext].size)
+
+    def label(self, i: int) -> int:
+        """The class id of sample `i` (its `.cls` member)."""
+        shard, sample = self.items[i]
+        return int(self._read(shard, "cls", sample))
+
+    def __getitem__(self, i: int):
+        """→ (CHW tensor of `dtype`, int label), with the paper's training augmentation.
+
+        Draws, in order: crop anchor x, y; mirror; α. Each DataLoader worker seeds its own
+        generator; in the main process the generator starts from `seed`.
+        """
+        import torch
+        from PIL import Image
+
+        if self._rng is None:  # one generator per DataLoader worker
+            info = torch.utils.data.get_worker_info()
+            self._rng = np.random.default_rng(info.seed if info else self.seed)
+        shard, sample = self.items[i]
+        img = np.asarray(Image.open(io.BytesIO(self._read(shard, "jpg", sample))).convert("RGB"))
+        span = img.shape[0] - self.crop
+        x, y = self._rng.integers(0, span + 1, size=2)
+        img = img[y:y + self.crop, x:x + self.crop]
+        if self._rng.random() < 0.5:
+            img = img[:, ::-1]
+        shift = self.matrix @ self._rng.normal(0.0, 0.1, 3).astype(np.float32)
+        out = img.astype(np.float32) - (self.mean - shift)
+        tensor = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+        return tensor.to(getattr(torch, self.dtype)), self.label(i)
+
+
+def cycle(iterable) -> Iterator:
+    """Batches forever: a new pass over `iterable` (a new epoch) whenever one ends."""
+    while True:
+        yield from iterable
+
+
+def time_batches(batches: Iterator, count: int, sync: Callable[[], None]) -> float:
+    """Seconds to pull `count` batches (after `sync` of the device)."""
+    start = time.perf_counter()
+    for _ in range(count):
+        next(batches)
+    sync()
+    return time.perf_counter() - start
+
+
+def measure(streams: dict[str, tuple[Iterator, int]], batch_size: int, warmup: int, count: int,
+            reps: int, sync: Callable[[], None],
+            cpu_ms: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Images/s per stream over `reps` rounds that give each stream a turn.
+
+    `streams`: name → (batches, batches it holds in flight). A turn pulls `warmup` + in-flight
+    untimed batches (draining the queue it refilled while idle), times `count` batches, then
+    waits as long as refilling its queue takes at the measured rate, so that no stream works in
+    the background of another's timed window. Interleaving the rounds lets both see the same
+    background load on a shared machine; every other round runs them in reverse order, so that
+    no stream always follows the same one. `cpu_ms`, when given, gets each turn's CPU time of
+    this process per timed batch (ms): the cost of an in-process pipeline, which a busy machine
+    changes far less than its rate (a DataLoader's workers are other processes: not counted).
+    """
+    rates: dict[str, list[float]] = {name: [] for name in streams}
+    for rep in range(reps):
+        order = list(streams) if rep % 2 == 0 else list(reversed(streams))
+        for name in order:
+            batches, in_flight = streams[name]
+            time_batches(batches, warmup + in_flight, sync)
+            cpu_start = time.process_time()
+            rate = count * batch_size / time_batches(batches, count, sync)
+            if cpu_ms is not None:
+                cpu_ms.setdefault(name, []).append((time.process_time() - cpu_start) / count * 1e3)
+            rates[name].append(rate)
+            time.sleep(1.5 * in_flight * batch_size / rate)
+    return rates
+
+
+def bench_data(data: str | None, workdir: Path, images: int, workers: int) -> Path:
+    """`data` if given, else a sample-data → preprocess → pca-stats folder (kept in workdir)."""
+    if data:
+        return Path(data)
+    from alexnet_dali.tools.pca import PCA_NAME, pca_stats
+    from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess
+    from alexnet_dali.tools.sample_data import SampleDataConfig, write_sample_data
+
+    out = workdir / f"shards-{images}"
+    if not (out / PCA_NAME).is_file():
+        print(f"making a {images}-image bench dataset in {workdir} (kept for next time)")
+        raw = workdir / f"raw-{images}"
+        write_sample_data(raw, SampleDataConfig(classes=8, train_per_class=-(-images // 8),
+                                                val_per_class=2, seed=0))
+        preprocess(raw, out, PreprocessConfig(shard_size=512, workers=workers))  # + pca.json
+        if not (out / PCA_NAME).is_file():
+            pca_stats(out, workers=workers)
+    return out
+
+
+def table(rows: list[tuple[str, list[float]]], cpu_ms: dict[str, list[float]] | None = None,
+          in_process: tuple[str, ...] = ()) -> str:
+    """Markdown table: median, min and max images/s per pipeline; with `cpu_ms`, the median CPU
+    ms per batch of the `in_process` pipelines."""
+    head = "| pipeline | median img/s | min | max | reps |"
+    lines = [head + " CPU ms/batch |" if cpu_ms else head,
+             "|---|---:|---:|---:|---:|" + ("---:|" if cpu_ms else "")]
+    for name, rates in rows:
+        line = (f"| {name} | {statistics.median(rates):,.0f} | {min(rates):,.0f} | "
+                f"{max(rates):,.0f} | {len(rates)} |")
+        if cpu_ms:
+            line += (f" {statistics.median(cpu_ms[name]):.1f} |" if name in in_process
+                     else " (other processes) |")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def baseline_batches(root: Path, loader, batch_size: int, device, seed: int = 0) -> Iterator:
+    """Batches of the minimal graph (`pipelines/baseline.py`), handed to torch as the loader does:
+    (images, the untouched `.cls` digit TensorList)."""
+    from alexnet_dali.config.schema import AugmentConfig
+    from alexnet_dali.loader.dali import pipeline_args, pipeline_spec
+    from alexnet_dali.loader.handoff import images_to_torch
+    from alexnet_dali.pipelines.baseline import baseline_pipeline
+
+    spec = pipeline_spec(root, "train", loader=loader, augment=AugmentConfig(), rank=0,
+                         world_size=1, device=device)
+    pipe = baseline_pipeline(spec, **pipeline_args(spec, loader, batch_size, device, seed))
+    pipe.build()
+    while True:
+        images, digits = pipe.run()
+        yield images_to_torch(images, loader, device), digits
+
+
+def checked_batches(loader, root: Path, hashing: list[float]) -> Iterator:
+    """The train loader's batches with the damaged-sample check (loader_integrity.py) on, a
+    fresh shard watcher every epoch: every epoch pays what a run's first epoch pays (hashing
+    every shard of the rank, and the gate's per-batch look-up until the hashes are in).
+    `hashing` gets each finished epoch's watcher-thread CPU seconds."""
+    from alexnet_dali.loader.integrity import build_gate
+
+    while True:
+        loader.gate = build_gate(root, "train", 0, 1, True, "stop")
+        yield from loader
+        loader.gate.watcher.wait_all()
+        hashing.append(loader.gate.watcher.cpu_seconds)
+
+
+def print_check_cost(cpu_ms: dict[str, list[float]], project: str, checked: str,
+                     hashing: list[float], samples: int, batch_size: int) -> None:
+    """The damaged-sample check's CPU: per batch against the loader's (process time, all
+    threads), and the hashing thread's own per epoch and per image."""
+    cost = statistics.median(cpu_ms[checked]) / statistics.median(cpu_ms[project])
+    print(f"{checked} / {project} (CPU ms per batch, medians): {cost:.3f}x")
+    if hashing:
+        epoch = statistics.median(hashing)
+        loader_per_image = statistics.median(cpu_ms[project]) / batch_size
+        per_image = epoch / samples * 1e3
+        print(f"hashing thread: {epoch * 1e3:.0f} ms CPU per epoch ({len(hashing)} epochs, "
+              f"median) = {per_image * 1e3:.1f} us per image = {per_image / loader_per_image:.1%} "
+              f"of the loader's {loader_per_image:.2f} ms CPU per image")
+
+
+def print_ratio(rates: dict[str, list[float]], name: str, other: str) -> None:
+    """`name / other (medians): r`, when both were measured."""
+    if name in rates and other in rates:
+        ratio = statistics.median(rates[name]) / statistics.median(rates[other])
+        print(f"{name} / {other} (medians): {ratio:.2f}x")
+
+
+def remote_stream(root: Path, remote: str, build) -> tuple[str, Callable[[], Iterator]]:
+    """(row name, batches) of the train loader on `remote`, the same shards as `root` in object
+    storage (refused when its manifest is another)."""
+    from alexnet_dali.tools.manifest import read_manifest
+
+    mine, theirs = read_manifest(root), read_manifest(remote)
+    if mine.sha256 != theirs.sha256:
+        raise ConfigError(f"--remote {remote}: its manifest.json differs from {mine.path}'s; "
+                          "upload the same shard folder (`aws s3 sync`) to compare them")
+    return f"DALI from {remote}", cycle(build(remote))
+
+
+def bytes_per_image(root: Path) -> float:
+    """Mean bytes a train sample takes in the shards (tar headers and padding included)."""
+    from alexnet_dali.tools.manifest import read_manifest
+
+    split = read_manifest(root).split("train")
+    return sum(s.size or 0 for s in split.shards) / max(1, split.samples)
+
+
+def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, threads: int,
+              decoder: str, hw_decoder_load: float, dtype: str, prefetch: int, warmup: int,
+              batches: int, reps: int, skip_reference: bool,
+              baseline: bool = False, shard_check: bool = False,
+              remote: str | None = None) -> dict[str, list[float]]:
+    """Time the DALI train loader (and the baseline graph, the reference; with `shard_check` the
+    loader again with the damaged-sample check re-run every epoch; the same loader on `remote`
+    shards) per `measure`; print and return the rates."""
+    import torch
+
+    from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
+    from alexnet_dali.loader.dali import build_train_loader
+    from alexnet_dali.pipelines.spec import load_shard_set
+    from alexnet_dali.tools.pca import load_colour_stats
+
+    if decoder == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("--decoder gpu: CUDA is not available on this machine; use "
+                          "--decoder cpu")
+    root = bench_data(data, Path(workdir), images, threads)
+    device = torch.device("cuda", 0) if decoder == "gpu" else torch.device("cpu")
+    sync = torch.cuda.synchronize if decoder == "gpu" else (lambda: None)
+    shards = load_shard_set(root, "train")
+    print(f"data {root}: {shards.samples} train images; batch {batch_size}, {threads} "
+          f"threads/workers, decoder {decoder}, dtype {dtype}, prefetch {prefetch}; "
+          f"{reps} rounds of {warmup} + in-flight untimed, {batches} timed batches each; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    streams = {}
+    if not skip_reference:  # start the workers first: never fork a process running DALI threads
+        reference = PillowReference(shards, load_colour_stats(root), 224, dtype)
+        batches_ref = cycle(torch.utils.data.DataLoader(
+            reference, batch_size=batch_size, shuffle=True, num_workers=threads,
+            prefetch_factor=prefetch, persistent_workers=True, drop_last=True))
+        next(batches_ref)
+        streams["DataLoader + Pillow"] = (batches_ref, threads * prefetch)
+    loader = LoaderConfig(num_threads=threads, device=decoder, dtype=dtype, prefetch=prefetch,
+                          hw_decoder_load=hw_decoder_load, shard_check="off")
+
+    def build(where):
+        return build_train_loader(where, loader=loader, augment=AugmentConfig(),
+                                  batch_size=batch_size, rank=0, world_size=1, device=device,
+                                  seed=0)
+
+    project, minimal = f"DALI ({decoder})", f"DALI baseline ({decoder})"
+    checked = f"DALI ({decoder}) + shard check"
+    first = {project: (cycle(build(root)), prefetch)}
+    if baseline:
+        first[minimal] = (baseline_batches(root, loader, batch_size, device), prefetch)
+    hashing: list[float] = []
+    if shard_check:
+        first[checked] = (checked_batches(build(root), root, hashing), prefetch)
+    if remote:
+        name, batches_remote = remote_stream(root, remote, build)
+        first[name] = (batches_remote, prefetch)
+    cpu_ms: dict[str, list[float]] = {}
+    rates = measure({**first, **streams}, batch_size, warmup, batches, reps, sync, cpu_ms)
+    print(table(list(rates.items()), cpu_ms, tuple(first)))
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print_ratio(rates, project, minimal)
+    print_ratio(rates, checked, project)
+    if shard_check:
+        print_check_cost(cpu_ms, project, checked, hashing, shards.samples, batch_size)
+    if baseline:  # images per CPU second, project / minimal: the load-independent side
+        cost = statistics.median(cpu_ms[minimal]) / statistics.median(cpu_ms[project])
+        print(f"{project} / {minimal} (images per CPU second, medians): {cost:.2f}x")
+    print_ratio(rates, project, "DataLoader + Pillow")
+    if remote:
+        print_ratio(rates, name, project)
+        per_image = bytes_per_image(root)
+        rate = statistics.median(rates[name])
+        print(f"{per_image / 1024:.1f} KiB per train image in the shards: {rate:,.0f} img/s "
+              f"from {remote} read {per_image * rate * 8 / 1e9:.3f} Gb/s")
+    return rates

@@ -1,0 +1,260 @@
+"""CLI commands of the train stage: `train`, `eval`, `figures`, `bench train`.
+
+Configs are resolved in one place, `config.resolve_config`: defaults < TOML/JSON file < --set
+key=value < named flags (unknown keys are errors).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from alexnet_dali.config.schema import TrainConfig, resolve_config
+from alexnet_dali.errors import report_user_errors, signal_exit_status
+from alexnet_dali.use.figures import make_figures  # matplotlib is imported inside it
+
+
+def config_default(key: str) -> str:
+    """The default of config key `key` (dotted) as --help shows it."""
+    value: Any = TrainConfig()
+    for part in key.split("."):
+        value = getattr(value, part)
+    if isinstance(value, bool):
+        return ("" if value else "no-") + key.split(".")[-1].replace("_", "-")
+    return str(value)
+
+
+class ConfigOption(click.Option):
+    """A `train` flag for config key `config_key`. Its default is None, so that only a flag
+    given on the command line overrides --config, --set and --resume; --help shows the config's
+    default instead."""
+
+    def __init__(self, *args: Any, config_key: str, **kwargs: Any) -> None:
+        super().__init__(*args, default=None, **kwargs)
+        self.config_key = config_key
+
+    def get_help_extra(self, ctx: click.Context) -> Any:
+        """click's help extras, with the config's default."""
+        return {**super().get_help_extra(ctx), "default": config_default(self.config_key)}
+
+
+def train_option(*decls: str, key: str, **kwargs: Any) -> Callable:
+    """A `train` flag for config key `key` (a `ConfigOption`)."""
+    return click.option(*decls, cls=ConfigOption, config_key=key, **kwargs)
+
+
+@click.command("train")
+@click.argument("data")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML recipe (configs/paper.toml, configs/demo.toml) or a run's config.json.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any config key, e.g. --set model.dropout=0 (repeatable).")
+@train_option("--run-dir", key="run_dir", help="Where checkpoints, metrics.jsonl, config.json go.")
+@train_option("--epochs", key="epochs", type=int, help="Epochs to train.")
+@train_option("--batch-size", key="batch_size", type=int,
+              help="Global batch, divided evenly across ranks.")
+@train_option("--lr", key="optim.lr", type=float, help="Initial learning rate.")
+@train_option("--seed", key="seed", type=int, help="Seed of the init, data order, augmentation.")
+@train_option("--device", key="device", type=click.Choice(["auto", "cpu", "cuda"]),
+              help="auto: cuda when available, else cpu.")
+@train_option("--precision", key="precision", type=click.Choice(["auto", "fp32", "bf16"]),
+              help="auto: bf16 autocast on a GPU, fp32 on a CPU.")
+@train_option("--compile/--no-compile", key="compile",
+              help="torch.compile the model (slow start, faster steps).")
+@train_option("--model-parallel/--no-model-parallel", key="model_parallel",
+              help="Tower 1 and tower 2 on two GPUs; on a CPU both on the CPU (testing).")
+@train_option("--max-steps-per-epoch", key="max_steps_per_epoch", type=int,
+              help="Cut every epoch to this many steps; 0: whole epochs.")
+@train_option("--threads", key="threads", type=int, help="torch CPU threads per rank; 0: torch's.")
+@train_option("--workers", key="loader.num_threads", type=int, help="DALI CPU threads per rank.")
+@train_option("--arch", key="model.arch", type=click.Choice(["paper", "owt"]),
+              help="paper: two towers, 96-256-384-384-256, LRN; owt: torchvision's one tower.")
+@train_option("--init", key="model.init", type=click.Choice(["paper", "he"]),
+              help="paper: N(0, 0.01), some biases 1; he: Kaiming normal (short runs).")
+@train_option("--update", key="optim.update", type=click.Choice(["pytorch", "paper"]),
+              help="SGD momentum rule: torch.optim.SGD's or the paper's (docs/TRAINING.md).")
+@train_option("--schedule", key="optim.schedule",
+              type=click.Choice(["plateau", "step", "constant"]),
+              help="lr / 10 when val error stalls (paper), at optim.step_epochs, or never.")
+@train_option("--checkpoint-every", key="checkpoint_every", type=int,
+              help="Steps between mid-epoch checkpoints; 0: at epoch ends only.")
+@train_option("--keep-checkpoints", key="keep_checkpoints", type=int,
+              help="How many of the newest checkpoints to keep.")
+@train_option("--log-every", key="log_every", type=int, help="Steps between metric lines.")
+@train_option("--deterministic/--no-deterministic", key="deterministic",
+              help="Deterministic torch kernels (bitwise resume; slower on GPU).")
+@train_option("--pca-noise/--no-pca-noise", key="augment.pca_noise",
+              help="The paper's PCA colour noise.")
+@train_option("--std-normalize/--no-std-normalize", key="augment.std_normalize",
+              help="Divide inputs by the channel std too (short runs; not the paper).")
+@train_option("--skip-bad-samples", key="loader.shard_check", flag_value="skip",
+              help="Leave damaged samples out (counted) instead of stopping (loader.shard_check).")
+@click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[CKPT]",
+              show_default="a new run",
+              help="Continue from CKPT, or (bare --resume) from the run dir's newest checkpoint.")
+@click.option("--allow-mismatch", is_flag=True,
+              help="Resume even if world size, batch size or dataset changed.")
+@report_user_errors
+def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
+                  resume: str | None, allow_mismatch: bool, **flags: Any) -> None:
+    """Train AlexNet on preprocessed shards DATA (or `synthetic`).
+
+    \b
+    Examples:
+      alexnet-dali train demo/shards --config configs/demo.toml --run-dir runs/demo
+      alexnet-dali train shards/ --config configs/paper.toml --run-dir runs/paper
+      alexnet-dali train shards/ --run-dir runs/nolrn --set model.lrn=false
+      alexnet-dali train shards/ --run-dir runs/paper --resume
+      torchrun --nproc-per-node 2 $(which alexnet-dali) train shards/ --run-dir runs/ddp
+    \b
+    Precedence: defaults < --config file < --set < named flags (the defaults shown are the
+    config's). With --resume and no --config, the checkpoint's own config is the base. The
+    resolved config is written to RUN/config.json.
+    \b
+    Exit status: 0 when training finished (or the resumed run was already complete);
+    2 on an input error (also a damaged sample, having saved a checkpoint); 3 when the loss or
+    the weights became non-finite (nothing non-finite is saved: lower the lr and --resume from
+    the last good checkpoint the message names); 130 after Ctrl-C (SIGINT) and 143 after
+    SIGTERM, each having saved a checkpoint at the next step: run the same command with
+    --resume to continue.
+    """
+    from alexnet_dali.model import checkpoint as ckpt_io
+    from alexnet_dali.train.builders import SYNTHETIC
+    from alexnet_dali.tools.manifest import require_manifest
+    from alexnet_dali.train.loop import train
+
+    state = None
+    if resume:  # bare --resume: the newest checkpoint of --run-dir (or the config's run_dir)
+        run_dir = flags.get("run_dir") or resolve_config(data, config_file=config_file,
+                                                         sets=sets).run_dir
+        state = ckpt_io.load_checkpoint(run_dir if resume == "latest" else resume)
+    base = state["config"] if state and not config_file else None
+    cfg = resolve_config(data, config_file=config_file, sets=sets, flags=flags, base=base,
+                         base_name=f"{state['path']}:config" if base else "")
+    if data != SYNTHETIC:  # after the config's checks, which read no data
+        require_manifest(data, "train")
+    summary = train(cfg, resume=state, allow_mismatch=allow_mismatch)
+    if summary["signal"]:  # a checkpoint was saved; say so to scripts (a requeue tests it)
+        sys.exit(signal_exit_status(summary["signal"]))
+
+
+@click.command(
+    "eval", short_help="Top-1/top-5 error of a checkpoint on the val split (center or ten-crop).")
+@click.argument("data")
+@click.option("--checkpoint", "ckpt", required=True,
+              help="A ckpt-*.pt file, or a run dir (its newest checkpoint).")
+@click.option("--tencrop", is_flag=True, help="Average the softmax of the 10 views.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the results to this JSON file.")
+@click.option("--split", default="val", show_default=True, help="Which split of DATA to score.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images per batch and rank.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="auto: cuda when available, else cpu.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              show_default="the checkpoint's", help="DALI CPU threads per rank.")
+@click.option("--per-class", is_flag=True,
+              help="Also accuracy and samples per class (names), worst first; in --json too.")
+@click.option("--skip-bad-samples", is_flag=True,
+              help="Leave damaged samples out (counted) instead of stopping with an error.")
+@report_user_errors
+def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, split: str,
+                 batch_size: int, device: str, workers: int | None, per_class: bool,
+                 skip_bad_samples: bool) -> None:
+    """Top-1/top-5 error of a checkpoint over the whole split of DATA (center or ten-crop).
+
+    \b
+    Examples:
+      alexnet-dali eval demo/shards --checkpoint runs/demo --tencrop --json runs/demo/eval.json
+      torchrun --nproc-per-node 2 $(which alexnet-dali) eval shards/ --checkpoint CKPT
+    \b
+    The model is rebuilt from the checkpoint's own config; each sample is counted once.
+    Each shard's sha256 is checked as it is read; a damaged sample stops eval with an error
+    naming the shard and key (--skip-bad-samples: left out and counted).
+    """
+    from alexnet_dali.train.builders import SYNTHETIC
+    from alexnet_dali.use.evaluate import evaluate_checkpoint
+    from alexnet_dali.tools.manifest import require_manifest
+
+    if data != SYNTHETIC:
+        require_manifest(data, "eval")
+    evaluate_checkpoint(data, ckpt, tencrop=tencrop, json_path=json_path, split=split,
+                        batch_size=batch_size, device=device, workers=workers, per_class=per_class,
+                        skip_bad_samples=skip_bad_samples)
+
+
+@click.command(
+    "train", short_help="Training images/s: synthetic input vs fed by DALI, and the ratio.")
+@click.argument("data", required=False)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per step.")
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed steps per source.")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Untimed steps per source first.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="auto: cuda when available, else cpu.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+              show_default=True, help="auto: bf16 autocast on a GPU, fp32 on a CPU.")
+@click.option("--workers", type=click.IntRange(min=1), default=TrainConfig().loader.num_threads,
+              show_default=True, help="DALI CPU threads.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="torch CPU threads; 0: torch's default.")
+@click.option("--compile", is_flag=True, help="torch.compile the model first.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the numbers to this JSON file.")
+@report_user_errors
+def bench_train_command(data: str | None, json_path: str | None, **options: Any) -> None:
+    """Training images/s on synthetic input vs fed by the DALI pipeline from DATA, and the ratio.
+
+    \b
+    Example:
+      alexnet-dali bench train demo/shards --batch-size 32 --steps 10
+    \b
+    A ratio (DALI / synthetic) well below 1 means the pipeline starves the model.
+    The two take turns (3 rounds), so both see the same background load.
+    Without DATA only the synthetic number is measured.
+    """
+    from alexnet_dali.bench.train import run_bench
+
+    result = run_bench(data, **options)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+@click.command(
+    "figures",
+    short_help="Training curves, conv1 filter grid (Fig. 3), fc7 neighbours (Fig. 4).")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False),
+              show_default="the run's own data",
+              help="Shard folder for the fc7 neighbours.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), show_default="RUN/figures",
+              help="Where the PNGs go.")
+@click.option("--queries", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Val images in the neighbours figure (one a row).")
+@click.option("--neighbours", default=6, show_default=True, type=click.IntRange(min=1),
+              help="Train neighbours per val image.")
+@click.option("--train-images", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="How many train images (from the start of the split) to search.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@report_user_errors
+def figures_command(run_dir: str, data_dir: str | None, out_dir: str | None, queries: int,
+                    neighbours: int, train_images: int, quiet: bool) -> None:
+    """Training curves, conv1 filters (Fig. 3) and fc7 nearest neighbours (Fig. 4) of a run.
+
+    \b
+    Example:
+      alexnet-dali figures runs/demo --data demo/shards
+      # -> runs/demo/figures/{curves,conv1_filters,fc7_neighbours}.png
+    """
+    make_figures(run_dir, data_dir, out_dir, queries=queries, neighbours=neighbours,
+                 train_images=train_images, progress=not quiet, log=click.echo)
+
+
+COMMANDS: list = [train_command, eval_command, figures_command]
+BENCH_COMMANDS: list = [bench_train_command]
