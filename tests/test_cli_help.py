@@ -108,7 +108,7 @@ def test_out_of_range_options_are_one_usage_error(args: list[str], tmp_path: Pat
 def test_train_flags_show_the_config_defaults() -> None:
     """train's flags default to None (so that only a given flag overrides --config), and
     --help shows the config's own default for each."""
-    from alexnet_dali.config.schema import FLAG_KEYS
+    from alexnet_dali.config.resolve import FLAG_KEYS
 
     train = main.commands["train"]
     ctx = click.Context(train, info_name="train")

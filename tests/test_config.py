@@ -15,8 +15,10 @@ from torch import nn
 
 from alexnet_dali.model.checkpoint import config_from_checkpoint
 from alexnet_dali.cli import main
+from alexnet_dali.config.resolve import resolve_config, to_dict
+from alexnet_dali.config.rules import conv5_side
 from alexnet_dali.config.schema import (AugmentConfig, LoaderConfig, ModelConfig, OptimConfig,
-                                 TrainConfig, conv5_side, resolve_config, to_dict)
+                                        TrainConfig)
 from alexnet_dali.errors import ConfigError
 from alexnet_dali.model.alexnet import build_model
 

@@ -65,7 +65,8 @@ def test_two_gloo_ranks_average_gradients_like_one_big_batch(shard_dataset, tmp_
 
 
 def test_batch_that_does_not_divide_across_ranks_is_an_error():
-    from alexnet_dali.config.schema import ConfigError, TrainConfig
+    from alexnet_dali.config.schema import TrainConfig
+    from alexnet_dali.errors import ConfigError
     from alexnet_dali.train.builders import per_rank_batch
 
     assert per_rank_batch(TrainConfig(batch_size=128), 4) == 32

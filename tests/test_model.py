@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_dali.config.schema import ConfigError, ModelConfig, resolve_config
+from alexnet_dali.config.resolve import resolve_config
+from alexnet_dali.config.schema import ModelConfig
+from alexnet_dali.errors import ConfigError
 from alexnet_dali.model.alexnet import TowerLRN, build_model, count_parameters
 
 PAPER_COUNTS = {"conv1": 34_944, "conv2": 307_456, "conv3": 885_120, "conv4": 663_936,

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_dali.config.schema import ConfigError, ModelConfig
+from alexnet_dali.config.schema import ModelConfig
+from alexnet_dali.errors import ConfigError
 from alexnet_dali.model.alexnet import TowerLRN, build_model, count_parameters
 from alexnet_dali.model.parallel import (ModelParallelAlexNet, merge_state_dict,
                                          split_state_dict)

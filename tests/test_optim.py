@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_dali.config.schema import (OptimConfig)
+from alexnet_dali.config.schema import OptimConfig
 from alexnet_dali.train.optim import (LRSchedule, PaperSGD, build_optimizer, group_sizes,
                                 load_optimizer_state)
 

@@ -12,8 +12,10 @@ import torch
 
 from alexnet_dali.model import checkpoint as ckpt_io
 from alexnet_dali.train import resume
-from alexnet_dali.config.schema import (ConfigError, OptimConfig, TrainConfig, from_dict,
-                                 load_config_file, parse_set, resolve_config, to_dict)
+from alexnet_dali.config.resolve import (from_dict, load_config_file, parse_set, resolve_config,
+                                         to_dict)
+from alexnet_dali.config.schema import OptimConfig, TrainConfig
+from alexnet_dali.errors import ConfigError
 from alexnet_dali.train.optim import (build_optimizer, group_sizes)
 
 

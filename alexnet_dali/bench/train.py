@@ -14,7 +14,8 @@ from typing import Any, Iterator
 import torch
 from tqdm import tqdm
 
-from alexnet_dali.config.schema import TrainConfig, from_dict
+from alexnet_dali.config.resolve import from_dict
+from alexnet_dali.config.schema import TrainConfig
 from alexnet_dali.train.distributed import DistInfo, pick_device
 from alexnet_dali.train.steps import TrainStep, endless
 

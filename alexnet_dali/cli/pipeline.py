@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from alexnet_dali.config.fields import choices
+from alexnet_dali.config.schema import LoaderConfig
 from alexnet_dali.errors import report_user_errors
 
 COMMANDS: list = []
@@ -26,7 +28,7 @@ BENCH_COMMANDS: list = []
               help="gpu: nvJPEG/hardware decode (device='mixed') and GPU augmentation.")
 @click.option("--hw-decoder-load", type=click.FloatRange(0, 1), default=0.65, show_default=True,
               help="With --decoder gpu: share of JPEGs for the A100/H100 hardware decoder.")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]),
+@click.option("--dtype", type=click.Choice(choices(LoaderConfig, "dtype")),
               default="float32", show_default=True, help="Element type of the output batches.")
 @click.option("--prefetch", type=click.IntRange(min=1), default=2, show_default=True,
               help="DALI prefetch queue depth = DataLoader prefetch_factor.")

@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 import click
 
-from alexnet_dali.config.schema import TrainConfig, resolve_config
+from alexnet_dali.config.fields import choices, field_type
+from alexnet_dali.config.resolve import FLAG_KEYS, resolve_config
+from alexnet_dali.config.schema import ARCHITECTURES, TrainConfig
 from alexnet_dali.errors import report_user_errors, signal_exit_status
 from alexnet_dali.use.figures import make_figures  # matplotlib is imported inside it
 
@@ -42,9 +44,20 @@ class ConfigOption(click.Option):
         return {**super().get_help_extra(ctx), "default": config_default(self.config_key)}
 
 
-def train_option(*decls: str, key: str, **kwargs: Any) -> Callable:
-    """A `train` flag for config key `key` (a `ConfigOption`)."""
+def train_option(*decls: str, **kwargs: Any) -> Callable:
+    """A `train` flag (a `ConfigOption`): its config key, type and choices come from the field
+    declared with this flag (config/schema.py); only the spelling and the help are given here."""
+    key = FLAG_KEYS[decls[0].split("/")[0].lstrip("-").replace("-", "_")]
+    if "/" not in decls[0] and "flag_value" not in kwargs:  # a value, not an on/off flag
+        names = choices(TrainConfig, key)
+        kwargs["type"] = click.Choice([str(c) for c in names]) if names else field_type(
+            TrainConfig, key)
     return click.option(*decls, cls=ConfigOption, config_key=key, **kwargs)
+
+
+def described(table: dict[str, Any]) -> str:
+    """`name: summary; ...` for the rows of a table of variants (--help)."""
+    return "; ".join(f"{name}: {row.summary}" for name, row in table.items()) + "."
 
 
 @click.command("train")
@@ -53,45 +66,35 @@ def train_option(*decls: str, key: str, **kwargs: Any) -> Callable:
               help="TOML recipe (configs/paper.toml, configs/demo.toml) or a run's config.json.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. --set model.dropout=0 (repeatable).")
-@train_option("--run-dir", key="run_dir", help="Where checkpoints, metrics.jsonl, config.json go.")
-@train_option("--epochs", key="epochs", type=int, help="Epochs to train.")
-@train_option("--batch-size", key="batch_size", type=int,
-              help="Global batch, divided evenly across ranks.")
-@train_option("--lr", key="optim.lr", type=float, help="Initial learning rate.")
-@train_option("--seed", key="seed", type=int, help="Seed of the init, data order, augmentation.")
-@train_option("--device", key="device", type=click.Choice(["auto", "cpu", "cuda"]),
-              help="auto: cuda when available, else cpu.")
-@train_option("--precision", key="precision", type=click.Choice(["auto", "fp32", "bf16"]),
-              help="auto: bf16 autocast on a GPU, fp32 on a CPU.")
-@train_option("--compile/--no-compile", key="compile",
-              help="torch.compile the model (slow start, faster steps).")
-@train_option("--model-parallel/--no-model-parallel", key="model_parallel",
+@train_option("--run-dir", help="Where checkpoints, metrics.jsonl, config.json go.")
+@train_option("--epochs", help="Epochs to train.")
+@train_option("--batch-size", help="Global batch, divided evenly across ranks.")
+@train_option("--lr", help="Initial learning rate.")
+@train_option("--seed", help="Seed of the init, data order, augmentation.")
+@train_option("--device", help="auto: cuda when available, else cpu.")
+@train_option("--precision", help="auto: bf16 autocast on a GPU, fp32 on a CPU.")
+@train_option("--compile/--no-compile", help="torch.compile the model (slow start, faster steps).")
+@train_option("--model-parallel/--no-model-parallel",
               help="Tower 1 and tower 2 on two GPUs; on a CPU both on the CPU (testing).")
-@train_option("--max-steps-per-epoch", key="max_steps_per_epoch", type=int,
-              help="Cut every epoch to this many steps; 0: whole epochs.")
-@train_option("--threads", key="threads", type=int, help="torch CPU threads per rank; 0: torch's.")
-@train_option("--workers", key="loader.num_threads", type=int, help="DALI CPU threads per rank.")
-@train_option("--arch", key="model.arch", type=click.Choice(["paper", "owt"]),
-              help="paper: two towers, 96-256-384-384-256, LRN; owt: torchvision's one tower.")
-@train_option("--init", key="model.init", type=click.Choice(["paper", "he"]),
-              help="paper: N(0, 0.01), some biases 1; he: Kaiming normal (short runs).")
-@train_option("--update", key="optim.update", type=click.Choice(["pytorch", "paper"]),
+@train_option("--max-steps-per-epoch", help="Cut every epoch to this many steps; 0: whole epochs.")
+@train_option("--threads", help="torch CPU threads per rank; 0: torch's.")
+@train_option("--workers", help="DALI CPU threads per rank.")
+@train_option("--arch", help=described(ARCHITECTURES))
+@train_option("--init", help="paper: N(0, 0.01), some biases 1; he: Kaiming normal (short runs).")
+@train_option("--update",
               help="SGD momentum rule: torch.optim.SGD's or the paper's (docs/TRAINING.md).")
-@train_option("--schedule", key="optim.schedule",
-              type=click.Choice(["plateau", "step", "constant"]),
+@train_option("--schedule",
               help="lr / 10 when val error stalls (paper), at optim.step_epochs, or never.")
-@train_option("--checkpoint-every", key="checkpoint_every", type=int,
+@train_option("--checkpoint-every",
               help="Steps between mid-epoch checkpoints; 0: at epoch ends only.")
-@train_option("--keep-checkpoints", key="keep_checkpoints", type=int,
-              help="How many of the newest checkpoints to keep.")
-@train_option("--log-every", key="log_every", type=int, help="Steps between metric lines.")
-@train_option("--deterministic/--no-deterministic", key="deterministic",
+@train_option("--keep-checkpoints", help="How many of the newest checkpoints to keep.")
+@train_option("--log-every", help="Steps between metric lines.")
+@train_option("--deterministic/--no-deterministic",
               help="Deterministic torch kernels (bitwise resume; slower on GPU).")
-@train_option("--pca-noise/--no-pca-noise", key="augment.pca_noise",
-              help="The paper's PCA colour noise.")
-@train_option("--std-normalize/--no-std-normalize", key="augment.std_normalize",
+@train_option("--pca-noise/--no-pca-noise", help="The paper's PCA colour noise.")
+@train_option("--std-normalize/--no-std-normalize",
               help="Divide inputs by the channel std too (short runs; not the paper).")
-@train_option("--skip-bad-samples", key="loader.shard_check", flag_value="skip",
+@train_option("--skip-bad-samples", flag_value="skip",
               help="Leave damaged samples out (counted) instead of stopping (loader.shard_check).")
 @click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[CKPT]",
               show_default="a new run",
@@ -153,7 +156,7 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
 @click.option("--split", default="val", show_default=True, help="Which split of DATA to score.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per batch and rank.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+@click.option("--device", type=click.Choice(choices(TrainConfig, "device")), default="auto",
               show_default=True, help="auto: cuda when available, else cpu.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               show_default="the checkpoint's", help="DALI CPU threads per rank.")
@@ -196,9 +199,9 @@ def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, spl
               help="Timed steps per source.")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
               help="Untimed steps per source first.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+@click.option("--device", type=click.Choice(choices(TrainConfig, "device")), default="auto",
               show_default=True, help="auto: cuda when available, else cpu.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+@click.option("--precision", type=click.Choice(choices(TrainConfig, "precision")), default="auto",
               show_default=True, help="auto: bf16 autocast on a GPU, fp32 on a CPU.")
 @click.option("--workers", type=click.IntRange(min=1), default=TrainConfig().loader.num_threads,
               show_default=True, help="DALI CPU threads.")

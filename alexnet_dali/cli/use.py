@@ -6,10 +6,12 @@ import sys
 
 import click
 
+from alexnet_dali.config.fields import choices
+from alexnet_dali.config.schema import TrainConfig
 from alexnet_dali.errors import DataError, report_user_errors
 from alexnet_dali.tools.outdir import explain_os_errors
 
-DEVICES = click.Choice(["auto", "cpu", "cuda"])
+DEVICES = click.Choice(choices(TrainConfig, "device"))
 
 
 def _device(name: str) -> str:

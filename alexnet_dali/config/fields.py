@@ -1,17 +1,19 @@
 """Nested dicts of config values converted to frozen dataclasses' declared types and bounds.
 
 Generic: reads each field's type hint (bool, int, float, str, Literal[...], tuple[T, ...],
-T | None, a nested dataclass) and the bounds declared next to it with `bounded(...)`; knows
-nothing of alexnet-dali's configs (`config.py` declares them). A refused key or value is a
+T | None, a nested dataclass) and what is declared next to it: a range (`bounded`), the keys of a
+table it must name (`one_of`), the named flag that sets it (`flag=`). It knows nothing of
+alexnet-dali's configs (`config/schema.py` declares them). A refused key or value is a
 ConfigError naming where it came from (`Source`), the key, the value and what is allowed.
+`choices` and `flag_keys` read the declarations back, for the CLI.
 """
 
 from __future__ import annotations
 
 import math
 import types
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from dataclasses import Field, dataclass, field, fields, is_dataclass
+from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from alexnet_dali.errors import ConfigError
 
@@ -51,9 +53,26 @@ class Bounds:
 
 
 def bounded(default: Any, *, ge: float | None = None, gt: float | None = None,
-            le: float | None = None, lt: float | None = None) -> Any:
-    """A dataclass field with a default and a range (for a tuple field: of every element)."""
-    return field(default=default, metadata={"bounds": Bounds(ge, gt, le, lt)})
+            le: float | None = None, lt: float | None = None, flag: str | bool = False) -> Any:
+    """A dataclass field with a default and a range (for a tuple field: of every element);
+    `flag`: set by a named flag too (`flagged`)."""
+    return field(default=default, metadata={"bounds": Bounds(ge, gt, le, lt),
+                                            **_flag(flag)})
+
+
+def flagged(default: Any, flag: str | bool = True) -> Any:
+    """A dataclass field that a named flag sets too: `--<field name>` (`flag=True`) or
+    `--<flag>` (dashes for underscores)."""
+    return field(default=default, metadata=_flag(flag))
+
+
+def one_of(table: Mapping[str, Any], default: str, *, flag: str | bool = False) -> Any:
+    """A str field whose value names a row of `table` (the table declares the choices)."""
+    return field(default=default, metadata={"choices": tuple(table), **_flag(flag)})
+
+
+def _flag(flag: str | bool) -> dict[str, str | bool]:
+    return {"flag": flag} if flag else {}
 
 
 def _name(hint: Any) -> str:
@@ -176,7 +195,7 @@ def convert_tree(cls: type, values: dict[str, Any], source: Source, prefix: str 
         raise source.unknown_keys(prefix.rstrip("."), unknown, sorted(known))
     out: dict[str, Any] = {}
     for name, value in values.items():
-        hint, dotted = hints[name], prefix + name
+        hint, dotted = declared_type(known[name], hints[name]), prefix + name
         if is_dataclass(hint):
             if not isinstance(value, dict):
                 raise source.bad_value(dotted, value, f"expected the [{dotted}] section's keys")
@@ -195,3 +214,44 @@ def build(cls: type[T], values: dict[str, Any]) -> T:
     hints = get_type_hints(cls)
     return cls(**{name: build(hints[name], value) if is_dataclass(hints[name]) else value
                   for name, value in values.items()})
+
+
+def declared_type(f: Field, hint: Any) -> Any:
+    """A field's type: its hint, or Literal[the table's keys] for a `one_of` field."""
+    choices = f.metadata.get("choices")
+    return Literal[choices] if choices else hint
+
+
+def _field(cls: type, dotted: str) -> tuple[Field, Any]:
+    """The field of dataclass `cls` that a dotted key names, and its declared type."""
+    *sections, name = dotted.split(".")
+    for section in sections:
+        cls = get_type_hints(cls)[section]
+    f = {f.name: f for f in fields(cls)}[name]
+    return f, declared_type(f, get_type_hints(cls)[name])
+
+
+def field_type(cls: type, dotted: str) -> Any:
+    """The declared type of the field a dotted key names (`optim.lr` -> float)."""
+    return _field(cls, dotted)[1]
+
+
+def choices(cls: type, dotted: str) -> tuple[Any, ...]:
+    """The values a choice field (a Literal, or `one_of` a table) may take, in declared order;
+    () for any other field."""
+    hint = field_type(cls, dotted)
+    return get_args(hint) if get_origin(hint) is Literal else ()
+
+
+def flag_keys(cls: type, prefix: str = "") -> dict[str, str]:
+    """Named flag -> the dotted key it sets, for every field of `cls` (nested ones too) declared
+    with a flag (`bounded(..., flag=...)`, `flagged`, `one_of(..., flag=...)`)."""
+    out: dict[str, str] = {}
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        if is_dataclass(hints[f.name]):
+            out.update(flag_keys(hints[f.name], f"{prefix}{f.name}."))
+        elif f.metadata.get("flag"):
+            flag = f.metadata["flag"]
+            out[f.name if flag is True else flag] = prefix + f.name
+    return out

@@ -1,6 +1,7 @@
 """AlexNet as the paper specifies it (two towers, LRN, overlapping pooling), and torchvision's.
 
-One module, `AlexNet`, builds both architectures from a `ModelConfig`:
+One module, `AlexNet`, builds every architecture `model.arch` names, from its row of
+`config.schema.ARCHITECTURES` (widths, towers, LRN, where dropout goes):
 
 - `paper`: conv1 96 (11×11/s4/p2), conv2 256 (5×5, towers), conv3 384 (both towers), conv4 384
   (towers), conv5 256 (towers), fc6 4096, fc7 4096, fc8 classes. ReLU, LRN after conv1 and conv2
@@ -8,7 +9,7 @@ One module, `AlexNet`, builds both architectures from a `ModelConfig`:
 - `owt`: torchvision's single-tower "one weird trick" net (64/192/384/256/256 kernels, no LRN,
   dropout on the inputs of fc6 and fc7, as torchvision orders it). `towers` and `lrn` do not apply.
 
-On one device the towers are grouped convolutions (groups=2); `model_parallel.py` runs the same
+On one device the towers are grouped convolutions (groups=2); `parallel.py` runs the same
 parameters on two devices. Layer attributes are named as in the paper (`conv1` … `fc8`) so the
 state dict reads `conv1.weight`, …, `fc8.bias`.
 """
@@ -21,12 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet_dali.config.schema import ModelConfig
+from alexnet_dali.config.schema import ARCHITECTURES, ModelConfig
 from alexnet_dali.errors import ConfigError
 
-# Kernels per conv layer (both towers together) and which layers see only their own tower.
-PAPER_WIDTHS = (96, 256, 384, 384, 256)
-OWT_WIDTHS = (64, 192, 384, 256, 256)
+# Which layers see only their own tower (the widths are in ARCHITECTURES).
 TOWER_ONLY = {"conv2", "conv4", "conv5"}  # conv1 sees the image, conv3 sees both towers
 BIAS_ONE = {"conv2", "conv4", "conv5", "fc6", "fc7"}  # the paper's bias-1 layers; others 0
 FINAL_MAP = 6  # spatial side of conv5's pooled output for a 224 input
@@ -74,9 +73,9 @@ class AlexNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg  # checked where configs are built (config.from_dict / resolve_config)
-        paper = cfg.arch == "paper"
-        towers = cfg.towers if paper else 1
-        c1, c2, c3, c4, c5 = PAPER_WIDTHS if paper else OWT_WIDTHS
+        arch = ARCHITECTURES[cfg.arch]
+        towers = cfg.towers if arch.towers else 1
+        c1, c2, c3, c4, c5 = arch.widths
         self.conv1 = nn.Conv2d(3, c1, 11, stride=4, padding=2)
         self.conv2 = nn.Conv2d(c1, c2, 5, padding=2, groups=towers)
         self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)
@@ -85,15 +84,16 @@ class AlexNet(nn.Module):
         self.fc6 = nn.Linear(c5 * FINAL_MAP * FINAL_MAP, cfg.fc_width)
         self.fc7 = nn.Linear(cfg.fc_width, cfg.fc_width)
         self.fc8 = nn.Linear(cfg.fc_width, cfg.num_classes)
-        lrn = paper and cfg.lrn
+        lrn = arch.lrn and cfg.lrn
         self.norm1 = TowerLRN(towers, formula=cfg.lrn_formula) if lrn else nn.Identity()
         self.norm2 = TowerLRN(towers, formula=cfg.lrn_formula) if lrn else nn.Identity()
         self.pool1, self.pool2, self.pool5 = (make_pool(cfg.overlap_pool) for _ in range(3))
         self.act = nn.Tanh() if cfg.activation == "tanh" else nn.ReLU()
         # The paper drops fc6's and fc7's outputs; torchvision drops fc6's and fc7's inputs.
-        self.drop5 = make_dropout(0.0 if paper else cfg.dropout)
+        inputs = arch.dropout_on == "inputs"
+        self.drop5 = make_dropout(cfg.dropout if inputs else 0.0)
         self.drop6 = make_dropout(cfg.dropout)
-        self.drop7 = make_dropout(cfg.dropout if paper else 0.0)
+        self.drop7 = make_dropout(0.0 if inputs else cfg.dropout)
         init_weights(self, cfg)
 
     def conv_features(self, x: torch.Tensor) -> torch.Tensor:

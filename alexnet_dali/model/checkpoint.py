@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from alexnet_dali.config.schema import TrainConfig, from_dict, to_dict
+from alexnet_dali.config.resolve import from_dict, to_dict
+from alexnet_dali.config.schema import TrainConfig
 from alexnet_dali.errors import CheckpointError
 from alexnet_dali.model.alexnet import build_model
 from alexnet_dali.tools.outdir import FolderLock, naming

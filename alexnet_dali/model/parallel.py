@@ -22,10 +22,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from alexnet_dali.config.schema import ModelConfig
+from alexnet_dali.config.schema import ARCHITECTURES, ModelConfig
 from alexnet_dali.errors import ConfigError
-from alexnet_dali.model.alexnet import (FINAL_MAP, PAPER_WIDTHS, AlexNet, TowerLRN, make_dropout,
-                                make_pool)
+from alexnet_dali.model.alexnet import FINAL_MAP, AlexNet, TowerLRN, make_dropout, make_pool
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 TOWERS = 2
@@ -69,7 +68,7 @@ class ModelParallelAlexNet(nn.Module):
     def __init__(self, cfg: ModelConfig,
                  devices: Sequence[str | torch.device] | None = None) -> None:
         super().__init__()
-        if cfg.arch != "paper" or cfg.towers != TOWERS:
+        if not ARCHITECTURES[cfg.arch].towers or cfg.towers != TOWERS:
             raise ConfigError("model parallelism splits the paper's two towers: use "
                               "model.arch='paper' and model.towers=2 (or drop --model-parallel)")
         if cfg.fc_width % TOWERS:
@@ -78,7 +77,7 @@ class ModelParallelAlexNet(nn.Module):
         self.devices = _resolve_devices(devices)
         grouped = AlexNet(cfg).state_dict()  # first, so a seed gives build_model's weights
         self.output_device = self.devices[0]
-        c1, c2, c3, c4, c5 = (w // TOWERS for w in PAPER_WIDTHS)
+        c1, c2, c3, c4, c5 = (w // TOWERS for w in ARCHITECTURES[cfg.arch].widths)
         fc_in = TOWERS * c5 * FINAL_MAP * FINAL_MAP
         self.conv1 = _pair(lambda: nn.Conv2d(3, c1, 11, stride=4, padding=2))
         self.conv2 = _pair(lambda: nn.Conv2d(c1, c2, 5, padding=2))

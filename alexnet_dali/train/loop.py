@@ -31,7 +31,8 @@ from alexnet_dali.train.builders import (
     seed_everything,
 )
 from alexnet_dali.train.cadence import Agreement, EpochTrain, LossWindow, StopRequest, is_sync_point
-from alexnet_dali.config.schema import TrainConfig, save_resolved_config
+from alexnet_dali.config.resolve import save_resolved_config
+from alexnet_dali.config.schema import TrainConfig
 from alexnet_dali.train.distributed import DistInfo
 from alexnet_dali.errors import TrainingDiverged, signal_exit_status
 from alexnet_dali.train.validate import evaluate

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from alexnet_dali.config.schema import TrainConfig, to_dict
+from alexnet_dali.config.resolve import to_dict
+from alexnet_dali.config.schema import TrainConfig
 from alexnet_dali.errors import CheckpointError
 
 # Settings that make another network (or feed it another input size): fixed by the checkpoint.

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from alexnet_dali.config.schema import ARCHITECTURES
 from alexnet_dali.errors import DataError
 from alexnet_dali.use.plots import draw_conv1, draw_curves, draw_neighbours, save_figure
 from alexnet_dali.train.runlog import METRICS_NAME, read_metrics
@@ -129,7 +130,7 @@ def conv1_figure(model: torch.nn.Module, cfg: Any, state: dict[str, Any],
                  run_dir: Path) -> Figure:
     """conv1's filters, one panel per tower (paper Fig. 3)."""
     weight = model.conv1.weight
-    towers = cfg.model.towers if cfg.model.arch == "paper" else 1
+    towers = cfg.model.towers if ARCHITECTURES[cfg.model.arch].towers else 1
     per_tower = weight.shape[0] // towers
     grids = [conv1_grid(weight[t * per_tower:(t + 1) * per_tower], 1) for t in range(towers)]
     k, c, h, w = weight.shape
