@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from alexnet_dali.model.checkpoint import latest_checkpoint
 from alexnet_dali.config.schema import AugmentConfig, LoaderConfig, ModelConfig
-from alexnet_dali.loader.dali import build_train_loader
+from alexnet_dali.loader.train import build_train_loader
 from alexnet_dali.model.alexnet import build_model
 
 pytestmark = pytest.mark.slow

@@ -167,6 +167,17 @@ def test_only_the_pipelines_and_the_loader_import_dali():
     assert dali and all(stage(m) in DALI_ALLOWED for m in dali), dali
 
 
+def test_the_synthetic_baseline_loads_no_dali():
+    """`bench train` without DATA (and a synthetic run) imports these: none may load DALI."""
+    import subprocess
+
+    code = ("import sys; import alexnet_dali.bench.train, alexnet_dali.train.builders, "
+            "alexnet_dali.train.steps, alexnet_dali.loader.synthetic; "
+            "print(sorted(m for m in sys.modules if m.startswith('nvidia.dali')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 TESTS = ROOT / "tests"
 
 

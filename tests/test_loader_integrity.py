@@ -18,7 +18,7 @@ from alexnet_dali.loader import integrity
 from alexnet_dali.model.checkpoint import list_checkpoints
 from alexnet_dali.cli import main
 from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
-from alexnet_dali.loader.dali import build_train_loader
+from alexnet_dali.loader.train import build_train_loader
 from alexnet_dali.tools.manifest import read_manifest
 from alexnet_dali.tools.shards import read_index
 from alexnet_dali.tools.storage import LocalStore

@@ -13,7 +13,7 @@ def test_writer_and_graph_labels(tmp_path: Path) -> None:
     import torch
 
     from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
-    from alexnet_dali.loader.dali import build_eval_loader
+    from alexnet_dali.loader.eval import build_eval_loader
 
     root = write_dataset(tmp_path / "d", {"val": 11}, per_shard=4)
     with tarfile.open(root / "val" / "val-000000.tar") as tar:

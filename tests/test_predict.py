@@ -20,7 +20,7 @@ from alexnet_dali.cli import main
 from alexnet_dali.config.schema import AugmentConfig, LoaderConfig, ModelConfig, TrainConfig
 from alexnet_dali.train.validate import probabilities
 from alexnet_dali.use.inference import Normalization, eval_views, load_for_inference
-from alexnet_dali.loader.dali import build_eval_loader
+from alexnet_dali.loader.eval import build_eval_loader
 from alexnet_dali.model.alexnet import build_model
 from alexnet_dali.tools.pca import load_colour_stats
 from alexnet_dali.use.predict import gather_files, load_image, predict_files

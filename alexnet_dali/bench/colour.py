@@ -67,7 +67,7 @@ def colour_shifts(data_dir: Path, augment: AugmentConfig, *, batches: int, batch
     """
     import torch
 
-    from alexnet_dali.loader.dali import build_train_loader
+    from alexnet_dali.loader.train import build_train_loader
     from alexnet_dali.pipelines.spec import load_shard_set
     from alexnet_dali.tools.pca import load_colour_stats
 

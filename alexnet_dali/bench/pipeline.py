@@ -162,7 +162,7 @@ def baseline_batches(root: Path, loader, batch_size: int, device, seed: int = 0)
     """Batches of the minimal graph (`pipelines/baseline.py`), handed to torch as the loader does:
     (images, the untouched `.cls` digit TensorList)."""
     from alexnet_dali.config.schema import AugmentConfig
-    from alexnet_dali.loader.dali import pipeline_args, pipeline_spec
+    from alexnet_dali.loader.pipeline import pipeline_args, pipeline_spec
     from alexnet_dali.loader.handoff import images_to_torch
     from alexnet_dali.pipelines.baseline import baseline_pipeline
 
@@ -242,7 +242,7 @@ def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, t
     import torch
 
     from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
-    from alexnet_dali.loader.dali import build_train_loader
+    from alexnet_dali.loader.train import build_train_loader
     from alexnet_dali.pipelines.spec import load_shard_set
     from alexnet_dali.tools.pca import load_colour_stats
 

@@ -35,7 +35,7 @@ def loader_config(ctx: Context, **changes) -> LoaderConfig:
 def train_draws(data: Path, aug: AugmentConfig, loader: LoaderConfig, device: torch.device,
                 batch: int = 4, seed: int = 3) -> list[np.ndarray]:
     """One train batch with its draws (images, labels, pos x, pos y, mirror, α, decoded), NumPy."""
-    from alexnet_dali.loader.dali import build_train_loader
+    from alexnet_dali.loader.train import build_train_loader
 
     tl = build_train_loader(data, loader=loader, augment=aug, batch_size=batch, rank=0,
                             world_size=1, device=device, seed=seed, return_draws=True)
@@ -45,7 +45,7 @@ def train_draws(data: Path, aug: AugmentConfig, loader: LoaderConfig, device: to
 def eval_draws(data: Path, aug: AugmentConfig, loader: LoaderConfig, device: torch.device,
                tencrop: bool, batch: int = 4) -> list[np.ndarray]:
     """The first val batch (images, labels, decoded), NumPy."""
-    from alexnet_dali.loader.dali import build_eval_loader
+    from alexnet_dali.loader.eval import build_eval_loader
 
     el = build_eval_loader(data, loader=loader, augment=aug, batch_size=batch, rank=0,
                            world_size=1, device=device, tencrop=tencrop, return_draws=True)
@@ -189,7 +189,7 @@ def check_checkpoint(ctx: Context) -> str:
     """`train` 2 steps (+ validation) writes a checkpoint; loaded back, it scores the same."""
     from alexnet_dali.model.checkpoint import load_checkpoint, model_from_checkpoint
     from alexnet_dali.train.validate import evaluate
-    from alexnet_dali.loader.dali import build_eval_loader
+    from alexnet_dali.loader.eval import build_eval_loader
     from alexnet_dali.train.runlog import METRICS_NAME, read_metrics
     from alexnet_dali.train.loop import train
 
@@ -218,7 +218,7 @@ def check_checkpoint(ctx: Context) -> str:
 def check_pipeline_rate(ctx: Context) -> str:
     """A short `bench pipeline`: the DALI CPU train loader's images/s on the generated data."""
     from alexnet_dali.bench.pipeline import cycle, measure
-    from alexnet_dali.loader.dali import build_train_loader
+    from alexnet_dali.loader.train import build_train_loader
 
     batch = 16 if ctx.quick else 32
     loader = loader_config(ctx)
@@ -240,7 +240,7 @@ def gpu_graph_placement(data: Path) -> str:
     """Trace the device="gpu" graphs (DALI's private `_build_graph`; no CUDA needed): the decoder
     runs `mixed`, the images leave the graph on the GPU, the draws on the CPU."""
     from alexnet_dali.config.schema import LoaderConfig
-    from alexnet_dali.loader.dali import pipeline_spec
+    from alexnet_dali.loader.pipeline import pipeline_spec
     from alexnet_dali.pipelines.eval import eval_pipeline
     from alexnet_dali.pipelines.train import train_pipeline
 

@@ -187,7 +187,7 @@ def throughput(data: Path, ctx: Context, device: str, batch: int, steps: int) ->
 
     from alexnet_dali.bench.pipeline import cycle, measure
     from alexnet_dali.bench.train import run_bench
-    from alexnet_dali.loader.dali import build_train_loader
+    from alexnet_dali.loader.train import build_train_loader
 
     torch_device = torch.device("cuda", 0) if device == "cuda" else CPU
     loader = loader_config(ctx, device="gpu" if device == "cuda" else "cpu")

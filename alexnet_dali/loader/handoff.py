@@ -1,7 +1,7 @@
 """The hand-off of DALI outputs to torch (part of the loader glue; imports DALI).
 
 CPU outputs are shared through DLPack; host tensors bound for a CUDA device go through pinned
-memory with `non_blocking=True`, so no step blocks the host on a copy (`host_to_device`).
+memory with `non_blocking=True`, so no step blocks the host on a copy (`transfer.host_to_device`).
 """
 
 from __future__ import annotations
@@ -17,20 +17,8 @@ from nvidia.dali.tensors import TensorListGPU
 from alexnet_dali.config.schema import LoaderConfig
 from alexnet_dali.errors import DataError
 from alexnet_dali.loader.integrity import HELD_BACK
+from alexnet_dali.loader.transfer import host_to_device
 from alexnet_dali.tools.shards import LABEL_DIGITS
-
-
-def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor → `device`: itself (no copy) for the CPU; for CUDA an asynchronous copy
-    from pinned memory.
-
-    A copy from pageable memory blocks the host until the GPU has it, a sync per step; from
-    pinned memory `non_blocking=True` only queues it on the current stream, and torch's pinned
-    allocator keeps the buffer until the copy has run.
-    """
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def copy_batch(batch, device: torch.device) -> torch.Tensor:

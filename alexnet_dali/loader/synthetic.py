@@ -3,7 +3,7 @@
 Batches are a pure function of (seed, epoch, step, rank), so `checkpoint()` is just the position
 and a restored loader replays exactly what an uninterrupted one would have yielded. Each class
 shifts the three channels by its own constant, so a model can learn the labels. Batches made
-on the host reach a CUDA device as the DALI loaders' do (`loader_handoff.host_to_device`).
+on the host reach a CUDA device as the DALI loaders' do (`transfer.host_to_device`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 
-from alexnet_dali.loader.handoff import host_to_device
+from alexnet_dali.loader.transfer import host_to_device
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

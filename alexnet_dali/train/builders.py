@@ -159,7 +159,8 @@ def build_loaders(cfg: TrainConfig, info: DistInfo, input_device: torch.device,
                                   num_classes=cfg.model.num_classes, rank=info.rank,
                                   world_size=info.world_size, device=input_device)
         return train, val
-    from alexnet_dali.loader.dali import build_eval_loader, build_train_loader
+    from alexnet_dali.loader.eval import build_eval_loader
+    from alexnet_dali.loader.train import build_train_loader
 
     loader_cfg = dataclasses.replace(cfg.loader, layout=layout)
     common = dict(loader=loader_cfg, augment=cfg.augment, batch_size=batch, rank=info.rank,

@@ -1,6 +1,7 @@
 """The training loop: one or many ranks (torchrun + DDP), validation each epoch, exact resume.
 
-Data comes from `alexnet_dali.loader.dali` (DALI) or, with data "synthetic", from `synthetic.py`.
+Data comes from the DALI loaders (`loader/train.py`, `loader/eval.py`) or, with data "synthetic",
+from `loader/synthetic.py`.
 The global batch is split evenly across ranks. Checkpoints hold everything needed to continue
 mid-epoch bit for bit (model, optimiser, schedule, RNG states, each rank's loader position).
 """

@@ -97,7 +97,7 @@ def _eval_loader(data: str, cfg: Any, info: Any, split: str, batch_size: int,
                                    num_classes=cfg.model.num_classes, rank=info.rank,
                                    world_size=info.world_size, device=info.device,
                                    tencrop=tencrop)
-    from alexnet_dali.loader.dali import build_eval_loader
+    from alexnet_dali.loader.eval import build_eval_loader
 
     loader_cfg = dataclasses.replace(cfg.loader, layout="NCHW",
                                      num_threads=workers or cfg.loader.num_threads)

@@ -81,7 +81,7 @@ def fc7_of_split(model: torch.nn.Module, data_dir: Path, split: str, limit: int,
 
     import torch
 
-    from alexnet_dali.loader.dali import build_eval_loader
+    from alexnet_dali.loader.eval import build_eval_loader
 
     loader_cfg = dataclasses.replace(cfg.loader, layout="NCHW", dtype="float32")
     loader = build_eval_loader(data_dir, split=split, loader=loader_cfg, augment=cfg.augment,
