@@ -15,7 +15,7 @@ import numpy as np
 
 from alexnet_dali.config.schema import AugmentConfig
 from alexnet_dali.errors import DataError
-from alexnet_dali.tools.manifest import read_manifest
+from alexnet_dali.tools.manifest import Manifest, read_manifest
 from alexnet_dali.tools.pca import ColourStats
 from alexnet_dali.tools.storage import Store
 from alexnet_dali.tools.verify import first_file_problem, listing
@@ -49,14 +49,17 @@ class PipelineSpec:
     return_draws: bool = False  # test mode: also return the random draws and the decoded image
 
 
-def load_shard_set(data_dir: str | Path | Store, split: str) -> ShardSet:
-    """The shards of `split` listed in data_dir/manifest.json, as paths (or `s3://` URLs)."""
-    manifest = read_manifest(data_dir)
+def load_shard_set(data: str | Path | Store | Manifest, split: str,
+                   files: dict[str, int] | None = None) -> ShardSet:
+    """The shards of `split` that DATA/manifest.json lists (the manifest, or where it is), as
+    paths (or `s3://` URLs); `files`: the split's `listing`, if already made."""
+    manifest = data if isinstance(data, Manifest) else read_manifest(data)
     entry = manifest.split(split)
     if not entry.shards:
         raise DataError(f"{manifest.path}: split {split!r} has no shards; re-run preprocess")
     tars = tuple(manifest.url(s.tar) for s in entry.shards)
-    files = listing(manifest, split)  # one listing: the tars' sizes and which indexes are there
+    if files is None:  # one listing: the tars' sizes and which indexes are there
+        files = listing(manifest, split)
     problem = first_file_problem(manifest, split, files)  # every shard there, its recorded size
     if problem is not None:
         raise DataError(problem)

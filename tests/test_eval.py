@@ -77,7 +77,7 @@ def test_eval_cli_counts_every_val_sample_once_on_one_and_two_ranks(shard_datase
 def test_eval_refuses_a_checkpoint_trained_on_another_class_list(shard_dataset, tmp_path):
     from click.testing import CliRunner
 
-    from alexnet_dali.train.builders import class_list
+    from alexnet_dali.loader.data import class_list
     from alexnet_dali.cli import main
 
     cfg = TrainConfig(data=str(shard_dataset), model=ModelConfig(num_classes=4, init="he"))

@@ -144,7 +144,7 @@ def test_a_resume_may_not_change_the_network_but_says_what_else_changed(tmp_path
 def test_eval_and_predict_refuse_shards_smaller_than_the_crop(shard_dataset, raw_dataset,
                                                               tmp_path):
     """Shards made with --size 128 for a checkpoint trained at 256 (224 crops)."""
-    from alexnet_dali.train.builders import class_list
+    from alexnet_dali.loader.data import class_list
     from alexnet_dali.tools.images import ImageSettings
     from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess
 

@@ -50,7 +50,7 @@ def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pca_stats(demo / "shards", workers=1, mean_image=True, progress=False)
     cfg = TrainConfig(data=str(demo / "shards"), model=ModelConfig(num_classes=4, init="he"))
     torch.manual_seed(0)
-    from alexnet_dali.train.builders import class_list
+    from alexnet_dali.loader.data import class_list
 
     state = new_state(model=build_model(cfg.model).state_dict(), config=cfg, epoch=1,
                       global_step=1, classes=class_list(cfg.data),

@@ -68,6 +68,7 @@ def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, dev
         precision_of,
         resolve_for_data,
     )
+    from alexnet_dali.loader.data import SYNTHETIC, open_data
     from alexnet_dali.train.optim import build_optimizer
     from alexnet_dali.loader.synthetic import SyntheticTrainLoader
 
@@ -77,12 +78,13 @@ def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, dev
     # many times slower on a CPU than the real 0-255-scale input; flush them so that both sources
     # time the same arithmetic.
     torch.set_flush_denormal(True)
-    values = {"data": data or "synthetic", "batch_size": batch_size, "device": device,
+    values = {"data": data or SYNTHETIC, "batch_size": batch_size, "device": device,
               "precision": precision, "compile": compile}
     if workers:
         values["loader"] = {"num_threads": workers}
     cfg = from_dict(TrainConfig, values, where="bench train")
-    cfg = resolve_for_data(cfg)
+    dataset = open_data(cfg.data)
+    cfg = resolve_for_data(cfg, dataset)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=pick_device(device))
     net, input_device = build_network(cfg, info)
     model = torch.compile(net) if compile else net
@@ -93,7 +95,7 @@ def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, dev
         device=input_device, fixed=True, channels_last=channels_last_of(cfg, input_device))
     sources = {"synthetic": iter(synthetic)}
     if data:
-        train_loader, _ = build_loaders(cfg, info, input_device, None)
+        train_loader, _ = build_loaders(cfg, dataset, info, input_device, None)
         sources["dali"] = endless(train_loader)
     rates = time_sources(step, sources, steps, warmup)
     result: dict[str, Any] = {

@@ -126,8 +126,7 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
     --resume to continue.
     """
     from alexnet_dali.model import checkpoint as ckpt_io
-    from alexnet_dali.train.builders import SYNTHETIC
-    from alexnet_dali.tools.manifest import require_manifest
+    from alexnet_dali.loader.data import require_data
     from alexnet_dali.train.loop import train
 
     state = None
@@ -138,8 +137,7 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
     base = state["config"] if state and not config_file else None
     cfg = resolve_config(data, config_file=config_file, sets=sets, flags=flags, base=base,
                          base_name=f"{state['path']}:config" if base else "")
-    if data != SYNTHETIC:  # after the config's checks, which read no data
-        require_manifest(data, "train")
+    require_data(data, "train")  # after the config's checks, which read no data
     summary = train(cfg, resume=state, allow_mismatch=allow_mismatch)
     if summary["signal"]:  # a checkpoint was saved; say so to scripts (a requeue tests it)
         sys.exit(signal_exit_status(summary["signal"]))
@@ -179,12 +177,10 @@ def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, spl
     Each shard's sha256 is checked as it is read; a damaged sample stops eval with an error
     naming the shard and key (--skip-bad-samples: left out and counted).
     """
-    from alexnet_dali.train.builders import SYNTHETIC
+    from alexnet_dali.loader.data import require_data
     from alexnet_dali.use.evaluate import evaluate_checkpoint
-    from alexnet_dali.tools.manifest import require_manifest
 
-    if data != SYNTHETIC:
-        require_manifest(data, "eval")
+    require_data(data, "eval")
     evaluate_checkpoint(data, ckpt, tencrop=tencrop, json_path=json_path, split=split,
                         batch_size=batch_size, device=device, workers=workers, per_class=per_class,
                         skip_bad_samples=skip_bad_samples)

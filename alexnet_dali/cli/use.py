@@ -133,7 +133,7 @@ def import_weights_command(source: str, file: str, run_dir: str, data: str | Non
     export accept it. Published for these weights (resize 256, center 224): acc@1 56.522,
     acc@5 79.066.
     """
-    from alexnet_dali.train.builders import class_list
+    from alexnet_dali.loader.data import class_list
     from alexnet_dali.model.torchvision import import_torchvision
 
     classes = class_list(data) if data else None

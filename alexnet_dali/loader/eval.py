@@ -11,6 +11,7 @@ from typing import Iterator
 import torch
 
 from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
+from alexnet_dali.loader.data import ShardData, open_shards
 from alexnet_dali.loader.handoff import to_torch
 from alexnet_dali.loader.integrity import SampleGate, build_gate
 from alexnet_dali.loader.pipeline import (
@@ -77,17 +78,18 @@ class EvalLoader:
 
 
 def build_eval_loader(
-    data_dir: str | Path, *, split: str = "val", loader: LoaderConfig, augment: AugmentConfig,
-    batch_size: int, rank: int, world_size: int, device: torch.device, tencrop: bool = False,
-    return_draws: bool = False,
+    data: str | Path | ShardData, *, split: str = "val", loader: LoaderConfig,
+    augment: AugmentConfig, batch_size: int, rank: int, world_size: int, device: torch.device,
+    tencrop: bool = False, return_draws: bool = False,
 ) -> EvalLoader:
     """The evaluation loader of one rank, `batch_size` samples a batch: center crop, or ten views
     (N×10×3×H×W) with tencrop."""
-    spec = pipeline_spec(data_dir, split, loader=loader, augment=augment, rank=rank,
+    data = open_shards(data)
+    spec = pipeline_spec(data, split, loader=loader, augment=augment, rank=rank,
                          world_size=world_size, device=device, return_draws=return_draws,
                          training=False)
     spec = replace(spec, shuffle_buffer=1)
-    gate = build_gate(data_dir, split, rank, world_size, False, loader.shard_check)
+    gate = build_gate(data.manifest, split, rank, world_size, False, loader.shard_check)
     pipe = build_pipeline(eval_pipeline(spec, tencrop=tencrop,
                                         **pipeline_args(spec, loader, batch_size, device, 0)),
                           spec)

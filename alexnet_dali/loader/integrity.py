@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from alexnet_dali.tools.manifest import read_manifest
+from alexnet_dali.tools.manifest import Manifest, read_manifest
 from alexnet_dali.tools.verify import ShardCheck, check_shard, shard_checks, stored_sha256
 
 HELD_BACK = -100  # the label of a held-back sample: F.cross_entropy's default ignore_index
@@ -218,12 +218,13 @@ class SampleGate:
                 + [f"{tar}: sample {key}: {reason}" for (tar, key), reason in self.damaged.items()])
 
 
-def build_gate(data_dir: str | Path, split: str, rank: int, world_size: int, training: bool,
-               mode: str) -> SampleGate | None:
-    """The gate of one rank's loader of `split` (`mode` is loader.shard_check); None for "off"."""
+def build_gate(data: str | Path | Manifest, split: str, rank: int, world_size: int,
+               training: bool, mode: str) -> SampleGate | None:
+    """The gate of one rank's loader of `split` (`mode` is loader.shard_check); None for "off".
+    `data`: the shard folder's manifest, or where it is."""
     if mode == "off":
         return None
-    manifest = read_manifest(data_dir)
+    manifest = data if isinstance(data, Manifest) else read_manifest(data)
     checks = shard_checks(manifest, decode=True, splits=(split,))
     ranges = reading_ranges([c.samples for c in checks], rank, world_size, training)
     return SampleGate(ShardWatcher(checks, ranges), skip=mode == "skip")

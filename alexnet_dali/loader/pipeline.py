@@ -14,28 +14,29 @@ import torch
 from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import ConfigError, CorruptSampleError, DataError
 from alexnet_dali.pipelines.readers import READER_NAME
-from alexnet_dali.pipelines.spec import PipelineSpec, load_shard_set, needs_colour_stats
-from alexnet_dali.tools.pca import load_colour_stats
+from alexnet_dali.loader.data import ShardData, open_shards
+from alexnet_dali.pipelines.spec import PipelineSpec, needs_colour_stats
 from alexnet_dali.tools.shards import iter_shard
 from alexnet_dali.tools.storage import StorageError, is_remote
 
 
 def pipeline_spec(
-    data_dir: str | Path, split: str, *, loader: LoaderConfig, augment: AugmentConfig,
+    data: str | Path | ShardData, split: str, *, loader: LoaderConfig, augment: AugmentConfig,
     rank: int, world_size: int, device: torch.device, return_draws: bool = False,
     training: bool = True,
 ) -> PipelineSpec:
     """The PipelineSpec of one rank: shard_id = global rank, num_shards = world size."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
-    shards = load_shard_set(data_dir, split)
+    data = open_shards(data)
+    shards = data.shard_set(split)
     if shards.samples < world_size:
-        raise DataError(f"{data_dir}: split {split!r} has {shards.samples} samples, "
+        raise DataError(f"{data}: split {split!r} has {shards.samples} samples, "
                          f"fewer than the {world_size} ranks")
     pipe_device = pipeline_device(loader, device)
     return PipelineSpec(
         shards=shards,
-        stats=load_colour_stats(data_dir, need_mean_image=augment.mean == "image")
+        stats=data.colour_stats(need_mean_image=augment.mean == "image")
         if needs_colour_stats(augment, training) else None,
         augment=augment, shard_id=rank, num_shards=world_size,
         device=pipe_device, hw_decoder_load=loader.hw_decoder_load,

@@ -15,6 +15,7 @@ import torch
 
 from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import CheckpointError, ConfigError
+from alexnet_dali.loader.data import ShardData, open_shards
 from alexnet_dali.loader.handoff import to_torch
 from alexnet_dali.loader.integrity import SampleGate, build_gate
 from alexnet_dali.loader.pipeline import (
@@ -97,20 +98,21 @@ def _parse_checkpoint(checkpoint: bytes | str, spec: PipelineSpec,
 
 
 def build_train_loader(
-    data_dir: str | Path, *, loader: LoaderConfig, augment: AugmentConfig, batch_size: int,
+    data: str | Path | ShardData, *, loader: LoaderConfig, augment: AugmentConfig, batch_size: int,
     rank: int, world_size: int, device: torch.device, seed: int,
     checkpoint: bytes | str | None = None, return_draws: bool = False,
 ) -> TrainLoader:
     """The training loader of one rank, `batch_size` samples a batch (the per-rank batch);
     `checkpoint` (from TrainLoader.checkpoint) resumes."""
-    spec = pipeline_spec(data_dir, "train", loader=loader, augment=augment, rank=rank,
+    data = open_shards(data)
+    spec = pipeline_spec(data, "train", loader=loader, augment=augment, rank=rank,
                          world_size=world_size, device=device, return_draws=return_draws)
     steps = spec.shards.samples // (world_size * batch_size)
     if steps == 0:
-        raise ConfigError(f"{data_dir}: {spec.shards.samples} training samples are fewer than one "
+        raise ConfigError(f"{data}: {spec.shards.samples} training samples are fewer than one "
                           f"global batch ({world_size} ranks × {batch_size}); lower it")
     blob, step = (None, 0) if checkpoint is None else _parse_checkpoint(checkpoint, spec, steps)
-    gate = build_gate(data_dir, "train", rank, world_size, True, loader.shard_check)
+    gate = build_gate(data.manifest, "train", rank, world_size, True, loader.shard_check)
     pipe = build_pipeline(train_pipeline(spec, checkpoint=blob, **pipeline_args(
         spec, loader, batch_size, device, rank_seed(seed, rank))), spec)
     check_epoch_size(pipe, spec)

@@ -227,14 +227,13 @@ def saved_classes(state: dict[str, Any]) -> list[tuple[str, str]] | None:
     return [(str(name), str(words)) for name, words in saved] if saved else None
 
 
-def check_same_classes(state: dict[str, Any], data: str) -> None:
-    """Refuse to score a checkpoint on shards with another class list (same ids, same WNIDs)."""
+def check_same_classes(state: dict[str, Any], data_classes: list[str] | None, data: str) -> None:
+    """Refuse to score a checkpoint on shards DATA whose class list (`data_classes`, the names in
+    id order; None for synthetic data) is another (same ids, same WNIDs)."""
     saved = saved_classes(state)
-    if saved is None or data == "synthetic":  # checkpoints from before class lists were saved
+    if saved is None or data_classes is None:  # checkpoints from before class lists were saved
         return
-    from alexnet_dali.tools.manifest import read_manifest
-
-    mine, theirs = [c.name for c in read_manifest(data).classes], [name for name, _ in saved]
+    mine, theirs = list(data_classes), [name for name, _ in saved]
     if mine != theirs:
         i = next((i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b),
                  min(len(mine), len(theirs)))

@@ -1,7 +1,8 @@
-"""What a run is built from: the dataset's facts, devices, precision, the network, the loaders.
+"""What a run is built from: the class count its data implies, seeds, devices, precision, the
+network, the loaders (DATA itself is read once, `loader/data.py`).
 
 Shared by the trainer, `eval` and `bench train`. The global batch is divided evenly across
-ranks (`per_rank_batch`); data "synthetic" swaps the DALI loaders for `synthetic.py`'s.
+ranks (`per_rank_batch`).
 """
 
 from __future__ import annotations
@@ -13,61 +14,18 @@ from typing import Any
 import torch
 
 from alexnet_dali.config.schema import TrainConfig
-from alexnet_dali.errors import ConfigError, DataError
+from alexnet_dali.errors import ConfigError
+from alexnet_dali.loader.build import eval_loader, train_loader
+from alexnet_dali.loader.data import Data
 from alexnet_dali.train.distributed import DistInfo
-from alexnet_dali.tools.pca import ColourStats, load_colour_stats
-from alexnet_dali.tools.manifest import read_manifest
-from alexnet_dali.tools.verify import first_file_problem
-
-SYNTHETIC = "synthetic"
 
 
-def manifest_sha256(data: str) -> str | None:
-    """sha256 of DATA/manifest.json's bytes (DESIGN.md), None for synthetic data."""
-    return None if data == SYNTHETIC else read_manifest(data).sha256
-
-
-def class_list(data: str) -> list[list[str]] | None:
-    """DATA's classes in id order as [name (WNID), words] pairs, carried into checkpoints; None
-    for synthetic data."""
-    return None if data == SYNTHETIC else [[c.name, c.words] for c in read_manifest(data).classes]
-
-
-def image_size_of(data: str) -> int | None:
-    """The side of DATA's square shard images (manifest settings, `preprocess --size`); None for
-    synthetic data."""
-    if data == SYNTHETIC:
-        return None
-    return int(read_manifest(data).settings.get("size", 256))
-
-
-def check_shard_files(data: str, splits: tuple[str, ...] = ("train", "val")) -> None:
-    """The cheap start check: every shard of `splits` there with its recorded size (DataError
-    naming the first that is not; `verify` checks the bytes)."""
-    if data == SYNTHETIC:
-        return
-    manifest = read_manifest(data)
-    for split in splits:
-        problem = first_file_problem(manifest, split) if split in manifest.splits else None
-        if problem is not None:
-            raise DataError(problem)
-
-
-def resolve_for_data(cfg: TrainConfig) -> TrainConfig:
+def resolve_for_data(cfg: TrainConfig, data: Data) -> TrainConfig:
     """Take num_classes from the dataset's manifest (the model must match the data)."""
-    if cfg.data == SYNTHETIC:
-        return cfg
-    classes = len(read_manifest(cfg.data).classes)
+    classes = data.num_classes(cfg.model.num_classes)
     if classes != cfg.model.num_classes:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
     return cfg
-
-
-def colour_stats_of(cfg: TrainConfig) -> ColourStats | None:
-    """The training data's pca.json statistics (with the mean image if the recipe uses it)."""
-    if cfg.data == SYNTHETIC:
-        return None
-    return load_colour_stats(cfg.data, need_mean_image=cfg.augment.mean == "image")
 
 
 def seed_everything(cfg: TrainConfig, rank: int) -> None:
@@ -142,29 +100,12 @@ def per_rank_batch(cfg: TrainConfig, world_size: int) -> int:
     return cfg.batch_size // world_size
 
 
-def build_loaders(cfg: TrainConfig, info: DistInfo, input_device: torch.device,
+def build_loaders(cfg: TrainConfig, data: Data, info: DistInfo, input_device: torch.device,
                   loader_ckpt: str | None) -> tuple[Any, Any]:
-    """(train loader, val loader) for this rank, DALI-fed or synthetic."""
+    """(train loader, val loader) for this rank, DALI-fed or synthetic (`loader/build.py`)."""
     batch = per_rank_batch(cfg, info.world_size)
     layout = "NHWC" if channels_last_of(cfg, input_device) else "NCHW"
-    if cfg.data == SYNTHETIC:
-        from alexnet_dali.loader.synthetic import SyntheticEvalLoader, SyntheticTrainLoader
-
-        train = SyntheticTrainLoader(
-            batch_size=batch, steps_per_epoch=cfg.max_steps_per_epoch or 8,
-            num_classes=cfg.model.num_classes, rank=info.rank, world_size=info.world_size,
-            device=input_device, seed=cfg.seed, channels_last=layout == "NHWC",
-            checkpoint=loader_ckpt)
-        val = SyntheticEvalLoader(samples=2 * cfg.batch_size, batch_size=batch,
-                                  num_classes=cfg.model.num_classes, rank=info.rank,
-                                  world_size=info.world_size, device=input_device)
-        return train, val
-    from alexnet_dali.loader.eval import build_eval_loader
-    from alexnet_dali.loader.train import build_train_loader
-
-    loader_cfg = dataclasses.replace(cfg.loader, layout=layout)
-    common = dict(loader=loader_cfg, augment=cfg.augment, batch_size=batch, rank=info.rank,
-                  world_size=info.world_size, device=input_device)
-    train = build_train_loader(cfg.data, seed=cfg.seed, checkpoint=loader_ckpt, **common)
-    val = build_eval_loader(cfg.data, split="val", tencrop=False, **common)
-    return train, val
+    common = dict(batch_size=batch, rank=info.rank, world_size=info.world_size,
+                  device=input_device, layout=layout)
+    return (train_loader(data, cfg, checkpoint=loader_ckpt, **common),
+            eval_loader(data, cfg, split="val", **common))

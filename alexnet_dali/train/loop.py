@@ -19,14 +19,10 @@ from tqdm import tqdm
 
 from alexnet_dali.model import checkpoint as ckpt_io
 from alexnet_dali.train import distributed, resume as resume_io  # `resume`: train()'s argument
+from alexnet_dali.loader.data import Data, open_data
 from alexnet_dali.train.builders import (
     build_loaders,
     build_network,
-    check_shard_files,
-    class_list,
-    colour_stats_of,
-    image_size_of,
-    manifest_sha256,
     precision_of,
     resolve_for_data,
     seed_everything,
@@ -66,14 +62,15 @@ class Position:
 class Run:
     """Everything one training process holds; `train()` drives it."""
 
-    def __init__(self, cfg: TrainConfig, info: DistInfo, resume: dict[str, Any] | None,
-                 allow_mismatch: bool):
+    def __init__(self, cfg: TrainConfig, data: Data, info: DistInfo,
+                 resume: dict[str, Any] | None, allow_mismatch: bool):
         self.cfg, self.info = cfg, info
-        self.manifest_sha256 = manifest_sha256(cfg.data)
-        self.classes = class_list(cfg.data)
+        self.manifest_sha256 = data.sha256
+        self.classes = data.classes
         self.precision = precision_of(cfg, info.device)
-        self.colour_stats = colour_stats_of(cfg)  # recorded in checkpoints for predict/export
-        self.image_size = image_size_of(cfg.data)  # recorded too: eval/predict check theirs
+        # recorded in checkpoints for predict/export
+        self.colour_stats = data.colour_stats(need_mean_image=cfg.augment.mean == "image")
+        self.image_size = data.image_size  # recorded too: eval/predict check theirs
         seed_everything(cfg, info.rank)
         self.net, self.input_device = build_network(cfg, info)
         self.devices = tuple(getattr(self.net, "devices", (self.input_device,)))  # rank 0's
@@ -90,7 +87,7 @@ class Run:
         if cfg.compile:
             self.model = torch.compile(self.model)
         self.step = TrainStep(self.model, self.optimizer, self.input_device, self.precision)
-        self.train_loader, self.val_loader = build_loaders(cfg, info, self.input_device,
+        self.train_loader, self.val_loader = build_loaders(cfg, data, info, self.input_device,
                                                            loader_ckpt)
         self.log = RunLog(cfg.run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
         self.health = Health(self.net, cfg.model.num_classes, cfg.run_dir, bool(resume))
@@ -259,15 +256,17 @@ def _saved_on_storage_failure(run: Run):
 
 
 def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None,
-          allow_mismatch: bool = False) -> dict[str, Any]:
-    """Train per `cfg`, resuming from a checkpoint (file, run dir or loaded dict); a summary."""
+          allow_mismatch: bool = False, data: Data | None = None) -> dict[str, Any]:
+    """Train per `cfg`, resuming from a checkpoint (file, run dir or loaded dict); a summary.
+    `data`: cfg.data opened (`loader.data.open_data`), else it is opened here."""
     started = time.monotonic()
     info = distributed.setup(cfg.device)
     stop = StopRequest()
     lock = run = None
     try:
-        check_shard_files(cfg.data)  # before the run dir: a refused start leaves none behind
-        cfg = resolve_for_data(cfg)
+        data = open_data(cfg.data if data is None else data)  # DATA read once, passed down
+        data.check_files()  # before the run dir: a refused start leaves none behind
+        cfg = resolve_for_data(cfg, data)
         if info.is_main:  # one trainer per run dir; rank 0 speaks for the job
             lock = ckpt_io.claim_run_dir(cfg.run_dir)
         state = ckpt_io.load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
@@ -288,7 +287,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
             for path in ckpt_io.set_aside_newer(cfg.run_dir, int(state["global_step"])):
                 tqdm.write(f"{path.name} is newer than the checkpoint resumed from: moved to "
                            f"{path.parent / 'abandoned'}")
-        run = Run(cfg, info, state, allow_mismatch)
+        run = Run(cfg, data, info, state, allow_mismatch)
         if info.is_main:
             save_resolved_config(cfg)
             resumed = state and resume_line(state["path"], run.pos.epoch, cfg.epochs,

@@ -4,12 +4,25 @@ any number of ranks; the model is rebuilt from the checkpoint's own config."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from typing import Any
 
 from tqdm import tqdm
 
+from alexnet_dali.errors import ConfigError
+from alexnet_dali.loader.build import eval_loader
+from alexnet_dali.loader.data import open_data
+from alexnet_dali.loader.integrity import unchecked_note
+from alexnet_dali.model.checkpoint import (
+    check_image_size,
+    check_same_classes,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from alexnet_dali.train import distributed
+from alexnet_dali.train.builders import precision_of
+from alexnet_dali.train.health import stop_error
 from alexnet_dali.train.validate import evaluate
+from alexnet_dali.use.inference import class_names
 from alexnet_dali.use.report import format_per_class, format_table, write_json
 
 
@@ -19,63 +32,60 @@ def evaluate_checkpoint(
     per_class: bool = False, skip_bad_samples: bool = False,
 ) -> dict[str, Any]:
     """`eval`: rebuild the model from the checkpoint's config, score `split` of DATA, report;
-    `per_class` adds accuracy and samples per class (by name), worst first. A damaged sample
-    (loader_integrity.py) is an error, or with `skip_bad_samples` left out and counted."""
-    from alexnet_dali.train.builders import image_size_of, precision_of, resolve_for_data
-    from alexnet_dali.model.checkpoint import (
-        check_image_size,
-        check_same_classes,
-        load_checkpoint,
-        model_from_checkpoint,
-    )
-    from alexnet_dali.errors import ConfigError
-    from alexnet_dali.use.inference import class_names
-
+    `batch_size` images a batch on each rank; `per_class` adds accuracy and samples per class
+    (by name), worst first. A damaged sample (loader/integrity.py) is an error, or with
+    `skip_bad_samples` left out and counted."""
     info = distributed.setup(device)
     try:
         state = load_checkpoint(checkpoint)
-        check_same_classes(state, str(data))
+        shards = open_data(data)  # DATA read once, passed down
+        check_same_classes(state, shards.class_names, str(data))
         model, cfg = model_from_checkpoint(state)
-        classes = resolve_for_data(dataclasses.replace(cfg, data=str(data))).model.num_classes
+        classes = shards.num_classes(cfg.model.num_classes)
         if classes != cfg.model.num_classes:
             raise ConfigError(f"{data}: {classes} classes, but {state['path']} was trained on "
                               f"{cfg.model.num_classes}; evaluate it on data with its classes")
-        check_image_size(state, image_size_of(str(data)), f"{data}/manifest.json")
+        check_image_size(state, shards.image_size, f"{data}/manifest.json")
         model.to(info.device)
         precision = precision_of(cfg, info.device)
         cfg = dataclasses.replace(cfg, loader=dataclasses.replace(
             cfg.loader, shard_check="skip" if skip_bad_samples else "stop"))
-        loader = _eval_loader(data, cfg, info, split, batch_size, workers, tencrop)
+        loader = eval_loader(shards, cfg, split=split, batch_size=batch_size, rank=info.rank,
+                             world_size=info.world_size, device=info.device, tencrop=tencrop,
+                             num_threads=workers)
         bar = tqdm(total=len(loader), desc=f"eval {split}" + (" ten-crop" if tencrop else ""),
                    unit="batch", disable=not info.is_main, leave=False)
-        names = class_names(state, cfg, data) if per_class else None
+        names = class_names(state, cfg, shards.manifest) if per_class else None
         result = evaluate(model, loader, device=info.device, precision=precision, tencrop=tencrop,
                           progress=bar, class_names=names)
         bar.close()
-        _report_damage(result, getattr(loader, "gate", None), data, split, info.is_main)
+        report_damage(result, getattr(loader, "gate", None), data, split, info.is_main)
         result.update(views=10 if tencrop else 1, split=split, data=str(data),
                       checkpoint=state["path"], epoch=state["epoch"],
                       global_step=state["global_step"], world_size=info.world_size)
         if info.is_main:
-            crop = "ten-crop" if tencrop else "center crop"
-            print(f"scored {state['path']} (epoch {state['epoch']}, global step "
-                  f"{state['global_step']}) on {split} of {data}, {crop}:")
-            print(format_table(result, cfg.model.num_classes))
-            if per_class:
-                print(format_per_class(result["per_class"], cfg.model.num_classes))
-            if json_path:
-                write_json(result, json_path)
+            print_result(result, state, cfg.model.num_classes, per_class, json_path)
         return result
     finally:
         distributed.cleanup()
 
 
-def _report_damage(result: dict[str, Any], gate: Any, data: str, split: str,
-                   is_main: bool) -> None:
-    """Damaged samples met: an error (every rank), or a line saying how many were left out."""
-    from alexnet_dali.train.health import stop_error
-    from alexnet_dali.loader.integrity import unchecked_note
+def print_result(result: dict[str, Any], state: dict[str, Any], classes: int, per_class: bool,
+                 json_path: str | None) -> None:
+    """What `eval` prints (and writes to --json) about its result."""
+    crop = "ten-crop" if result["views"] == 10 else "center crop"
+    print(f"scored {state['path']} (epoch {state['epoch']}, global step "
+          f"{state['global_step']}) on {result['split']} of {result['data']}, {crop}:")
+    print(format_table(result, classes))
+    if per_class:
+        print(format_per_class(result["per_class"], classes))
+    if json_path:
+        write_json(result, json_path)
 
+
+def report_damage(result: dict[str, Any], gate: Any, data: str, split: str,
+                  is_main: bool) -> None:
+    """Damaged samples met: an error (every rank), or a line saying how many were left out."""
     note = unchecked_note(gate, data)
     if note and is_main:
         print(note)
@@ -85,22 +95,3 @@ def _report_damage(result: dict[str, Any], gate: Any, data: str, split: str,
     if result["skipped"] and is_main:
         print(f"left out {result['skipped']} damaged samples of {split} (not scored; "
               f"--skip-bad-samples); `alexnet-dali verify --decode {data}` lists them")
-
-
-def _eval_loader(data: str, cfg: Any, info: Any, split: str, batch_size: int,
-                 workers: int | None, tencrop: bool) -> Iterable:
-    """The DALI eval loader for this rank (or the synthetic one for data `synthetic`)."""
-    if data == "synthetic":
-        from alexnet_dali.loader.synthetic import SyntheticEvalLoader
-
-        return SyntheticEvalLoader(samples=2 * cfg.batch_size, batch_size=batch_size,
-                                   num_classes=cfg.model.num_classes, rank=info.rank,
-                                   world_size=info.world_size, device=info.device,
-                                   tencrop=tencrop)
-    from alexnet_dali.loader.eval import build_eval_loader
-
-    loader_cfg = dataclasses.replace(cfg.loader, layout="NCHW",
-                                     num_threads=workers or cfg.loader.num_threads)
-    return build_eval_loader(data, split=split, loader=loader_cfg, augment=cfg.augment,
-                             batch_size=batch_size, rank=info.rank,
-                             world_size=info.world_size, device=info.device, tencrop=tencrop)

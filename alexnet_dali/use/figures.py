@@ -22,6 +22,7 @@ import numpy as np
 
 from alexnet_dali.config.schema import ARCHITECTURES
 from alexnet_dali.errors import DataError
+from alexnet_dali.loader.data import ShardData, open_shards
 from alexnet_dali.use.plots import draw_conv1, draw_curves, draw_neighbours, save_figure
 from alexnet_dali.train.runlog import METRICS_NAME, read_metrics
 
@@ -71,9 +72,9 @@ def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor,
     return result.values, result.indices
 
 
-def fc7_of_split(model: torch.nn.Module, data_dir: Path, split: str, limit: int, cfg: Any,
-                 device: torch.device, progress: Any = None) -> tuple[torch.Tensor, np.ndarray,
-                                                                      np.ndarray]:
+def fc7_of_split(model: torch.nn.Module, data_dir: Path | ShardData, split: str, limit: int,
+                 cfg: Any, device: torch.device,
+                 progress: Any = None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """The first `limit` samples of `split`: fc7 features N×4096 (float32, CPU), center crops
     N×224×224×3 uint8 (the decoded shard image, cropped as the eval pipeline crops) and labels
     int64 N. `progress` (a tqdm bar) advances by the images done."""
@@ -115,13 +116,11 @@ def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]
     return model, cfg, state
 
 
-def class_names(data_dir: Path) -> list[str]:
+def class_names(data_dir: Path | ShardData) -> list[str]:
     """A short display name per class id: the manifest's words (up to the first comma), else
     its name (WNID or folder), else the id."""
-    from alexnet_dali.tools.manifest import read_manifest
-
     names = []
-    for entry in sorted(read_manifest(data_dir).classes, key=lambda c: c.id):
+    for entry in sorted(open_shards(data_dir).manifest.classes, key=lambda c: c.id):
         names.append(entry.words.split(",")[0].strip() or entry.name or str(entry.id))
     return names
 
@@ -142,7 +141,7 @@ def conv1_figure(model: torch.nn.Module, cfg: Any, state: dict[str, Any],
     return draw_conv1(grids, title=title)
 
 
-def neighbours_figure(model: torch.nn.Module, cfg: Any, data: Path, queries: int,
+def neighbours_figure(model: torch.nn.Module, cfg: Any, data: Path | ShardData, queries: int,
                       neighbours: int, train_images: int, progress: bool) -> tuple[Figure, str]:
     """fc7 nearest neighbours of the first `queries` val images among the first `train_images`
     train images (paper Fig. 4), and a line saying so."""
@@ -151,9 +150,8 @@ def neighbours_figure(model: torch.nn.Module, cfg: Any, data: Path, queries: int
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    from alexnet_dali.tools.manifest import read_manifest
-
-    splits = read_manifest(data).splits
+    data = open_shards(data)  # read once: the splits, both loaders, the class names
+    splits = data.manifest.splits
     total = sum(min(n, splits[s].samples if s in splits else 0)
                 for s, n in (("val", queries), ("train", train_images)))
     with tqdm(total=total, unit="img", desc="fc7 features", disable=not progress,

@@ -62,8 +62,10 @@ class InferenceModel:
     wnids: tuple[str | None, ...] = ()  # each class's WNID (folder name); None where unknown
 
 
-def _training_stats(state: dict[str, Any], cfg: TrainConfig, data: str | None) -> ColourStats:
-    """The colour statistics recorded in the checkpoint, else DATA's (or the config's) pca.json."""
+def _training_stats(state: dict[str, Any], cfg: TrainConfig, data: str | None,
+                    manifest: Manifest | None) -> ColourStats:
+    """The colour statistics recorded in the checkpoint, else DATA's (or the config's) pca.json
+    (`manifest`: that folder's, if read already)."""
     recorded = recorded_colour_stats(state)
     need_image = cfg.augment.mean == "image"
     if recorded is not None and (recorded.mean_image is not None or not need_image):
@@ -74,20 +76,20 @@ def _training_stats(state: dict[str, Any], cfg: TrainConfig, data: str | None) -
             f"{state.get('path', 'checkpoint')}: records no colour statistics and "
             f"{source or 'its data dir'!r} has no pca.json; pass --data SHARDS, the shard folder "
             "it was trained on")
-    return load_colour_stats(source, need_mean_image=need_image)
+    return load_colour_stats(source, need_mean_image=need_image, manifest=manifest)
 
 
-def normalization_of(state: dict[str, Any], cfg: TrainConfig,
-                     data: str | None = None) -> Normalization:
+def normalization_of(state: dict[str, Any], cfg: TrainConfig, data: str | None = None,
+                     manifest: Manifest | None = None) -> Normalization:
     """The eval normalisation a checkpoint was trained with (see the module docstring)."""
-    stats = (_training_stats(state, cfg, data) if needs_colour_stats(cfg.augment, training=False)
-             else None)
+    stats = (_training_stats(state, cfg, data, manifest)
+             if needs_colour_stats(cfg.augment, training=False) else None)
     mean, std = channel_mean_and_std(cfg.augment, stats)
     image = stats.mean_image if cfg.augment.mean == "image" else None
     return Normalization(tuple(mean), tuple(std), image)
 
 
-def _manifest(cfg: TrainConfig, data: str | None) -> Manifest | None:
+def optional_manifest(cfg: TrainConfig, data: str | None = None) -> Manifest | None:
     """DATA's (else the training data's) manifest, if it is there."""
     store = open_store(data or cfg.data or ".")
     return read_manifest(store) if store.size(MANIFEST_NAME) is not None else None
@@ -100,28 +102,27 @@ def display_name(name: str, words: str = "") -> str:
 
 
 def class_entries(state: dict[str, Any], cfg: TrainConfig,
-                  data: str | None = None) -> list[tuple[str, str]] | None:
-    """(name, words) per class id: the checkpoint's, else the shard manifest's; None if neither
-    has one per class."""
+                  manifest: Manifest | None = None) -> list[tuple[str, str]] | None:
+    """(name, words) per class id: the checkpoint's, else the shard `manifest`'s; None if
+    neither has one per class."""
     entries = saved_classes(state)
     if not entries:
-        manifest = _manifest(cfg, data)
         entries = [(c.name, c.words) for c in manifest.classes] if manifest else []
     return entries if len(entries) == cfg.model.num_classes else None
 
 
-def class_names(state: dict[str, Any], cfg: TrainConfig, data: str | None = None) -> list[str]:
-    """One name per class id: the checkpoint's, else the shard manifest's, else the ids."""
-    entries = class_entries(state, cfg, data)
+def class_names(state: dict[str, Any], cfg: TrainConfig,
+                manifest: Manifest | None = None) -> list[str]:
+    """One name per class id: the checkpoint's, else the shard `manifest`'s, else the ids."""
+    entries = class_entries(state, cfg, manifest)
     if entries is None:
         return [str(i) for i in range(cfg.model.num_classes)]
     return [display_name(*c) for c in entries]
 
 
-def image_settings_of(cfg: TrainConfig, data: str | None = None) -> ImageSettings:
+def image_settings_of(manifest: Manifest | None) -> ImageSettings:
     """The conversion the shards were made with (the manifest's settings), else preprocess's
     default; settings ImageSettings does not have (seed, shard size, ...) are ignored."""
-    manifest = _manifest(cfg, data)
     if manifest is None:
         return ImageSettings()
     known = {f.name for f in fields(ImageSettings)}
@@ -135,13 +136,15 @@ def load_for_inference(checkpoint: str | Path, data: str | None = None) -> Infer
     conversion (from DATA's manifest, else the training data's if still there, else defaults)."""
     state = load_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(state)
-    settings = image_settings_of(cfg, data)
+    manifest = optional_manifest(cfg, data)  # read once
+    settings = image_settings_of(manifest)
     where = str(data or cfg.data).rstrip("/")  # a folder or an s3:// prefix
     check_image_size(state, settings.size, f"{where}/{MANIFEST_NAME}")
-    entries = class_entries(state, cfg, data)
+    entries = class_entries(state, cfg, manifest)
     wnids = tuple(n for n, _ in entries) if entries else (None,) * cfg.model.num_classes
-    return InferenceModel(model, cfg, normalization_of(state, cfg, data),
-                          tuple(class_names(state, cfg, data)), settings, state["path"], wnids)
+    return InferenceModel(model, cfg, normalization_of(state, cfg, data, manifest),
+                          tuple(class_names(state, cfg, manifest)), settings, state["path"],
+                          wnids)
 
 
 def eval_views(images: torch.Tensor, norm: Normalization, crop: int,
