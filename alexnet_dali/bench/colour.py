@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
-from alexnet_dali.pipelines.spec import ColourStats, pca_matrix
+from alexnet_dali.pipelines.recipe import PCA_SCALES, pca_matrix
+from alexnet_dali.pipelines.spec import Draws
+from alexnet_dali.tools.pca import ColourStats
 
 _EIGEN_STDEVS = (19.72, 37.09, 121.78)  # cuda-convnet2 input_meta color_pca[0], 0-255 pixels
 IMAGENET_STATS = ColourStats(
@@ -34,7 +36,7 @@ IMAGENET_STATS = ColourStats(
                   (-0.8140, -0.0045, -0.5808),
                   (0.4203, -0.6948, -0.5836)),
 )
-SCALES = ("eigenvalue", "sqrt")
+SCALES = tuple(sorted(PCA_SCALES))  # every augment.pca_scale: eigenvalue, sqrt
 
 
 def formula_std(stats: ColourStats, scale: str, pca_std: float) -> np.ndarray:
@@ -84,8 +86,9 @@ def colour_shifts(data_dir: Path, augment: AugmentConfig, *, batches: int, batch
     window = slice(lo, lo + augment.crop)
     shifts, alphas = [], []
     for _ in range(batches):
-        outputs = tl.run_with_draws()
-        images, alpha, decoded = outputs[0], outputs[5], outputs[6]
+        images, _, *outputs = tl.run_with_draws()
+        draws = Draws.of(outputs)
+        alpha, decoded = draws.alpha, draws.decoded
         crops = decoded[:, window, window].double().mean(dim=(1, 2)).numpy()
         shifts.append(images.double().mean(dim=(2, 3)).numpy() - (crops - mean))
         alphas.append(alpha.double().numpy())

@@ -17,7 +17,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from alexnet_dali.errors import ConfigError, DataError
-from alexnet_dali.pipelines.spec import ShardSet, pca_matrix
+from alexnet_dali.pipelines.recipe import pca_matrix
+from alexnet_dali.pipelines.spec import ShardSet
 from alexnet_dali.tools.pca import ColourStats
 from alexnet_dali.tools.shards import read_index
 

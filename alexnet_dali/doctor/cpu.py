@@ -17,6 +17,7 @@ import torch
 from alexnet_dali.config.schema import AugmentConfig, LoaderConfig, ModelConfig, TrainConfig
 from alexnet_dali.doctor.runner import CLASSES, Check, Context, Skip
 from alexnet_dali.pipelines import reference
+from alexnet_dali.pipelines.spec import Draws
 
 CPU = torch.device("cpu")
 PAPER_PARAMETERS = 60_965_224  # the paper net with 1000 classes (docs/MODEL.md)
@@ -33,13 +34,14 @@ def loader_config(ctx: Context, **changes) -> LoaderConfig:
 
 
 def train_draws(data: Path, aug: AugmentConfig, loader: LoaderConfig, device: torch.device,
-                batch: int = 4, seed: int = 3) -> list[np.ndarray]:
-    """One train batch with its draws (images, labels, pos x, pos y, mirror, α, decoded), NumPy."""
+                batch: int = 4, seed: int = 3) -> tuple[np.ndarray, np.ndarray, Draws]:
+    """One train batch (images, labels) and its `Draws`, NumPy."""
     from alexnet_dali.loader.train import build_train_loader
 
     tl = build_train_loader(data, loader=loader, augment=aug, batch_size=batch, rank=0,
                             world_size=1, device=device, seed=seed, return_draws=True)
-    return [t.cpu().numpy() for t in tl.run_with_draws()]
+    images, labels, *draws = (t.cpu().numpy() for t in tl.run_with_draws())
+    return images, labels, Draws.of(draws)
 
 
 def eval_draws(data: Path, aug: AugmentConfig, loader: LoaderConfig, device: torch.device,
@@ -52,6 +54,13 @@ def eval_draws(data: Path, aug: AugmentConfig, loader: LoaderConfig, device: tor
     return [t.cpu().numpy() for t in el.run_with_draws()]
 
 
+def replay(draws: Draws, i: int, aug: AugmentConfig, stats: dict) -> np.ndarray:
+    """The NumPy reference's train view of sample `i`, from its draws (CHW float64)."""
+    x, y = reference.anchor(draws.crop_x[i]), reference.anchor(draws.crop_y[i])
+    return reference.train_view(draws.decoded[i], x, y, draws.mirror[i], draws.alpha[i], aug,
+                                stats)
+
+
 def max_error(a: np.ndarray, b: np.ndarray) -> float:
     """max |a - b| in float64."""
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
@@ -61,12 +70,10 @@ def check_train_graph(ctx: Context) -> str:
     """The CPU train graph replays against the NumPy reference (paper recipe, mean image)."""
     worst = 0.0
     for aug in (AugmentConfig(), AugmentConfig(mean="image", std_normalize=True, pca_rescale=True)):
-        images, _, pos_x, pos_y, mirrors, alphas, decoded = train_draws(
-            ctx.data(), aug, loader_config(ctx), CPU)
+        images, _, draws = train_draws(ctx.data(), aug, loader_config(ctx), CPU)
         stats = reference.read_stats(ctx.data())
         for i in range(len(images)):
-            x, y = reference.anchor(pos_x[i]), reference.anchor(pos_y[i])
-            expected = reference.train_view(decoded[i], x, y, mirrors[i], alphas[i], aug, stats)
+            expected = replay(draws, i, aug, stats)
             worst = max(worst, max_error(images[i], expected))
     if worst > reference.FLOAT32_ATOL:
         raise AssertionError(f"max |DALI - NumPy| = {worst:.2g} > {reference.FLOAT32_ATOL}")

@@ -27,10 +27,10 @@ import torch
 
 from alexnet_dali.config.schema import AugmentConfig, ModelConfig, TrainConfig
 from alexnet_dali.doctor.runner import CLASSES, Check, Context
-from alexnet_dali.doctor.cpu import (CPU, batch_loss, eval_draws, loader_config,
-                                        SHORT_RUN, STEP_LR, count_ops, max_error,
-                                        quiet, train_draws)
+from alexnet_dali.doctor.cpu import (CPU, SHORT_RUN, STEP_LR, batch_loss, count_ops, eval_draws,
+                                     loader_config, max_error, quiet, replay, train_draws)
 from alexnet_dali.pipelines import reference
+from alexnet_dali.pipelines.spec import Draws
 
 DECODE_MEAN_DIFF = 2.0  # levels (0-255), per image: IDCT rounding + chroma upsampling
 BF16_LOGIT_TOL = 0.05  # bf16 keeps 8 bits: ~0.4 % per operand, relative to the logits' scale
@@ -56,22 +56,19 @@ def compare_train_graphs(data: Path, ctx: Context, device: torch.device) -> str:
     pixels within tolerance, and the device's output exact against the NumPy replay."""
     aug = AugmentConfig()
     where = "gpu" if device.type == "cuda" else "cpu"
-    out, labels, px, py, mirror, alpha, decoded = train_draws(
-        data, aug, loader_config(ctx, device=where), device)
-    _, cpu_labels, cpx, cpy, cmirror, calpha, cpu_decoded = train_draws(
-        data, aug, loader_config(ctx, device="cpu"), CPU)
-    same = [np.array_equal(a, b) for a, b in ((labels, cpu_labels), (px, cpx), (py, cpy),
-                                              (mirror, cmirror))] + [np.allclose(alpha, calpha)]
-    if not all(same):
-        raise AssertionError("same seed, other draws or labels than the CPU graph "
-                             "(labels, x, y, mirror, alpha equal: " + str(same) + ")")
+    out, labels, draws = train_draws(data, aug, loader_config(ctx, device=where), device)
+    _, cpu_labels, cpu = train_draws(data, aug, loader_config(ctx, device="cpu"), CPU)
+    same = {"labels": bool(np.array_equal(labels, cpu_labels))}
+    same.update({f.name: bool(np.allclose(getattr(draws, f.name), getattr(cpu, f.name)))
+                 for f in dataclasses.fields(Draws) if f.name != "decoded"})
+    if not all(same.values()):
+        raise AssertionError(f"same seed, other draws or labels than the CPU graph ({same})")
     stats = reference.read_stats(data)
-    worst = max(max_error(out[i], reference.train_view(
-        decoded[i], reference.anchor(px[i]), reference.anchor(py[i]), mirror[i], alpha[i],
-        aug, stats)) for i in range(len(out)))
+    worst = max(max_error(out[i], replay(draws, i, aug, stats)) for i in range(len(out)))
     if worst > reference.FLOAT32_ATOL:
         raise AssertionError(f"{where} output vs NumPy replay: max |diff| {worst:.2g}")
-    return f"draws equal; replay max |diff| {worst:.1e}; " + check_decoded(decoded, cpu_decoded)
+    return (f"draws equal; replay max |diff| {worst:.1e}; "
+            + check_decoded(draws.decoded, cpu.decoded))
 
 
 def compare_eval_graphs(data: Path, ctx: Context, device: torch.device) -> str:

@@ -15,7 +15,8 @@ from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import ConfigError, CorruptSampleError, DataError
 from alexnet_dali.pipelines.readers import READER_NAME
 from alexnet_dali.loader.data import ShardData, open_shards
-from alexnet_dali.pipelines.spec import PipelineSpec, needs_colour_stats
+from alexnet_dali.pipelines.recipe import Recipe, needs_colour_stats
+from alexnet_dali.pipelines.spec import PipelineSpec
 from alexnet_dali.tools.shards import iter_shard
 from alexnet_dali.tools.storage import StorageError, is_remote
 
@@ -36,8 +37,8 @@ def pipeline_spec(
     pipe_device = pipeline_device(loader, device)
     return PipelineSpec(
         shards=shards,
-        stats=data.colour_stats(need_mean_image=augment.mean == "image")
-        if needs_colour_stats(augment, training) else None,
+        recipe=Recipe.of(augment, data.colour_stats(need_mean_image=augment.mean == "image")
+                         if needs_colour_stats(augment, training) else None, training),
         augment=augment, shard_id=rank, num_shards=world_size,
         device=pipe_device, hw_decoder_load=loader.hw_decoder_load,
         # DALI emits float16 on the GPU; on the CPU its float16 conversion is slower than

@@ -27,7 +27,7 @@ from alexnet_dali.model.checkpoint import (
 from alexnet_dali.config.schema import TrainConfig
 from alexnet_dali.errors import CheckpointError
 from alexnet_dali.pipelines.eval import TENCROP_VIEWS, view_anchor
-from alexnet_dali.pipelines.spec import channel_mean_and_std, needs_colour_stats
+from alexnet_dali.pipelines.recipe import Recipe, needs_colour_stats
 from alexnet_dali.tools.images import ImageSettings
 from alexnet_dali.tools.manifest import MANIFEST_NAME, Manifest, read_manifest
 from alexnet_dali.tools.pca import PCA_NAME, ColourStats, load_colour_stats
@@ -84,9 +84,8 @@ def normalization_of(state: dict[str, Any], cfg: TrainConfig, data: str | None =
     """The eval normalisation a checkpoint was trained with (see the module docstring)."""
     stats = (_training_stats(state, cfg, data, manifest)
              if needs_colour_stats(cfg.augment, training=False) else None)
-    mean, std = channel_mean_and_std(cfg.augment, stats)
-    image = stats.mean_image if cfg.augment.mean == "image" else None
-    return Normalization(tuple(mean), tuple(std), image)
+    recipe = Recipe.of(cfg.augment, stats, training=False)
+    return Normalization(tuple(recipe.mean), tuple(recipe.std), recipe.mean_image)
 
 
 def optional_manifest(cfg: TrainConfig, data: str | None = None) -> Manifest | None:
