@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from alexnet_dali.config.schema import OptimConfig
-from alexnet_dali.train.optim import (LRSchedule, PaperSGD, build_optimizer, group_sizes,
-                                load_optimizer_state)
+from alexnet_dali.train.optim import PaperSGD, build_optimizer, group_sizes, load_optimizer_state
+from alexnet_dali.train.schedule import LRSchedule
 
 
 def _grads(steps: int, shape: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:

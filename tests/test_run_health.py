@@ -189,10 +189,11 @@ def test_the_first_plateau_drop_at_chance_gets_a_note_before_it(tmp_path, monkey
     model stands in for AlexNet: the rule and the note do not depend on it, and its checkpoints
     are kilobytes, not 455 MB each."""
     import alexnet_dali.train.loop as trainer
+    import alexnet_dali.train.run as train_run
 
     monkeypatch.setattr(trainer, "evaluate", lambda *args, **kwargs: {
         "loss": 1.386, "top1_err": top1_err, "top5_err": 0.0, "samples": 1000})
-    monkeypatch.setattr(trainer, "build_network", lambda cfg, info: (torch.nn.Sequential(
+    monkeypatch.setattr(train_run, "build_network", lambda cfg, info: (torch.nn.Sequential(
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 4)), info.device))
     result = train("--run-dir", str(tmp_path / "run"), "--epochs", "3",
                    "--max-steps-per-epoch", "1", "--lr", "1e-9")

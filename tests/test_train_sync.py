@@ -14,7 +14,7 @@ import signal
 import pytest
 import torch
 
-from alexnet_dali.train import distributed, loop as trainer
+from alexnet_dali.train import distributed, loop as trainer, run as train_run
 from alexnet_dali.train.cadence import Agreed, EpochTrain, LossWindow, is_sync_point
 from alexnet_dali.config.schema import ModelConfig, TrainConfig
 from alexnet_dali.train.steps import StepOutput
@@ -43,7 +43,7 @@ def small_steps(monkeypatch):
                                   torch.nn.Linear(3, cfg.model.num_classes))
         return net, info.device
 
-    monkeypatch.setattr(trainer, "build_network", tiny_network)
+    monkeypatch.setattr(train_run, "build_network", tiny_network)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from alexnet_dali.config.resolve import (from_dict, load_config_file, parse_set,
                                          to_dict)
 from alexnet_dali.config.schema import OptimConfig, TrainConfig
 from alexnet_dali.errors import ConfigError
-from alexnet_dali.train.optim import (build_optimizer, group_sizes)
+from alexnet_dali.train.optim import build_optimizer, group_sizes
 
 
 def test_config_precedence_defaults_file_set_flags(tmp_path):

@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from alexnet_dali.errors import ConfigError, DataError
+from alexnet_dali.loader.data import ShardData, open_shards
 from alexnet_dali.pipelines.recipe import pca_matrix
 from alexnet_dali.pipelines.spec import ShardSet
 from alexnet_dali.tools.pca import ColourStats
@@ -176,7 +177,7 @@ def baseline_batches(root: Path, loader, batch_size: int, device, seed: int = 0)
         yield images_to_torch(images, loader, device), digits
 
 
-def checked_batches(loader, root: Path, hashing: list[float]) -> Iterator:
+def checked_batches(loader, root: Path | ShardData, hashing: list[float]) -> Iterator:
     """The train loader's batches with the damaged-sample check (loader_integrity.py) on, a
     fresh shard watcher every epoch: every epoch pays what a run's first epoch pays (hashing
     every shard of the rank, and the gate's per-batch look-up until the hashes are in).
@@ -184,7 +185,7 @@ def checked_batches(loader, root: Path, hashing: list[float]) -> Iterator:
     from alexnet_dali.loader.integrity import build_gate
 
     while True:
-        loader.gate = build_gate(root, "train", 0, 1, True, "stop")
+        loader.gate = build_gate(open_shards(root).manifest, "train", 0, 1, True, "stop")
         yield from loader
         loader.gate.watcher.wait_all()
         hashing.append(loader.gate.watcher.cpu_seconds)
@@ -212,24 +213,36 @@ def print_ratio(rates: dict[str, list[float]], name: str, other: str) -> None:
         print(f"{name} / {other} (medians): {ratio:.2f}x")
 
 
-def remote_stream(root: Path, remote: str, build) -> tuple[str, Callable[[], Iterator]]:
+def remote_stream(root: Path | ShardData, remote: str,
+                  build) -> tuple[str, Callable[[], Iterator]]:
     """(row name, batches) of the train loader on `remote`, the same shards as `root` in object
     storage (refused when its manifest is another)."""
     from alexnet_dali.tools.manifest import read_manifest
 
-    mine, theirs = read_manifest(root), read_manifest(remote)
+    mine, theirs = open_shards(root).manifest, read_manifest(remote)
     if mine.sha256 != theirs.sha256:
         raise ConfigError(f"--remote {remote}: its manifest.json differs from {mine.path}'s; "
                           "upload the same shard folder (`aws s3 sync`) to compare them")
     return f"DALI from {remote}", cycle(build(remote))
 
 
-def bytes_per_image(root: Path) -> float:
+def bytes_per_image(root: Path | ShardData) -> float:
     """Mean bytes a train sample takes in the shards (tar headers and padding included)."""
-    from alexnet_dali.tools.manifest import read_manifest
-
-    split = read_manifest(root).split("train")
+    split = open_shards(root).manifest.split("train")
     return sum(s.size or 0 for s in split.shards) / max(1, split.samples)
+
+
+def pillow_stream(shards: ShardSet, stats: ColourStats, *, batch_size: int, threads: int,
+                  prefetch: int, dtype: str) -> tuple[Iterator, int]:
+    """The reference's batches (a DataLoader of `PillowReference`, its workers started and one
+    batch out), and how many it holds in flight."""
+    import torch
+
+    batches = cycle(torch.utils.data.DataLoader(
+        PillowReference(shards, stats, 224, dtype), batch_size=batch_size, shuffle=True,
+        num_workers=threads, prefetch_factor=prefetch, persistent_workers=True, drop_last=True))
+    next(batches)
+    return batches, threads * prefetch
 
 
 def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, threads: int,
@@ -244,28 +257,24 @@ def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, t
 
     from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
     from alexnet_dali.loader.train import build_train_loader
-    from alexnet_dali.pipelines.spec import load_shard_set
-    from alexnet_dali.tools.pca import load_colour_stats
 
     if decoder == "gpu" and not torch.cuda.is_available():
         raise ConfigError("--decoder gpu: CUDA is not available on this machine; use "
                           "--decoder cpu")
     root = bench_data(data, Path(workdir), images, threads)
+    local = open_shards(root)  # read once: every loader below and the reference use it
     device = torch.device("cuda", 0) if decoder == "gpu" else torch.device("cpu")
     sync = torch.cuda.synchronize if decoder == "gpu" else (lambda: None)
-    shards = load_shard_set(root, "train")
+    shards = local.shard_set("train")
     print(f"data {root}: {shards.samples} train images; batch {batch_size}, {threads} "
           f"threads/workers, decoder {decoder}, dtype {dtype}, prefetch {prefetch}; "
           f"{reps} rounds of {warmup} + in-flight untimed, {batches} timed batches each; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     streams = {}
     if not skip_reference:  # start the workers first: never fork a process running DALI threads
-        reference = PillowReference(shards, load_colour_stats(root), 224, dtype)
-        batches_ref = cycle(torch.utils.data.DataLoader(
-            reference, batch_size=batch_size, shuffle=True, num_workers=threads,
-            prefetch_factor=prefetch, persistent_workers=True, drop_last=True))
-        next(batches_ref)
-        streams["DataLoader + Pillow"] = (batches_ref, threads * prefetch)
+        streams["DataLoader + Pillow"] = pillow_stream(
+            shards, local.colour_stats(), batch_size=batch_size, threads=threads,
+            prefetch=prefetch, dtype=dtype)
     loader = LoaderConfig(num_threads=threads, device=decoder, dtype=dtype, prefetch=prefetch,
                           hw_decoder_load=hw_decoder_load, shard_check="off")
 
@@ -274,33 +283,51 @@ def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, t
                                   batch_size=batch_size, rank=0, world_size=1, device=device,
                                   seed=0)
 
-    project, minimal = f"DALI ({decoder})", f"DALI baseline ({decoder})"
-    checked = f"DALI ({decoder}) + shard check"
-    first = {project: (cycle(build(root)), prefetch)}
+    rows = Rows(decoder)
+    first = {rows.project: (cycle(build(local)), prefetch)}
     if baseline:
-        first[minimal] = (baseline_batches(root, loader, batch_size, device), prefetch)
+        first[rows.minimal] = (baseline_batches(local, loader, batch_size, device), prefetch)
     hashing: list[float] = []
     if shard_check:
-        first[checked] = (checked_batches(build(root), root, hashing), prefetch)
+        first[rows.checked] = (checked_batches(build(local), local, hashing), prefetch)
     if remote:
-        name, batches_remote = remote_stream(root, remote, build)
-        first[name] = (batches_remote, prefetch)
+        rows.remote, batches_remote = remote_stream(local, remote, build)
+        first[rows.remote] = (batches_remote, prefetch)
     cpu_ms: dict[str, list[float]] = {}
     rates = measure({**first, **streams}, batch_size, warmup, batches, reps, sync, cpu_ms)
     print(table(list(rates.items()), cpu_ms, tuple(first)))
     print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print_comparisons(rates, cpu_ms, rows, hashing, local, batch_size, remote)
+    return rates
+
+
+class Rows:
+    """The names of the table's rows of the project's loaders."""
+
+    def __init__(self, decoder: str) -> None:
+        self.project, self.minimal = f"DALI ({decoder})", f"DALI baseline ({decoder})"
+        self.checked = f"DALI ({decoder}) + shard check"
+        self.remote = ""  # "DALI from s3://...", when measured
+
+
+def print_comparisons(rates: dict[str, list[float]], cpu_ms: dict[str, list[float]], rows: Rows,
+                      hashing: list[float], local: ShardData, batch_size: int,
+                      remote: str | None) -> None:
+    """The ratios below the table: project vs baseline, the shard check's cost, vs the Pillow
+    reference, remote vs local shards (each where both were measured)."""
+    project, minimal, checked = rows.project, rows.minimal, rows.checked
     print_ratio(rates, project, minimal)
     print_ratio(rates, checked, project)
-    if shard_check:
-        print_check_cost(cpu_ms, project, checked, hashing, shards.samples, batch_size)
-    if baseline:  # images per CPU second, project / minimal: the load-independent side
+    if checked in rates:
+        print_check_cost(cpu_ms, project, checked, hashing, local.shard_set("train").samples,
+                         batch_size)
+    if minimal in rates:  # images per CPU second, project / minimal: the load-independent side
         cost = statistics.median(cpu_ms[minimal]) / statistics.median(cpu_ms[project])
         print(f"{project} / {minimal} (images per CPU second, medians): {cost:.2f}x")
     print_ratio(rates, project, "DataLoader + Pillow")
     if remote:
-        print_ratio(rates, name, project)
-        per_image = bytes_per_image(root)
-        rate = statistics.median(rates[name])
+        print_ratio(rates, rows.remote, project)
+        per_image = bytes_per_image(local)
+        rate = statistics.median(rates[rows.remote])
         print(f"{per_image / 1024:.1f} KiB per train image in the shards: {rate:,.0f} img/s "
               f"from {remote} read {per_image * rate * 8 / 1e9:.3f} Gb/s")
-    return rates

@@ -65,9 +65,9 @@ def run_bench(data: str | None, *, batch_size: int, steps: int, warmup: int, dev
         build_loaders,
         build_network,
         channels_last_of,
-        precision_of,
         resolve_for_data,
     )
+    from alexnet_dali.train.precision import precision_of
     from alexnet_dali.loader.data import SYNTHETIC, open_data
     from alexnet_dali.train.optim import build_optimizer
     from alexnet_dali.loader.synthetic import SyntheticTrainLoader

@@ -1,5 +1,5 @@
-"""What a run is built from: the class count its data implies, seeds, devices, precision, the
-network, the loaders (DATA itself is read once, `loader/data.py`).
+"""What a run is built from: the class count its data implies, seeds, devices, the network, the
+loaders (DATA itself is read once, `loader/data.py`; the precision, `precision.py`).
 
 Shared by the trainer, `eval` and `bench train`. The global batch is divided evenly across
 ranks (`per_rank_batch`).
@@ -43,13 +43,6 @@ def seed_everything(cfg: TrainConfig, rank: int) -> None:
     random.seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-
-
-def precision_of(cfg: TrainConfig, device: torch.device) -> str:
-    """auto -> bf16 on CUDA, fp32 elsewhere."""
-    if cfg.precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return cfg.precision
 
 
 def channels_last_of(cfg: TrainConfig, device: torch.device) -> bool:

@@ -1,139 +1,40 @@
 """The training loop: one or many ranks (torchrun + DDP), validation each epoch, exact resume.
 
-Data comes from the DALI loaders (`loader/train.py`, `loader/eval.py`) or, with data "synthetic",
-from `loader/synthetic.py`.
-The global batch is split evenly across ranks. Checkpoints hold everything needed to continue
-mid-epoch bit for bit (model, optimiser, schedule, RNG states, each rank's loader position).
+`train()` opens DATA once (`loader/data.py`), refuses what cannot be resumed, builds the `Run`
+(`run.py`) and trains its epochs: DALI loaders (`loader/train.py`, `loader/eval.py`) or, with data
+"synthetic", `loader/synthetic.py`'s. The global batch is split evenly across ranks. Checkpoints
+hold everything needed to continue mid-epoch bit for bit (model, optimiser, schedule, RNG states,
+each rank's loader position).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
-from alexnet_dali.model import checkpoint as ckpt_io
-from alexnet_dali.train import distributed, resume as resume_io  # `resume`: train()'s argument
-from alexnet_dali.loader.data import Data, open_data
-from alexnet_dali.train.builders import (
-    build_loaders,
-    build_network,
-    precision_of,
-    resolve_for_data,
-    seed_everything,
-)
-from alexnet_dali.train.cadence import Agreement, EpochTrain, LossWindow, StopRequest, is_sync_point
 from alexnet_dali.config.resolve import save_resolved_config
 from alexnet_dali.config.schema import TrainConfig
-from alexnet_dali.train.distributed import DistInfo
 from alexnet_dali.errors import TrainingDiverged, signal_exit_status
-from alexnet_dali.train.validate import evaluate
-from alexnet_dali.train.health import DamageTally, Health
-from alexnet_dali.train.optim import LRSchedule, build_optimizer, group_sizes, load_optimizer_state
-from alexnet_dali.train.runlog import RunLog, chance_note, complete_line, devices_line, resume_line
-from alexnet_dali.train.runreport import epoch_line, summary_lines
-from alexnet_dali.train.steps import TrainStep, endless
+from alexnet_dali.loader.data import Data, open_data
+from alexnet_dali.model import checkpoint as ckpt_io
 from alexnet_dali.tools.outdir import explained
 from alexnet_dali.tools.storage import StorageError
+from alexnet_dali.train import distributed, resume as resume_io  # `resume`: train()'s argument
+from alexnet_dali.train.builders import resolve_for_data
+from alexnet_dali.train.cadence import Agreement, EpochTrain, LossWindow, StopRequest, is_sync_point
+from alexnet_dali.train.distributed import DistInfo
+from alexnet_dali.train.run import Run
+from alexnet_dali.train.runlog import chance_note, complete_line, devices_line, resume_line
+from alexnet_dali.train.runreport import epoch_line, summary_lines
+from alexnet_dali.train.steps import endless
+from alexnet_dali.train.validate import evaluate
 
 RESUME_HINT = ("continue with --resume (from the newest complete checkpoint; if none was saved "
                "yet, run the same command again)")
-
-@dataclasses.dataclass
-class Position:
-    """Where the run stands: 0-based epoch, optimiser steps done in it, steps done in all."""
-
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-
-    def describe(self, total: int | None = None) -> str:
-        """For messages: "epoch 1, step 4 of 8 (global step 4)" (`total`: the epoch's steps)."""
-        of = f" of {total}" if total else ""
-        return (f"epoch {self.epoch + 1}, step {self.step_in_epoch}{of} "
-                f"(global step {self.global_step})")
-
-
-class Run:
-    """Everything one training process holds; `train()` drives it."""
-
-    def __init__(self, cfg: TrainConfig, data: Data, info: DistInfo,
-                 resume: dict[str, Any] | None, allow_mismatch: bool):
-        self.cfg, self.info = cfg, info
-        self.manifest_sha256 = data.sha256
-        self.classes = data.classes
-        self.precision = precision_of(cfg, info.device)
-        # recorded in checkpoints for predict/export
-        self.colour_stats = data.colour_stats(need_mean_image=cfg.augment.mean == "image")
-        self.image_size = data.image_size  # recorded too: eval/predict check theirs
-        seed_everything(cfg, info.rank)
-        self.net, self.input_device = build_network(cfg, info)
-        self.devices = tuple(getattr(self.net, "devices", (self.input_device,)))  # rank 0's
-        torch.manual_seed(cfg.seed * 1000 + info.rank + 1)  # own dropout masks per rank
-        self.model = self.net
-        if info.world_size > 1:
-            ids = [info.device] if info.device.type == "cuda" and not cfg.model_parallel else None
-            self.model = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
-        self.optimizer = build_optimizer(self.net.parameters(), cfg.optim)
-        self.schedule = LRSchedule(self.optimizer, cfg.optim)
-        self.pos, self.best_top1_err = Position(), float("inf")
-        self.epoch_train = EpochTrain()  # the current epoch's train loss and error so far
-        loader_ckpt = self._restore(resume, allow_mismatch) if resume else None
-        if cfg.compile:
-            self.model = torch.compile(self.model)
-        self.step = TrainStep(self.model, self.optimizer, self.input_device, self.precision)
-        self.train_loader, self.val_loader = build_loaders(cfg, data, info, self.input_device,
-                                                           loader_ckpt)
-        self.log = RunLog(cfg.run_dir, enabled=info.is_main, tensorboard=cfg.tensorboard)
-        self.health = Health(self.net, cfg.model.num_classes, cfg.run_dir, bool(resume))
-        self.damage = DamageTally(getattr(self.train_loader, "gate", None),
-                                  getattr(self.val_loader, "gate", None), cfg.data)
-        if resume:  # lines logged after the checkpoint will be logged again
-            self.log.drop_after(self.pos.global_step)
-
-    def _restore(self, state: dict[str, Any], allow_mismatch: bool) -> str | None:
-        """Load a checkpoint's states; returns this rank's loader checkpoint (None if refused)."""
-        problems = resume_io.check_compatible(
-            state, world_size=self.info.world_size, batch_size=self.cfg.batch_size,
-            manifest_sha256=self.manifest_sha256, allow_mismatch=allow_mismatch)
-        fresh_optimizer = resume_io.optimizer_changes(
-            state, model_parallel=self.cfg.model_parallel, update=self.cfg.optim.update,
-            group_sizes=group_sizes(self.optimizer.state_dict()), allow_mismatch=allow_mismatch)
-        self.net.load_state_dict(state["model"])
-        if fresh_optimizer:
-            tqdm.write("resuming with a fresh optimizer state (momentum 0): "
-                       + "; ".join(fresh_optimizer))
-        else:
-            load_optimizer_state(self.optimizer, state["optimizer"])
-        self.pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
-        self.schedule.load_state_dict(state["scheduler"], self.pos.epoch)
-        self.best_top1_err = float(state.get("best_top1_err", float("inf")))
-        if problems:  # data position cannot carry over: restart the epoch's data
-            self.pos.step_in_epoch = 0
-            return None
-        resume_io.restore_rng(state["rng"][self.info.rank])
-        return state["loader_checkpoints"][self.info.rank]
-
-    def save(self) -> Path | None:
-        """Checkpoint now (collective: every rank must call it); rank 0 writes."""
-        loader_ckpts = distributed.gather_objects(self.train_loader.checkpoint())
-        rngs = distributed.gather_objects(resume_io.capture_rng())
-        state = ckpt_io.new_state(
-            model=self.net.state_dict(), config=self.cfg, epoch=self.pos.epoch,
-            global_step=self.pos.global_step, step_in_epoch=self.pos.step_in_epoch,
-            optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
-            rng=rngs, loader_checkpoints=loader_ckpts, manifest_sha256=self.manifest_sha256,
-            classes=self.classes, world_size=self.info.world_size,
-            best_top1_err=self.best_top1_err, colour_stats=self.colour_stats,
-            devices=[str(d) for d in self.devices], image_size=self.image_size)
-        if not self.info.is_main:
-            return None
-        return ckpt_io.save_checkpoint(self.cfg.run_dir, state, self.cfg.keep_checkpoints)
 
 
 def _steps_this_epoch(run: Run) -> int:
@@ -255,6 +156,60 @@ def _saved_on_storage_failure(run: Run):
                            "same command with --resume") from e
 
 
+def resume_state(cfg: TrainConfig, resume: str | Path | dict[str, Any] | None,
+                 info: DistInfo) -> dict[str, Any] | None:
+    """The checkpoint to resume (loaded if named by path), checked against this run: the network
+    may not change, and a run dir that holds checkpoints is continued only with --resume. Newer
+    checkpoints than the one resumed are set aside (rank 0)."""
+    state = ckpt_io.load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
+    if state is not None:
+        resume_io.check_same_network(state, cfg)
+    existing = ckpt_io.latest_checkpoint(cfg.run_dir)
+    if state is None and existing is not None:
+        raise ckpt_io.CheckpointError(
+            f"{cfg.run_dir}: already holds checkpoints ({existing.name}); pass --resume to "
+            "continue that run, or choose another --run-dir")
+    if state is not None and int(state["epoch"]) < cfg.epochs and info.is_main:
+        for path in ckpt_io.set_aside_newer(cfg.run_dir, int(state["global_step"])):
+            tqdm.write(f"{path.name} is newer than the checkpoint resumed from: moved to "
+                       f"{path.parent / 'abandoned'}")
+    return state
+
+
+def announce(run: Run, state: dict[str, Any] | None) -> None:
+    """Rank 0, before the first step: RUN/config.json, and the lines about this start (a note,
+    where a resume continues, the settings it changes, the towers' devices, unchecked shards)."""
+    cfg, pos = run.cfg, run.pos
+    save_resolved_config(cfg)
+    resumed = state and resume_line(state["path"], pos.epoch, cfg.epochs, pos.step_in_epoch,
+                                    _steps_this_epoch(run), pos.global_step)
+    for line in (run.log.note, resumed, state and resume_io.changed_settings(state, cfg),
+                 cfg.model_parallel and devices_line(run.devices), run.damage.note):
+        if line:
+            tqdm.write(line)
+
+
+def train_epochs(run: Run, stop: StopRequest) -> tuple[bool, dict[str, float]]:
+    """The epochs left: (whether all ran, the last validation). A stop signal saves and ends
+    early; damaged data that stops the run raises, having saved."""
+    last: dict[str, float] = {}
+    while run.pos.epoch < run.cfg.epochs:
+        with _saved_on_storage_failure(run):
+            if not _run_epoch(run, stop):
+                path = run.save()
+                if run.damage.stopped:
+                    raise run.damage.error(f"It was held back from every step; the run "
+                                           f"stopped at {run.pos.describe()}", path)
+                if run.info.is_main:
+                    tqdm.write(f"{stop.signal_name}: saved {path} at epoch "
+                               f"{run.pos.epoch + 1} step {run.pos.step_in_epoch}; exit "
+                               f"status {signal_exit_status(stop.signal_name)}; continue "
+                               "with --resume")
+                return False, last
+            last = _end_epoch(run)
+    return True, last
+
+
 def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None,
           allow_mismatch: bool = False, data: Data | None = None) -> dict[str, Any]:
     """Train per `cfg`, resuming from a checkpoint (file, run dir or loaded dict); a summary.
@@ -269,51 +224,18 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
         cfg = resolve_for_data(cfg, data)
         if info.is_main:  # one trainer per run dir; rank 0 speaks for the job
             lock = ckpt_io.claim_run_dir(cfg.run_dir)
-        state = ckpt_io.load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
-        if state is not None:
-            resume_io.check_same_network(state, cfg)
-        existing = ckpt_io.latest_checkpoint(cfg.run_dir)
-        if state is None and existing is not None:
-            raise ckpt_io.CheckpointError(
-                f"{cfg.run_dir}: already holds checkpoints ({existing.name}); pass --resume to "
-                "continue that run, or choose another --run-dir")
+        state = resume_state(cfg, resume, info)
         if state is not None and int(state["epoch"]) >= cfg.epochs:
             if info.is_main:
                 tqdm.write(complete_line(state["path"], state["epoch"], cfg.epochs,
                                          state["global_step"]))
             return {"completed": True, "epoch": int(state["epoch"]), "val": {}, "signal": "",
                     "global_step": int(state["global_step"])}
-        if state is not None and info.is_main:
-            for path in ckpt_io.set_aside_newer(cfg.run_dir, int(state["global_step"])):
-                tqdm.write(f"{path.name} is newer than the checkpoint resumed from: moved to "
-                           f"{path.parent / 'abandoned'}")
         run = Run(cfg, data, info, state, allow_mismatch)
         if info.is_main:
-            save_resolved_config(cfg)
-            resumed = state and resume_line(state["path"], run.pos.epoch, cfg.epochs,
-                                            run.pos.step_in_epoch, _steps_this_epoch(run),
-                                            run.pos.global_step)
-            for line in (run.log.note, resumed, state and resume_io.changed_settings(state, cfg),
-                         cfg.model_parallel and devices_line(run.devices), run.damage.note):
-                if line:
-                    tqdm.write(line)
-        last: dict[str, float] = {}
-        completed, first_epoch = True, run.pos.epoch
-        while run.pos.epoch < cfg.epochs:
-            with _saved_on_storage_failure(run):
-                if not _run_epoch(run, stop):
-                    path = run.save()
-                    if run.damage.stopped:
-                        raise run.damage.error(f"It was held back from every step; the run "
-                                               f"stopped at {run.pos.describe()}", path)
-                    if info.is_main:
-                        tqdm.write(f"{stop.signal_name}: saved {path} at epoch "
-                                   f"{run.pos.epoch + 1} step {run.pos.step_in_epoch}; exit "
-                                   f"status {signal_exit_status(stop.signal_name)}; continue "
-                                   "with --resume")
-                    completed = False
-                    break
-                last = _end_epoch(run)
+            announce(run, state)
+        first_epoch = run.pos.epoch
+        completed, last = train_epochs(run, stop)
         if info.is_main and run.damage.summary():
             tqdm.write(run.damage.summary())
         if completed and info.is_main:
@@ -333,4 +255,3 @@ def train(cfg: TrainConfig, *, resume: str | Path | dict[str, Any] | None = None
             lock.release()
         stop.restore()
         distributed.cleanup()
-

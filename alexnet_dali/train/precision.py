@@ -1,9 +1,11 @@
-"""Mixed precision: one autocast rule for training steps and evaluation."""
+"""Mixed precision: which a run uses, and one autocast rule for training steps and evaluation."""
 from __future__ import annotations
 
 import contextlib
 
 import torch
+
+from alexnet_dali.config.schema import TrainConfig
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -11,3 +13,10 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def precision_of(cfg: TrainConfig, device: torch.device) -> str:
+    """auto -> bf16 on CUDA, fp32 elsewhere."""
+    if cfg.precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return cfg.precision

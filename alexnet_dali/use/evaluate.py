@@ -19,7 +19,7 @@ from alexnet_dali.model.checkpoint import (
     model_from_checkpoint,
 )
 from alexnet_dali.train import distributed
-from alexnet_dali.train.builders import precision_of
+from alexnet_dali.train.precision import precision_of
 from alexnet_dali.train.health import stop_error
 from alexnet_dali.train.validate import evaluate
 from alexnet_dali.use.inference import class_names
