@@ -1,5 +1,6 @@
-"""The `alexnet-dali` command line: one group, each stage's commands in its own module here
-(`data`, `pipeline`, `train`, `use`, `doctor`), registered below.
+"""The `alexnet-dali` command line: one group; each stage's commands in a module of their own
+(`data`, `train`, `use`, `doctor`: their COMMANDS), the benchmarks in the `bench` group
+(`bench.py`), all registered below.
 
 Heavy imports (torch, DALI) happen inside the commands, so `--help` stays fast.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import click
 
 from alexnet_dali import __version__
-from alexnet_dali.cli import data, doctor, pipeline, train, use
+from alexnet_dali.cli import bench, data, doctor, train, use
 from alexnet_dali.errors import DEBUG_ENV, DEBUG_META
 
 
@@ -33,13 +34,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.meta[DEBUG_META] = debug
 
 
-@main.group()
-def bench() -> None:
-    """Benchmarks that print measurements (preprocess, pipeline, train)."""
-
-
-for module in (data, pipeline, train, doctor, use):
+for module in (data, train, use, doctor):
     for command in module.COMMANDS:
         main.add_command(command)
-    for command in module.BENCH_COMMANDS:
-        bench.add_command(command)
+main.add_command(bench.bench)

@@ -1,29 +1,17 @@
-"""CLI commands of the data stage: sample-data, preprocess, merge-manifest, pca-stats, verify,
-bench."""
+"""CLI commands of the data stage (tools/): sample-data, preprocess, merge-manifest, pca-stats,
+verify."""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import click
 
+from alexnet_dali.cli.params import SHARDS
 from alexnet_dali.errors import Interrupted, report_user_errors
-
-
-class ShardFolder(click.ParamType):
-    """A shard folder that exists here, or an `s3://BUCKET/PREFIX` (checked when it is read)."""
-
-    name = "SHARDS"
-
-    def convert(self, value: str, param: click.Parameter | None,
-                ctx: click.Context | None) -> str:
-        """The value as given; a local folder must exist."""
-        from alexnet_dali.tools.storage import is_remote
-
-        if is_remote(value):
-            return value
-        return click.Path(exists=True, file_okay=False).convert(value, param, ctx)
-
-
-SHARDS = ShardFolder()
+from alexnet_dali.tools.images import DECODERS, RESIZERS
+from alexnet_dali.tools.layouts import LAYOUTS
+from alexnet_dali.tools.sample_data import KINDS
 
 
 def _parse_part(value: str) -> tuple[int, int]:
@@ -34,6 +22,14 @@ def _parse_part(value: str) -> tuple[int, int]:
     if not 1 <= i <= n:
         raise click.BadParameter(f"{value!r}: parts count from 1 to n (1/{n} ... {n}/{n})")
     return i, n
+
+
+def listing_layouts(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Fill the `{layouts}` line of a command's docstring (its --help) with the input layouts,
+    a line each (`tools.layouts.LAYOUTS`)."""
+    lines = [f"  {name:<9} {layout.holds}" for name, layout in LAYOUTS.items()]
+    command.__doc__ = command.__doc__.replace("{layouts}", "\n    ".join(lines))
+    return command
 
 
 @click.command("sample-data", short_help="Generate a small seeded ImageNet-style dataset.")
@@ -52,7 +48,7 @@ def _parse_part(value: str) -> tuple[int, int]:
               help="Random seed (same seed, same files).")
 @click.option("--with-odd-files", is_flag=True,
               help="Add CMYK, grayscale, PNG/GIF/16-bit as .JPEG, RGBA, truncated, empty, text.")
-@click.option("--kind", type=click.Choice(["easy", "hard"]), default="easy", show_default=True,
+@click.option("--kind", type=click.Choice(KINDS), default="easy", show_default=True,
               help="easy: a colour per class (the demo's); hard: 16 shapes, each image's colour, "
               "rotation, scale and place drawn at random, distractor strokes (bench learn's).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -94,10 +90,10 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
 @click.option("--draft/--no-draft", default=True, show_default=True,
               help="Decode big JPEGs at 1/2, 1/4 or 1/8 DCT scale while the shorter side stays "
               ">= the size (turbo) or 2x the size (pillow).")
-@click.option("--decoder", type=click.Choice(["turbo", "pillow"]), default="turbo",
+@click.option("--decoder", type=click.Choice(DECODERS), default="turbo",
               show_default=True, help="JPEG decoder/encoder: libjpeg-turbo via simplejpeg, or "
               "Pillow for everything (slower; recorded in the manifest).")
-@click.option("--resizer", type=click.Choice(["vips", "pillow"]), default="vips",
+@click.option("--resizer", type=click.Choice(RESIZERS), default="vips",
               show_default=True, help="Lanczos-3 resize: libvips (SIMD, Pillow's sampling grid) "
               "or Pillow (slower; recorded in the manifest).")
 @click.option("--max-pixels", default=None, type=click.IntRange(min=1),
@@ -109,7 +105,7 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
               help="Samples per shard.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes; 0 = all cores.")
-@click.option("--layout", type=click.Choice(["official", "kaggle", "hf", "folders"]),
+@click.option("--layout", type=click.Choice(list(LAYOUTS)),
               default=None, show_default="detected from SRC's content", help="Input layout.")
 @click.option("--split", default=None, show_default="every split SRC holds",
               help="Build only this split (folders: SRC may be the split's folder itself).")
@@ -125,16 +121,14 @@ def sample_data(out, classes, train_per_class, val_per_class, min_side, max_side
               "mean_image.npy at the end (what pca-stats computes, without a second pass).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @report_user_errors
+@listing_layouts
 def preprocess(src, out, size, quality, draft, decoder, resizer, max_pixels, seed, shard_size,
                workers, layout, split, val_labels, class_names, part, pca, quiet) -> None:
     """Convert images to shuffled 256x256 JPEG tar shards + DALI indexes + manifest.json.
 
     \b
     SRC layouts (detected; --layout overrides):
-      official  ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz
-      kaggle    LOC_synset_mapping.txt, LOC_val_solution.csv, ILSVRC/Data/CLS-LOC/
-      hf        Hugging Face imagenet-1k: data/{train,validation}-*.parquet
-      folders   train/<class>/..., val/<class>/... (or a flat val folder + --val-labels)
+    {layouts}
     \b
     Examples:
       alexnet-dali preprocess demo/raw demo/shards
@@ -242,59 +236,4 @@ def verify(out, decode, workers, quiet) -> None:
         raise SystemExit(1)
 
 
-@click.command("preprocess", short_help="Preprocess speed and quality: Pillow vs libjpeg-turbo "
-               "and libvips, folders vs official tar.")
-@click.option("--small", type=click.IntRange(min=0), default=40, show_default=True,
-              help="Images of ~500x375.")
-@click.option("--large", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Images of ~2000x1500.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="preprocess worker processes.")
-@click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Timed runs per setting (best).")
-@report_user_errors
-def bench_preprocess(small, large, workers, repeats) -> None:
-    """Time preprocess on generated photo-sized JPEGs: the Pillow path (the code before
-    libjpeg-turbo and libvips), libjpeg-turbo with Pillow's resize, libjpeg-turbo with libvips'
-    resize (the default) on the same folder and reading an official-style train tar; PSNR
-    against a full-resolution decode + Lanczos reference.
-
-    \b
-    Example:
-      alexnet-dali bench preprocess --small 40 --large 20 --workers 1
-    """
-    from alexnet_dali.tools.bench import format_table, run_bench
-
-    rows = run_bench((small, large), workers, repeats)
-    click.echo(format_table(rows, workers))
-
-
-@click.command("pca-stats", short_help="pca-stats img/s vs the decode floor, same shards.")
-@click.argument("data", type=SHARDS, required=False)
-@click.option("--workdir", type=click.Path(file_okay=False), default="/tmp/alexnet-dali-bench",
-              show_default=True, help="Where the generated bench dataset is kept (no DATA).")
-@click.option("--images", type=click.IntRange(min=8), default=2048, show_default=True,
-              help="Size of the generated dataset (no DATA).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Processes, for both passes.")
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Timed rounds, each pass once.")
-@report_user_errors
-def bench_pca_stats(data, workdir, images, workers, repeats) -> None:
-    """Images/s of pca-stats against the decode floor (read the train shards and decode every
-    JPEG, nothing else), taking turns on one worker pool.
-
-    \b
-    Example:
-      alexnet-dali bench pca-stats demo/shards --workers 2 --repeats 3
-    """
-    from pathlib import Path
-
-    from alexnet_dali.bench.pipeline import bench_data
-    from alexnet_dali.tools.bench_pca import run_bench
-
-    run_bench(data or str(bench_data(None, Path(workdir), images, workers)), workers, repeats)
-
-
 COMMANDS: list = [sample_data, preprocess, merge_manifest, pca_stats, verify]
-BENCH_COMMANDS: list = [bench_preprocess, bench_pca_stats]

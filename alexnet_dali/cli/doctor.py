@@ -1,4 +1,4 @@
-"""CLI command `doctor`: the environment report and the CPU/GPU checks (`doctor.py`)."""
+"""CLI command `doctor`: the environment report and the CPU/GPU checks (`doctor/`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import sys
 import click
 
 from alexnet_dali.errors import report_user_errors
-
-BENCH_COMMANDS: list = []
 
 
 @click.command("doctor", short_help="Check this machine end to end; a Markdown report.")

@@ -1,14 +1,13 @@
-"""CLI commands of the train stage: `train`, `eval`, `figures`, `bench train`.
+"""CLI command of the train stage: `train`.
 
-Configs are resolved in one place, `config.resolve_config`: defaults < TOML/JSON file < --set
-key=value < named flags (unknown keys are errors).
+Configs are resolved in one place, `config/resolve.py`: defaults < TOML/JSON file < --set
+key=value < named flags (unknown keys are errors). train's flags, their config keys, types and
+choices come from the config's declarations (config/schema.py).
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -17,7 +16,6 @@ from alexnet_dali.config.fields import choices, field_type
 from alexnet_dali.config.resolve import FLAG_KEYS, resolve_config
 from alexnet_dali.config.schema import ARCHITECTURES, TrainConfig
 from alexnet_dali.errors import report_user_errors, signal_exit_status
-from alexnet_dali.use.figures import make_figures  # matplotlib is imported inside it
 
 
 def config_default(key: str) -> str:
@@ -68,7 +66,8 @@ def described(table: dict[str, Any]) -> str:
               help="Override any config key, e.g. --set model.dropout=0 (repeatable).")
 @train_option("--run-dir", help="Where checkpoints, metrics.jsonl, config.json go.")
 @train_option("--epochs", help="Epochs to train.")
-@train_option("--batch-size", help="Global batch, divided evenly across ranks.")
+@train_option("--batch-size",
+              help="Global batch: images per step, all ranks together (divided evenly).")
 @train_option("--lr", help="Initial learning rate.")
 @train_option("--seed", help="Seed of the init, data order, augmentation.")
 @train_option("--device", help="auto: cuda when available, else cpu.")
@@ -143,117 +142,4 @@ def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
         sys.exit(signal_exit_status(summary["signal"]))
 
 
-@click.command(
-    "eval", short_help="Top-1/top-5 error of a checkpoint on the val split (center or ten-crop).")
-@click.argument("data")
-@click.option("--checkpoint", "ckpt", required=True,
-              help="A ckpt-*.pt file, or a run dir (its newest checkpoint).")
-@click.option("--tencrop", is_flag=True, help="Average the softmax of the 10 views.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False),
-              help="Also write the results to this JSON file.")
-@click.option("--split", default="val", show_default=True, help="Which split of DATA to score.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Images per batch and rank.")
-@click.option("--device", type=click.Choice(choices(TrainConfig, "device")), default="auto",
-              show_default=True, help="auto: cuda when available, else cpu.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              show_default="the checkpoint's", help="DALI CPU threads per rank.")
-@click.option("--per-class", is_flag=True,
-              help="Also accuracy and samples per class (names), worst first; in --json too.")
-@click.option("--skip-bad-samples", is_flag=True,
-              help="Leave damaged samples out (counted) instead of stopping with an error.")
-@report_user_errors
-def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, split: str,
-                 batch_size: int, device: str, workers: int | None, per_class: bool,
-                 skip_bad_samples: bool) -> None:
-    """Top-1/top-5 error of a checkpoint over the whole split of DATA (center or ten-crop).
-
-    \b
-    Examples:
-      alexnet-dali eval demo/shards --checkpoint runs/demo --tencrop --json runs/demo/eval.json
-      torchrun --nproc-per-node 2 $(which alexnet-dali) eval shards/ --checkpoint CKPT
-    \b
-    The model is rebuilt from the checkpoint's own config; each sample is counted once.
-    Each shard's sha256 is checked as it is read; a damaged sample stops eval with an error
-    naming the shard and key (--skip-bad-samples: left out and counted).
-    """
-    from alexnet_dali.loader.data import require_data
-    from alexnet_dali.use.evaluate import evaluate_checkpoint
-
-    require_data(data, "eval")
-    evaluate_checkpoint(data, ckpt, tencrop=tencrop, json_path=json_path, split=split,
-                        batch_size=batch_size, device=device, workers=workers, per_class=per_class,
-                        skip_bad_samples=skip_bad_samples)
-
-
-@click.command(
-    "train", short_help="Training images/s: synthetic input vs fed by DALI, and the ratio.")
-@click.argument("data", required=False)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Images per step.")
-@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Timed steps per source.")
-@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Untimed steps per source first.")
-@click.option("--device", type=click.Choice(choices(TrainConfig, "device")), default="auto",
-              show_default=True, help="auto: cuda when available, else cpu.")
-@click.option("--precision", type=click.Choice(choices(TrainConfig, "precision")), default="auto",
-              show_default=True, help="auto: bf16 autocast on a GPU, fp32 on a CPU.")
-@click.option("--workers", type=click.IntRange(min=1), default=TrainConfig().loader.num_threads,
-              show_default=True, help="DALI CPU threads.")
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-              help="torch CPU threads; 0: torch's default.")
-@click.option("--compile", is_flag=True, help="torch.compile the model first.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False),
-              help="Also write the numbers to this JSON file.")
-@report_user_errors
-def bench_train_command(data: str | None, json_path: str | None, **options: Any) -> None:
-    """Training images/s on synthetic input vs fed by the DALI pipeline from DATA, and the ratio.
-
-    \b
-    Example:
-      alexnet-dali bench train demo/shards --batch-size 32 --steps 10
-    \b
-    A ratio (DALI / synthetic) well below 1 means the pipeline starves the model.
-    The two take turns (3 rounds), so both see the same background load.
-    Without DATA only the synthetic number is measured.
-    """
-    from alexnet_dali.bench.train import run_bench
-
-    result = run_bench(data, **options)
-    if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
-
-
-@click.command(
-    "figures",
-    short_help="Training curves, conv1 filter grid (Fig. 3), fc7 neighbours (Fig. 4).")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False),
-              show_default="the run's own data",
-              help="Shard folder for the fc7 neighbours.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), show_default="RUN/figures",
-              help="Where the PNGs go.")
-@click.option("--queries", default=5, show_default=True, type=click.IntRange(min=1),
-              help="Val images in the neighbours figure (one a row).")
-@click.option("--neighbours", default=6, show_default=True, type=click.IntRange(min=1),
-              help="Train neighbours per val image.")
-@click.option("--train-images", default=1024, show_default=True, type=click.IntRange(min=1),
-              help="How many train images (from the start of the split) to search.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@report_user_errors
-def figures_command(run_dir: str, data_dir: str | None, out_dir: str | None, queries: int,
-                    neighbours: int, train_images: int, quiet: bool) -> None:
-    """Training curves, conv1 filters (Fig. 3) and fc7 nearest neighbours (Fig. 4) of a run.
-
-    \b
-    Example:
-      alexnet-dali figures runs/demo --data demo/shards
-      # -> runs/demo/figures/{curves,conv1_filters,fc7_neighbours}.png
-    """
-    make_figures(run_dir, data_dir, out_dir, queries=queries, neighbours=neighbours,
-                 train_images=train_images, progress=not quiet, log=click.echo)
-
-
-COMMANDS: list = [train_command, eval_command, figures_command]
-BENCH_COMMANDS: list = [bench_train_command]
+COMMANDS: list = [train_command]

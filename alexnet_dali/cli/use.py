@@ -1,4 +1,5 @@
-"""CLI commands that use a trained (or imported) model: `predict`, `export`, `import-weights`."""
+"""CLI commands that use a trained (or imported) model: `eval`, `figures`, `predict`, `export`,
+`import-weights`."""
 
 from __future__ import annotations
 
@@ -6,20 +7,90 @@ import sys
 
 import click
 
-from alexnet_dali.config.fields import choices
-from alexnet_dali.config.schema import TrainConfig
+from alexnet_dali.cli.params import DEVICES, device_of
 from alexnet_dali.errors import DataError, report_user_errors
 from alexnet_dali.tools.outdir import explain_os_errors
+from alexnet_dali.use.figures import make_figures  # matplotlib is imported inside it
 
-DEVICES = click.Choice(choices(TrainConfig, "device"))
+
+def old_spellings(name: str) -> str:
+    """eval's option names as typed before: --batch-size (a per-rank count) is --batch-per-rank."""
+    return "batch-per-rank" if name == "batch-size" else name
 
 
-def _device(name: str) -> str:
-    import torch
+@click.command(
+    "eval", short_help="Top-1/top-5 error of a checkpoint on the val split (center or ten-crop).",
+    context_settings={"token_normalize_func": old_spellings})
+@click.argument("data")
+@click.option("--checkpoint", "ckpt", required=True,
+              help="A ckpt-*.pt file, or a run dir (its newest checkpoint).")
+@click.option("--tencrop", is_flag=True, help="Average the softmax of the 10 views.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the results to this JSON file.")
+@click.option("--split", default="val", show_default=True, help="Which split of DATA to score.")
+@click.option("--batch-per-rank", "batch_size", type=click.IntRange(min=1), default=64,
+              show_default=True, help="Images per batch on each rank (each rank scores its "
+              "share; train's --batch-size is the global batch, all ranks together).")
+@click.option("--device", type=DEVICES, default="auto",
+              show_default=True, help="auto: cuda when available, else cpu.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              show_default="the checkpoint's", help="DALI CPU threads per rank.")
+@click.option("--per-class", is_flag=True,
+              help="Also accuracy and samples per class (names), worst first; in --json too.")
+@click.option("--skip-bad-samples", is_flag=True,
+              help="Leave damaged samples out (counted) instead of stopping with an error.")
+@report_user_errors
+def eval_command(data: str, ckpt: str, tencrop: bool, json_path: str | None, split: str,
+                 batch_size: int, device: str, workers: int | None, per_class: bool,
+                 skip_bad_samples: bool) -> None:
+    """Top-1/top-5 error of a checkpoint over the whole split of DATA (center or ten-crop).
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    \b
+    Examples:
+      alexnet-dali eval demo/shards --checkpoint runs/demo --tencrop --json runs/demo/eval.json
+      torchrun --nproc-per-node 2 $(which alexnet-dali) eval shards/ --checkpoint CKPT
+    \b
+    The model is rebuilt from the checkpoint's own config; each sample is counted once.
+    Each shard's sha256 is checked as it is read; a damaged sample stops eval with an error
+    naming the shard and key (--skip-bad-samples: left out and counted).
+    """
+    from alexnet_dali.loader.data import require_data
+    from alexnet_dali.use.evaluate import evaluate_checkpoint
+
+    require_data(data, "eval")
+    evaluate_checkpoint(data, ckpt, tencrop=tencrop, json_path=json_path, split=split,
+                        batch_size=batch_size, device=device, workers=workers,
+                        per_class=per_class, skip_bad_samples=skip_bad_samples)
+
+
+@click.command(
+    "figures",
+    short_help="Training curves, conv1 filter grid (Fig. 3), fc7 neighbours (Fig. 4).")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False),
+              show_default="the run's own data",
+              help="Shard folder for the fc7 neighbours.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), show_default="RUN/figures",
+              help="Where the PNGs go.")
+@click.option("--queries", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Val images in the neighbours figure (one a row).")
+@click.option("--neighbours", default=6, show_default=True, type=click.IntRange(min=1),
+              help="Train neighbours per val image.")
+@click.option("--train-images", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="How many train images (from the start of the split) to search.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@report_user_errors
+def figures_command(run_dir: str, data_dir: str | None, out_dir: str | None, queries: int,
+                    neighbours: int, train_images: int, quiet: bool) -> None:
+    """Training curves, conv1 filters (Fig. 3) and fc7 nearest neighbours (Fig. 4) of a run.
+
+    \b
+    Example:
+      alexnet-dali figures runs/demo --data demo/shards
+      # -> runs/demo/figures/{curves,conv1_filters,fc7_neighbours}.png
+    """
+    make_figures(run_dir, data_dir, out_dir, queries=queries, neighbours=neighbours,
+                 train_images=train_images, progress=not quiet, log=click.echo)
 
 
 @click.command("predict", short_help="Classify image files or folders with a checkpoint.")
@@ -67,7 +138,7 @@ def predict_command(inputs: tuple[str, ...], ckpt: str, tencrop: bool, topk: int
     if not files:
         raise DataError(f"{', '.join(inputs)}: no files found; name image files or folders")
     results = predict_files(inference, files, tencrop=tencrop, topk=topk,
-                            batch_size=batch_size, device=_device(device), progress=not quiet)
+                            batch_size=batch_size, device=device_of(device), progress=not quiet)
     click.echo(format_predictions(results))
     if json_path:
         with explain_os_errors("run predict again", json_path):
@@ -142,5 +213,5 @@ def import_weights_command(source: str, file: str, run_dir: str, data: str | Non
     click.echo(f"wrote {path}")
 
 
-COMMANDS: list = [predict_command, export_command, import_weights_command]
-BENCH_COMMANDS: list = []
+COMMANDS: list = [eval_command, figures_command, predict_command, export_command,
+                  import_weights_command]
