@@ -255,7 +255,7 @@ def test_rules_accept_what_works() -> None:
 @pytest.mark.parametrize("overlap,crops", [(True, (222, 223, 254, 255)),
                                            (False, (194, 195, 226, 227))])
 def test_the_crop_rule_matches_the_real_network(overlap: bool, crops: tuple[int, ...]) -> None:
-    """conv5_side (the rule's arithmetic) agrees with what model.py's net accepts."""
+    """conv5_side (the rule's arithmetic) agrees with what model/alexnet.py's net accepts."""
     net = build_model(ModelConfig(num_classes=2, overlap_pool=overlap)).eval()
     for crop in crops:
         try:

@@ -1,4 +1,4 @@
-"""A JPEG damaged inside a shard is never trained on or scored in silence (loader_integrity.py): the
+"""A JPEG damaged inside a shard is never trained on or scored in silence (loader/integrity.py): the
 shard's sha256 is checked as it is first read, off the training thread; the damaged sample is held
 back; train and eval stop naming the shard, the key and `verify --decode`, or with
 --skip-bad-samples leave it out and count it."""

@@ -1,7 +1,8 @@
 """Training tells the truth, through the CLI: a diverging run stops with exit 3 and keeps only
 finite checkpoints; eval/predict/export refuse non-finite weights; a resume that would change the
 network is refused and other changes are printed; checkpoints meet images too small for them with
-one error line; a run that does not learn says so early (health.py, resume.py, checkpoint.py)."""
+one error line; a run that does not learn says so early (train/health.py, train/resume.py,
+model/checkpoint.py)."""
 
 from __future__ import annotations
 

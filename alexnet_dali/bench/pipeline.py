@@ -178,7 +178,7 @@ def baseline_batches(root: Path, loader, batch_size: int, device, seed: int = 0)
 
 
 def checked_batches(loader, root: Path | ShardData, hashing: list[float]) -> Iterator:
-    """The train loader's batches with the damaged-sample check (loader_integrity.py) on, a
+    """The train loader's batches with the damaged-sample check (loader/integrity.py) on, a
     fresh shard watcher every epoch: every epoch pays what a run's first epoch pays (hashing
     every shard of the rank, and the gate's per-batch look-up until the hashes are in).
     `hashing` gets each finished epoch's watcher-thread CPU seconds."""

@@ -1,6 +1,10 @@
 """The doctor's all-reduce worker, run by torchrun: `python -m torch.distributed.run
 --nproc-per-node 2 -m alexnet_dali.doctor.allreduce --backend nccl` (gloo works on CPUs).
 
+Nothing imports this module: it is a subprocess target, started by name (the string
+"alexnet_dali.doctor.allreduce") by `gpu.two_process_all_reduce`, the nccl-all-reduce check.
+Renaming it means renaming that string.
+
 Each rank fills a float32 buffer with rank + 1 and all-reduces it (sum), checks every element,
 then times 5 more all-reduces; rank 0 prints one JSON line with the result and the bus
 bandwidth (NCCL's convention: bytes × 2(n-1)/n per second).

@@ -162,7 +162,7 @@ def model_parallel_equals_grouped(devices: tuple[str, str]) -> str:
 
 
 def two_process_all_reduce(backend: str, megabytes: int = 64, timeout: float = 300) -> dict:
-    """torchrun 2 processes that all-reduce `megabytes` (`doctor_allreduce.py`); rank 0's JSON."""
+    """torchrun 2 processes that all-reduce `megabytes` (`doctor/allreduce.py`); rank 0's JSON."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
            "2", "-m", "alexnet_dali.doctor.allreduce", "--backend", backend, "--megabytes",
            str(megabytes)]

@@ -1,11 +1,12 @@
 """`alexnet-dali doctor`: what this machine has, and checks that prove each stage works on it.
 
-The report is Markdown a user can paste into an issue on the project's tracker: the environment
-(`doctor_env.py`), then one `PASS` / `FAIL` / `SKIP` line per check with its reason, then the
-numbers measured. The
-checks run on data generated in a temporary folder (sample-data -> preprocess -> pca-stats):
-the CPU ones everywhere (`doctor_checks.CPU_CHECKS`), the GPU ones where CUDA is present
-(`doctor_gpu.GPU_CHECKS`; otherwise each is a SKIP naming what is missing); the CLI passes both.
+The runner: the `Check` / `Result` types, the generated data, running the checks and the
+Markdown report. The report is Markdown a user can paste into an issue on the project's tracker:
+the environment (`env.py`), then one `PASS` / `FAIL` / `SKIP` line per check with its reason,
+then the numbers measured. The checks run on data generated in a temporary folder (sample-data
+-> preprocess -> pca-stats): the CPU ones everywhere (`cpu.CPU_CHECKS`), the GPU ones where CUDA
+is present (`gpu.GPU_CHECKS`; otherwise each is a SKIP naming what is missing); the CLI passes
+both.
 A check fails by raising (the message is its reason), skips by raising `Skip`. Exit status 0
 when nothing failed.
 """

@@ -34,7 +34,7 @@ def shard_sizes(samples: int, world_size: int) -> list[int]:
 
 class EvalLoader:
     """One rank's evaluation batches: (images, labels int64 N, valid bool N) on `device`;
-    `valid` is False for padding and for the samples the `gate` holds back (loader_integrity.py)."""
+    `valid` is False for padding and for the samples the `gate` holds back (loader/integrity.py)."""
 
     def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig, batch_size: int,
                  device: torch.device, gate: SampleGate | None = None) -> None:

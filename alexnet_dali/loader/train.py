@@ -36,7 +36,7 @@ CHECKPOINT_FORMAT = "alexnet-dali-loader-2"
 
 class TrainLoader:
     """One rank's training batches: (images N×3×H×W float, labels N int64) on `device`; a
-    sample the `gate` holds back (a damaged shard's: loader_integrity.py) has label HELD_BACK."""
+    sample the `gate` holds back (a damaged shard's: loader/integrity.py) has label HELD_BACK."""
 
     def __init__(self, pipe, spec: PipelineSpec, loader: LoaderConfig, device: torch.device,
                  steps_per_epoch: int, step: int = 0, gate: SampleGate | None = None) -> None:

@@ -1,7 +1,7 @@
 """Training checkpoints, the one home of their schema: the state dict the trainer saves
 (`new_state`), atomic writes with keep-last-K, reading back (`load_checkpoint`,
 `config_from_checkpoint`, `model_from_checkpoint`, the class list and colour statistics).
-What a resume restores besides the weights, and whether it may, is in `resume.py`.
+What a resume restores besides the weights, and whether it may, is in `train/resume.py`.
 
 A checkpoint is `RUN/checkpoints/ckpt-EEEE-SSSSSSS.pt` (E: epoch, S: global step), a dict of
 tensors, plain numbers, strings and lists only, so `torch.load(weights_only=True)` reads it.

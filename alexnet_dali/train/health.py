@@ -14,7 +14,7 @@ not below it at the first check point of a new run (the LOSS_CHECK_SYNCS-th sync
 first epoch's end, whichever comes first), one note names the likely causes; so does the first
 lr drop of the plateau rule while the val error is still at chance.
 
-Damaged data (`DamageTally`): the loaders' gates (loader_integrity.py) report at the same sync
+Damaged data (`DamageTally`): the loaders' gates (loader/integrity.py) report at the same sync
 points, in the same all-reduce, so that every rank stops together or counts what it left out.
 """
 

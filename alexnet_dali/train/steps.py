@@ -35,7 +35,7 @@ class TrainStep:
         with autocast(self.input_device, self.precision):
             logits = self.model(images)
         labels = labels.to(logits.device, non_blocking=True)
-        # the mean over the samples not held back (label HELD_BACK, loader_integrity.py), 0 if none
+        # the mean over the samples not held back (label HELD_BACK, loader/integrity.py), 0 if none
         # is left: device work only, no host sync
         kept = labels.ne(HELD_BACK).sum().clamp_min(1)
         loss = F.cross_entropy(logits.float(), labels, ignore_index=HELD_BACK,
