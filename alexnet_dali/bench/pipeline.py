@@ -1,126 +1,19 @@
-"""`bench pipeline`: the DALI train pipeline vs a torch DataLoader + Pillow reference.
-
-Both read the same tar shards and do the same work per image: decode, random 224 crop, flip with
-p=0.5, PCA colour noise, mean subtraction, cast to the output dtype, NCHW batches. The reference
-uses `num_workers` = the DALI thread count and finds each sample through the shards' DALI index.
+"""`bench pipeline`: the DALI train pipeline vs a torch DataLoader + Pillow reference
+(`pillow.py`), and against the minimal graph, itself with the damaged-sample check, and the same
+shards in object storage; the loaders take turns (`timing.py`).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
-
-from alexnet_dali.errors import ConfigError, DataError
+from alexnet_dali.bench.pillow import pillow_stream
+from alexnet_dali.bench.timing import cycle, measure, print_ratio, table
+from alexnet_dali.errors import ConfigError
 from alexnet_dali.loader.data import ShardData, open_shards
-from alexnet_dali.pipelines.recipe import pca_matrix
-from alexnet_dali.pipelines.spec import ShardSet
-from alexnet_dali.tools.pca import ColourStats
-from alexnet_dali.tools.shards import read_index
-
-
-class PillowReference:
-    """Map-style torch Dataset: tar bytes → Pillow decode → crop/flip/PCA/normalise (NumPy)."""
-
-    def __init__(self, shards: ShardSet, stats: ColourStats, crop: int, dtype: str,
-                 pca_scale: str = "sqrt", seed: int = 0) -> None:
-        if shards.indexes is None:
-            raise DataError(f"{shards.tars[0]}: no .idx index beside the shards; "
-                            "re-run `alexnet-dali preprocess`, which writes them")
-        self.tars, self.crop, self.dtype, self.seed = shards.tars, crop, dtype, seed
-        # (shard number, {ext: IndexEntry}) per sample, in shard order
-        self.items = [(t, sample) for t, index in enumerate(shards.indexes)
-                      for sample in read_index(index)]
-        self.matrix = pca_matrix(stats, pca_scale)
-        self.mean = np.asarray(stats.mean, dtype=np.float32)
-        self._files: dict[int, object] = {}
-        self._rng: np.random.Generator | None = None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def _read(self, shard: int, ext: str, sample: dict) -> bytes:
-        f = self._files.get(shard) or self._files.setdefault(shard, open(self.tars[shard], "rb"))
-        f.seek(sample[ext].offset)
-        return f.read(sample[ext].size)
-
-    def label(self, i: int) -> int:
-        """The class id of sample `i` (its `.cls` member)."""
-        shard, sample = self.items[i]
-        return int(self._read(shard, "cls", sample))
-
-    def __getitem__(self, i: int):
-        """→ (CHW tensor of `dtype`, int label), with the paper's training augmentation.
-
-        Draws, in order: crop anchor x, y; mirror; α. Each DataLoader worker seeds its own
-        generator; in the main process the generator starts from `seed`.
-        """
-        import torch
-        from PIL import Image
-
-        if self._rng is None:  # one generator per DataLoader worker
-            info = torch.utils.data.get_worker_info()
-            self._rng = np.random.default_rng(info.seed if info else self.seed)
-        shard, sample = self.items[i]
-        img = np.asarray(Image.open(io.BytesIO(self._read(shard, "jpg", sample))).convert("RGB"))
-        span = img.shape[0] - self.crop
-        x, y = self._rng.integers(0, span + 1, size=2)
-        img = img[y:y + self.crop, x:x + self.crop]
-        if self._rng.random() < 0.5:
-            img = img[:, ::-1]
-        shift = self.matrix @ self._rng.normal(0.0, 0.1, 3).astype(np.float32)
-        out = img.astype(np.float32) - (self.mean - shift)
-        tensor = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
-        return tensor.to(getattr(torch, self.dtype)), self.label(i)
-
-
-def cycle(iterable) -> Iterator:
-    """Batches forever: a new pass over `iterable` (a new epoch) whenever one ends."""
-    while True:
-        yield from iterable
-
-
-def time_batches(batches: Iterator, count: int, sync: Callable[[], None]) -> float:
-    """Seconds to pull `count` batches (after `sync` of the device)."""
-    start = time.perf_counter()
-    for _ in range(count):
-        next(batches)
-    sync()
-    return time.perf_counter() - start
-
-
-def measure(streams: dict[str, tuple[Iterator, int]], batch_size: int, warmup: int, count: int,
-            reps: int, sync: Callable[[], None],
-            cpu_ms: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
-    """Images/s per stream over `reps` rounds that give each stream a turn.
-
-    `streams`: name → (batches, batches it holds in flight). A turn pulls `warmup` + in-flight
-    untimed batches (draining the queue it refilled while idle), times `count` batches, then
-    waits as long as refilling its queue takes at the measured rate, so that no stream works in
-    the background of another's timed window. Interleaving the rounds lets both see the same
-    background load on a shared machine; every other round runs them in reverse order, so that
-    no stream always follows the same one. `cpu_ms`, when given, gets each turn's CPU time of
-    this process per timed batch (ms): the cost of an in-process pipeline, which a busy machine
-    changes far less than its rate (a DataLoader's workers are other processes: not counted).
-    """
-    rates: dict[str, list[float]] = {name: [] for name in streams}
-    for rep in range(reps):
-        order = list(streams) if rep % 2 == 0 else list(reversed(streams))
-        for name in order:
-            batches, in_flight = streams[name]
-            time_batches(batches, warmup + in_flight, sync)
-            cpu_start = time.process_time()
-            rate = count * batch_size / time_batches(batches, count, sync)
-            if cpu_ms is not None:
-                cpu_ms.setdefault(name, []).append((time.process_time() - cpu_start) / count * 1e3)
-            rates[name].append(rate)
-            time.sleep(1.5 * in_flight * batch_size / rate)
-    return rates
 
 
 def bench_data(data: str | None, workdir: Path, images: int, workers: int) -> Path:
@@ -141,23 +34,6 @@ def bench_data(data: str | None, workdir: Path, images: int, workers: int) -> Pa
         if not (out / PCA_NAME).is_file():
             pca_stats(out, workers=workers)
     return out
-
-
-def table(rows: list[tuple[str, list[float]]], cpu_ms: dict[str, list[float]] | None = None,
-          in_process: tuple[str, ...] = ()) -> str:
-    """Markdown table: median, min and max images/s per pipeline; with `cpu_ms`, the median CPU
-    ms per batch of the `in_process` pipelines."""
-    head = "| pipeline | median img/s | min | max | reps |"
-    lines = [head + " CPU ms/batch |" if cpu_ms else head,
-             "|---|---:|---:|---:|---:|" + ("---:|" if cpu_ms else "")]
-    for name, rates in rows:
-        line = (f"| {name} | {statistics.median(rates):,.0f} | {min(rates):,.0f} | "
-                f"{max(rates):,.0f} | {len(rates)} |")
-        if cpu_ms:
-            line += (f" {statistics.median(cpu_ms[name]):.1f} |" if name in in_process
-                     else " (other processes) |")
-        lines.append(line)
-    return "\n".join(lines)
 
 
 def baseline_batches(root: Path, loader, batch_size: int, device, seed: int = 0) -> Iterator:
@@ -206,13 +82,6 @@ def print_check_cost(cpu_ms: dict[str, list[float]], project: str, checked: str,
               f"of the loader's {loader_per_image:.2f} ms CPU per image")
 
 
-def print_ratio(rates: dict[str, list[float]], name: str, other: str) -> None:
-    """`name / other (medians): r`, when both were measured."""
-    if name in rates and other in rates:
-        ratio = statistics.median(rates[name]) / statistics.median(rates[other])
-        print(f"{name} / {other} (medians): {ratio:.2f}x")
-
-
 def remote_stream(root: Path | ShardData, remote: str,
                   build) -> tuple[str, Callable[[], Iterator]]:
     """(row name, batches) of the train loader on `remote`, the same shards as `root` in object
@@ -230,19 +99,6 @@ def bytes_per_image(root: Path | ShardData) -> float:
     """Mean bytes a train sample takes in the shards (tar headers and padding included)."""
     split = open_shards(root).manifest.split("train")
     return sum(s.size or 0 for s in split.shards) / max(1, split.samples)
-
-
-def pillow_stream(shards: ShardSet, stats: ColourStats, *, batch_size: int, threads: int,
-                  prefetch: int, dtype: str) -> tuple[Iterator, int]:
-    """The reference's batches (a DataLoader of `PillowReference`, its workers started and one
-    batch out), and how many it holds in flight."""
-    import torch
-
-    batches = cycle(torch.utils.data.DataLoader(
-        PillowReference(shards, stats, 224, dtype), batch_size=batch_size, shuffle=True,
-        num_workers=threads, prefetch_factor=prefetch, persistent_workers=True, drop_last=True))
-    next(batches)
-    return batches, threads * prefetch
 
 
 def run_bench(data: str | None, *, workdir: str, images: int, batch_size: int, threads: int,

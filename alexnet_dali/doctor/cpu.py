@@ -224,7 +224,7 @@ def check_checkpoint(ctx: Context) -> str:
 
 def check_pipeline_rate(ctx: Context) -> str:
     """A short `bench pipeline`: the DALI CPU train loader's images/s on the generated data."""
-    from alexnet_dali.bench.pipeline import cycle, measure
+    from alexnet_dali.bench.timing import cycle, measure
     from alexnet_dali.loader.train import build_train_loader
 
     batch = 16 if ctx.quick else 32

@@ -182,7 +182,7 @@ def throughput(data: Path, ctx: Context, device: str, batch: int, steps: int) ->
     """Pipeline, synthetic-train and DALI-fed-train img/s on `device`, and the starve ratio."""
     import statistics
 
-    from alexnet_dali.bench.pipeline import cycle, measure
+    from alexnet_dali.bench.timing import cycle, measure
     from alexnet_dali.bench.train import run_bench
     from alexnet_dali.loader.train import build_train_loader
 
