@@ -18,8 +18,6 @@ import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.data_node import DataNode
 
-from alexnet_dali.errors import ConfigError
-
 DALI_DTYPES = {"float32": types.FLOAT, "float16": types.FLOAT16}
 
 
@@ -28,15 +26,12 @@ def crop_positions(span: int) -> list[float]:
     return [k / span for k in range(span + 1)] if span > 0 else [0.0]
 
 
-def random_crop(image_size: int, crop: int, random: bool = True) -> tuple[DataNode, DataNode]:
-    """Crop positions (x, y), float32 k/span with k uniform over 0..span, else the centre.
+def random_crop(span: int, random: bool = True) -> tuple[DataNode, DataNode]:
+    """Crop positions (x, y), float32 k/span with k uniform over 0..span (`span`: image side
+    minus crop side, `recipe.crop_span`), else the centre.
 
     `crop_mirror_normalize` puts the window at round(pos·span) = k, the integer anchor.
     """
-    span = image_size - crop
-    if span < 0:
-        raise ConfigError(f"augment.crop = {crop} is larger than the {image_size}x{image_size} "
-                          "shard images; lower it, or preprocess with --size of at least it")
     if not random:
         center = fn.constant(fdata=crop_positions(span)[span // 2], shape=[])
         return center, center
@@ -55,7 +50,7 @@ def pca_lighting(pca_matrix: np.ndarray, std: float,
                  mean: Sequence[float]) -> tuple[DataNode, DataNode]:
     """α ~ N(0, std)³ (float32, shape 1×3) and the per-sample mean − M·α (float32, shape 3).
 
-    `pca_matrix` is M = P·diag(√λ) or P·diag(λ) (`spec.pca_matrix`); one `coord_transform`
+    `pca_matrix` is M = P·diag(√λ) or P·diag(λ) (`recipe.pca_matrix`); one `coord_transform`
     computes −M·α + mean, so the shift and its subtraction cost one operator.
     """
     alpha = fn.random.normal(shape=[1, 3], stddev=std, dtype=types.FLOAT)

@@ -15,8 +15,8 @@ from nvidia.dali import fn, pipeline_def
 
 from alexnet_dali.pipelines.augment import crop_positions, normalize, subtract_mean_image
 from alexnet_dali.pipelines.readers import decode, read_members
+from alexnet_dali.pipelines.recipe import crop_span
 from alexnet_dali.pipelines.spec import PipelineSpec
-from alexnet_dali.pipelines.train import mean_and_std
 
 # (name, anchor x as a fraction of the span, anchor y fraction, mirrored)
 TENCROP_VIEWS: tuple[tuple[str, int, int, bool], ...] = tuple(
@@ -49,18 +49,15 @@ def eval_pipeline(spec: PipelineSpec, tencrop: bool = False):
     With `spec.return_draws` also the decoded image (HWC uint8). Crop positions and mirror bits
     are Python constants: the views cost one `crop_mirror_normalize` each, nothing more.
     """
-    aug = spec.augment
+    aug, recipe = spec.augment, spec.recipe
     jpegs, digits = read_members(spec, training=False)
     decoded = decode(jpegs, spec.device, spec.hw_decoder_load)
     images = decoded
-    if aug.mean == "image":
-        images = subtract_mean_image(decoded, spec.stats.mean_image, spec.device)
-    mean, std = mean_and_std(spec)
-    span = spec.shards.image_size - aug.crop
-    if span < 0:
-        raise ValueError(f"crop {aug.crop} is larger than the {spec.shards.image_size}x"
-                         f"{spec.shards.image_size} shard images")
-    common = dict(crop=aug.crop, mean=mean, std=std, dtype=spec.dtype, layout=spec.layout)
+    if recipe.mean_image is not None:
+        images = subtract_mean_image(decoded, recipe.mean_image, spec.device)
+    span = crop_span(spec.shards.image_size, aug.crop)
+    common = dict(crop=aug.crop, mean=recipe.mean, std=recipe.std, dtype=spec.dtype,
+                  layout=spec.layout)
     if not tencrop:
         out = normalize(images, crop_pos=view_crop_pos(4, span), **common)  # view 4: center
     else:

@@ -14,7 +14,7 @@ def read_members(spec: PipelineSpec, training: bool) -> tuple[DataNode, DataNode
     """The `.jpg` and `.cls` members (uint8, 1-D) of this rank's part of the split, as stored.
 
     The `.cls` digits leave the graph untouched: the loader turns a whole batch of them into
-    int64 labels in one vectorised step (`loader_handoff.labels_from_digits`), where in the
+    int64 labels in one vectorised step (`loader/handoff.py` `labels_from_digits`), where in the
     graph it took ~18 per-sample operators.
 
     Training shuffles (buffer of `shuffle_buffer` samples) and moves to the next reader shard

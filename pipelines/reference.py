@@ -1,17 +1,19 @@
 """NumPy references of the DALI graphs, replaying the draws a graph returns in test mode.
 
 Shared by the tests and `alexnet-dali doctor`. Independent of the graph code on purpose: plain
-NumPy in float64, the colour statistics read straight from pca.json, the paper's section 4.1
-written out step by step (no DALI, no `pipelines/` helper).
+NumPy in float64, the paper's section 4.1 written out step by step (no DALI, no `pipelines/`
+helper, not `recipe.py`'s arithmetic); the colour statistics come from pca.json's one reader
+(`tools.pca.load_colour_stats`) as plain values.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from alexnet_dali.tools.pca import load_colour_stats
 
 # float32 graph output vs the float64 reference, pixels on the 0-255 scale
 FLOAT32_ATOL = 2e-3
@@ -19,12 +21,13 @@ TENCROP_WINDOWS = ("top-left", "top-right", "bottom-left", "bottom-right", "cent
 
 
 def read_stats(data_dir: str | Path) -> dict[str, Any]:
-    """pca.json of a shard folder as plain JSON, plus `mean_image_array` (HWC) when it has one."""
-    data_dir = Path(data_dir)
-    stats = json.loads((data_dir / "pca.json").read_text())
-    if stats.get("mean_image"):
-        stats["mean_image_array"] = np.load(data_dir / stats["mean_image"])
-    return stats
+    """A shard folder's pca.json and mean image (which the references' folders have) as plain
+    values: mean, std, eigenvalues, eigenvectors (columns), `mean_image_array` (HWC)."""
+    stats = load_colour_stats(data_dir, need_mean_image=True)
+    return {"mean": list(stats.mean), "std": list(stats.std),
+            "eigenvalues": list(stats.eigenvalues),
+            "eigenvectors": [list(row) for row in stats.eigenvectors],
+            "mean_image_array": stats.mean_image}
 
 
 def anchor(position: float, span: int = 32) -> int:

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from helpers import write_dataset
 
-from alexnet_dali.bench_colour import IMAGENET_STATS, colour_shifts, formula_std
+from alexnet_dali.bench.colour import IMAGENET_STATS, colour_shifts, formula_std
 from alexnet_dali.cli import main
-from alexnet_dali.config import AugmentConfig
+from alexnet_dali.config.schema import AugmentConfig
 from alexnet_dali.tools.pca import load_colour_stats
 
 

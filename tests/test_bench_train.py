@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from alexnet_dali.bench_train import ROUNDS, time_sources
-from alexnet_dali.steps import StepOutput
+from alexnet_dali.bench.train import ROUNDS, time_sources
+from alexnet_dali.train.steps import StepOutput
 
 
 class RecordingStep:

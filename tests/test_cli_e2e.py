@@ -46,7 +46,7 @@ def test_train_eval_tencrop_figures_predict_export(shard_dataset, raw_dataset, t
     assert lines[1]["top1_err"] * 8 in range(9)  # one step of 8 images since the last line
     assert set(lines[2]) == {"kind", "epoch", "step", "loss", "top1_err", "top5_err"}
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt-0001-0000002.pt"]
-    from alexnet_dali.checkpoint import load_checkpoint
+    from alexnet_dali.model.checkpoint import load_checkpoint
 
     manifest = json.loads((shard_dataset / "manifest.json").read_text())
     assert load_checkpoint(run_dir)["classes"] == [[c["name"], c["words"]]
@@ -92,8 +92,8 @@ def test_train_eval_tencrop_figures_predict_export(shard_dataset, raw_dataset, t
 
 
 def test_resume_with_another_batch_size_is_refused(shard_dataset, tmp_path):
-    from alexnet_dali.checkpoint import new_state, save_checkpoint
-    from alexnet_dali.config import ModelConfig, TrainConfig
+    from alexnet_dali.model.checkpoint import new_state, save_checkpoint
+    from alexnet_dali.config.schema import ModelConfig, TrainConfig
     from alexnet_dali.tools.manifest import read_manifest
 
     cfg = TrainConfig(data=str(shard_dataset), batch_size=8, model=ModelConfig(num_classes=4))
@@ -126,9 +126,9 @@ def test_bench_train_prints_both_sources_and_their_ratio(shard_dataset, tmp_path
 def test_model_parallel_run_saves_the_grouped_layout_that_eval_reads(tmp_path):
     import torch
 
-    from alexnet_dali.checkpoint import latest_checkpoint
-    from alexnet_dali.config import ModelConfig
-    from alexnet_dali.model import build_model
+    from alexnet_dali.model.checkpoint import latest_checkpoint
+    from alexnet_dali.config.schema import ModelConfig
+    from alexnet_dali.model.alexnet import build_model
 
     runner = CliRunner()
     train = runner.invoke(main, ["train", "synthetic", "--run-dir", str(tmp_path), "--device",
@@ -151,7 +151,7 @@ def test_model_parallel_run_saves_the_grouped_layout_that_eval_reads(tmp_path):
 def test_allow_mismatch_resumes_weights_with_another_batch_size(tmp_path):
     import torch
 
-    from alexnet_dali.checkpoint import latest_checkpoint
+    from alexnet_dali.model.checkpoint import latest_checkpoint
 
     runner = CliRunner()
     common = ["--run-dir", str(tmp_path), "--device", "cpu", "--max-steps-per-epoch", "1",
@@ -168,9 +168,9 @@ def test_allow_mismatch_resumes_weights_with_another_batch_size(tmp_path):
 
 def test_data_problems_are_clean_errors_not_tracebacks(shard_dataset, tmp_path):
     """A missing data dir, a batch larger than the data and an unknown split: exit 2, a message."""
-    from alexnet_dali.checkpoint import new_state, save_checkpoint
-    from alexnet_dali.config import ModelConfig, TrainConfig
-    from alexnet_dali.model import build_model
+    from alexnet_dali.model.checkpoint import new_state, save_checkpoint
+    from alexnet_dali.config.schema import ModelConfig, TrainConfig
+    from alexnet_dali.model.alexnet import build_model
 
     runner = CliRunner()
     missing = runner.invoke(main, ["train", str(tmp_path / "nowhere"), "--run-dir",
@@ -210,9 +210,9 @@ def test_a_checkpoint_from_before_parameter_groups_is_refused_then_resumed_with_
         tmp_path):
     import torch
 
-    from alexnet_dali.checkpoint import latest_checkpoint
-    from alexnet_dali.model import build_model
-    from alexnet_dali.checkpoint import config_from_checkpoint
+    from alexnet_dali.model.checkpoint import latest_checkpoint
+    from alexnet_dali.model.alexnet import build_model
+    from alexnet_dali.model.checkpoint import config_from_checkpoint
 
     runner = CliRunner()
     common = ["--run-dir", str(tmp_path), "--device", "cpu", "--max-steps-per-epoch", "1",
@@ -245,7 +245,7 @@ def test_a_checkpoint_from_before_parameter_groups_is_refused_then_resumed_with_
 def test_a_run_at_chance_after_three_epochs_gets_one_note(tmp_path, monkeypatch, top1_err):
     """Validation is replaced by a fixed result: at chance (4 classes: 0.75) the note comes once,
     after epoch 3, pointing to the short-run recipe; clearly below chance it never comes."""
-    import alexnet_dali.trainer as trainer
+    import alexnet_dali.train.loop as trainer
 
     monkeypatch.setattr(trainer, "evaluate", lambda *args, **kwargs: {
         "loss": 1.386, "top1_err": top1_err, "top5_err": 0.0, "samples": 1000})
@@ -295,7 +295,7 @@ def test_an_older_checkpoint_resumes_and_evaluates(tmp_path):
     the config. Both are dropped on read; resume and eval work."""
     import torch
 
-    from alexnet_dali.checkpoint import latest_checkpoint
+    from alexnet_dali.model.checkpoint import latest_checkpoint
 
     runner = CliRunner()
     common = ["--run-dir", str(tmp_path), "--device", "cpu", "--max-steps-per-epoch", "1",

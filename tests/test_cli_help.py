@@ -108,7 +108,7 @@ def test_out_of_range_options_are_one_usage_error(args: list[str], tmp_path: Pat
 def test_train_flags_show_the_config_defaults() -> None:
     """train's flags default to None (so that only a given flag overrides --config), and
     --help shows the config's own default for each."""
-    from alexnet_dali.config import FLAG_KEYS
+    from alexnet_dali.config.resolve import FLAG_KEYS
 
     train = main.commands["train"]
     ctx = click.Context(train, info_name="train")
@@ -130,3 +130,20 @@ def test_choices_are_explained() -> None:
     # No example trains an ablation into a run dir named after the paper.
     for line in result.output.splitlines():
         assert not ("runs/paper" in line and "--set" in line), line
+
+
+@pytest.mark.parametrize("args,expected", [([], 64), (["--batch-per-rank", "5"], 5),
+                                           (["--batch-size", "3"], 3)])
+def test_eval_counts_its_batch_per_rank_under_its_own_name(monkeypatch, args, expected) -> None:
+    """--batch-size is the global batch (train: all ranks together; bench train, predict: one
+    process); eval's per-rank count is --batch-per-rank, its old spelling still taken."""
+    from alexnet_dali.use import evaluate
+
+    seen = {}
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", lambda *a, **k: seen.update(k))
+    result = CliRunner().invoke(main, ["eval", "synthetic", "--checkpoint", "run", *args])
+    assert result.exit_code == 0, result.output
+    assert seen["batch_size"] == expected
+    assert "--batch-size INTEGER" not in CliRunner().invoke(main, ["eval", "--help"]).output
+    shown = CliRunner().invoke(main, ["train", "--help"]).output
+    assert "Global batch: images per step, all ranks together" in " ".join(shown.split())

@@ -13,12 +13,14 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from alexnet_dali.checkpoint import config_from_checkpoint
+from alexnet_dali.model.checkpoint import config_from_checkpoint
 from alexnet_dali.cli import main
-from alexnet_dali.config import (AugmentConfig, LoaderConfig, ModelConfig, OptimConfig,
-                                 TrainConfig, conv5_side, resolve_config, to_dict)
+from alexnet_dali.config.resolve import resolve_config, to_dict
+from alexnet_dali.config.rules import conv5_side
+from alexnet_dali.config.schema import (AugmentConfig, LoaderConfig, ModelConfig, OptimConfig,
+                                        TrainConfig)
 from alexnet_dali.errors import ConfigError
-from alexnet_dali.model import build_model
+from alexnet_dali.model.alexnet import build_model
 
 SECTIONS = {"": TrainConfig, "model.": ModelConfig, "optim.": OptimConfig,
             "augment.": AugmentConfig, "loader.": LoaderConfig}
@@ -253,7 +255,7 @@ def test_rules_accept_what_works() -> None:
 @pytest.mark.parametrize("overlap,crops", [(True, (222, 223, 254, 255)),
                                            (False, (194, 195, 226, 227))])
 def test_the_crop_rule_matches_the_real_network(overlap: bool, crops: tuple[int, ...]) -> None:
-    """conv5_side (the rule's arithmetic) agrees with what model.py's net accepts."""
+    """conv5_side (the rule's arithmetic) agrees with what model/alexnet.py's net accepts."""
     net = build_model(ModelConfig(num_classes=2, overlap_pool=overlap)).eval()
     for crop in crops:
         try:

@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet_dali.checkpoint import latest_checkpoint
-from alexnet_dali.config import AugmentConfig, LoaderConfig, ModelConfig
-from alexnet_dali.loader import build_train_loader
-from alexnet_dali.model import build_model
+from alexnet_dali.model.checkpoint import latest_checkpoint
+from alexnet_dali.config.schema import AugmentConfig, LoaderConfig, ModelConfig
+from alexnet_dali.loader.train import build_train_loader
+from alexnet_dali.model.alexnet import build_model
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +65,9 @@ def test_two_gloo_ranks_average_gradients_like_one_big_batch(shard_dataset, tmp_
 
 
 def test_batch_that_does_not_divide_across_ranks_is_an_error():
-    from alexnet_dali.config import ConfigError, TrainConfig
-    from alexnet_dali.builders import per_rank_batch
+    from alexnet_dali.config.schema import TrainConfig
+    from alexnet_dali.errors import ConfigError
+    from alexnet_dali.train.builders import per_rank_batch
 
     assert per_rank_batch(TrainConfig(batch_size=128), 4) == 32
     with pytest.raises(ConfigError, match="batch_size 128 does not divide across 3 ranks"):

@@ -11,9 +11,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from alexnet_dali import doctor_env, doctor_gpu
+from alexnet_dali.doctor import env as doctor_env, gpu as doctor_gpu
 from alexnet_dali.cli import main
-from alexnet_dali.doctor import Check, Context, Skip, render_report, run_check, run_doctor
+from alexnet_dali.doctor.runner import Check, Context, Skip, render_report, run_check, run_doctor
 
 CPU = torch.device("cpu")
 CPU_CHECK_NAMES = ["cpu-train-graph", "cpu-tencrop-graph", "cpu-decoder-vs-pillow",
@@ -73,7 +73,7 @@ def test_a_failing_check_is_a_fail_line_and_exit_1(tmp_path: Path) -> None:
 
 
 def test_report_is_markdown_with_environment_checks_and_numbers() -> None:
-    from alexnet_dali.doctor import Result
+    from alexnet_dali.doctor.runner import Result
 
     results = [Result("a", "PASS", "ok\nacross lines", 1.25), Result("b", "SKIP", "no CUDA")]
     text = render_report([("torch", "2.x")], results, {"img/s": 1234.5}, "alexnet-dali doctor")
@@ -132,7 +132,7 @@ def test_throughput_and_starve_ratio_on_the_cpu(ctx: Context) -> None:
 
 def test_reference_replays_a_constant_image_by_hand() -> None:
     """The shared NumPy reference on a flat image: (value - mean + shift) / std, every view."""
-    from alexnet_dali.config import AugmentConfig
+    from alexnet_dali.config.schema import AugmentConfig
     from alexnet_dali.pipelines import reference
 
     stats = {"mean": [100.0, 110.0, 120.0], "std": [50.0, 60.0, 70.0],

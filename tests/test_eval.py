@@ -10,10 +10,10 @@ import sys
 import pytest
 import torch
 
-from alexnet_dali.checkpoint import new_state, save_checkpoint
-from alexnet_dali.config import ModelConfig, TrainConfig
-from alexnet_dali.evaluation import evaluate
-from alexnet_dali.model import build_model
+from alexnet_dali.model.checkpoint import new_state, save_checkpoint
+from alexnet_dali.config.schema import ModelConfig, TrainConfig
+from alexnet_dali.train.validate import evaluate
+from alexnet_dali.model.alexnet import build_model
 
 
 class _LogitsInPixels(torch.nn.Module):
@@ -77,7 +77,7 @@ def test_eval_cli_counts_every_val_sample_once_on_one_and_two_ranks(shard_datase
 def test_eval_refuses_a_checkpoint_trained_on_another_class_list(shard_dataset, tmp_path):
     from click.testing import CliRunner
 
-    from alexnet_dali.builders import class_list
+    from alexnet_dali.loader.data import class_list
     from alexnet_dali.cli import main
 
     cfg = TrainConfig(data=str(shard_dataset), model=ModelConfig(num_classes=4, init="he"))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_dali.config import AugmentConfig, ModelConfig, TrainConfig
-from alexnet_dali.export import ExportError, export_model, run_exported
-from alexnet_dali.inference import InferenceModel, Normalization, eval_views
-from alexnet_dali.model import build_model
+from alexnet_dali.config.schema import AugmentConfig, ModelConfig, TrainConfig
+from alexnet_dali.use.export import ExportError, export_model, run_exported
+from alexnet_dali.use.inference import InferenceModel, Normalization, eval_views
+from alexnet_dali.model.alexnet import build_model
 from alexnet_dali.tools.images import ImageSettings
 
 LOGIT_TOL = 1e-4

@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet_dali.checkpoint import new_state, save_checkpoint
-from alexnet_dali.config import ModelConfig, TrainConfig
+from alexnet_dali.model.checkpoint import new_state, save_checkpoint
+from alexnet_dali.config.schema import ModelConfig, TrainConfig
 from alexnet_dali.errors import DataError
-from alexnet_dali.figures import conv1_grid, fc7_of_split, make_figures, nearest_neighbours
-from alexnet_dali.runlog import read_metrics
-from alexnet_dali.model import build_model
-from alexnet_dali.plots import TRAIN_LOSS, draw_conv1, draw_curves, draw_neighbours
+from alexnet_dali.use.figures import conv1_grid, fc7_of_split, make_figures, nearest_neighbours
+from alexnet_dali.train.runlog import read_metrics
+from alexnet_dali.model.alexnet import build_model
+from alexnet_dali.use.plots import TRAIN_LOSS, draw_conv1, draw_curves, draw_neighbours
 
 METRICS = [
     {"kind": "train", "epoch": 1, "step": 10, "loss": 2.1, "lr": 0.01, "images_per_s": 850.0},
@@ -176,7 +176,7 @@ def run_dir(shard_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def test_fc7_features_belong_to_the_returned_crops(run_dir: Path, shard_dataset: Path) -> None:
-    from alexnet_dali.figures import load_run_model
+    from alexnet_dali.use.figures import load_run_model
     from alexnet_dali.tools.shards import read_index
 
     model, cfg, _ = load_run_model(run_dir)
@@ -206,7 +206,7 @@ def test_make_figures_writes_all_three(run_dir: Path) -> None:
 
 
 def test_class_names_come_from_the_manifest(shard_dataset: Path) -> None:
-    from alexnet_dali.figures import class_names
+    from alexnet_dali.use.figures import class_names
     from alexnet_dali.tools.manifest import read_manifest
 
     words = [c.words for c in read_manifest(shard_dataset).classes]
@@ -214,7 +214,7 @@ def test_class_names_come_from_the_manifest(shard_dataset: Path) -> None:
 
 
 def test_the_conv1_title_says_early_filters_look_like_noise(run_dir: Path) -> None:
-    from alexnet_dali.figures import EARLY_EPOCHS, conv1_figure, load_run_model
+    from alexnet_dali.use.figures import EARLY_EPOCHS, conv1_figure, load_run_model
 
     model, cfg, state = load_run_model(run_dir)
     early = conv1_figure(model, cfg, state, run_dir).get_suptitle()

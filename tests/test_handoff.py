@@ -10,10 +10,10 @@ import pytest
 import torch
 from helpers import write_dataset
 
-from alexnet_dali.config import AugmentConfig, LoaderConfig
-from alexnet_dali.loader import build_train_loader
-from alexnet_dali.loader_handoff import host_to_device
-from alexnet_dali.synthetic import SyntheticEvalLoader, SyntheticTrainLoader
+from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
+from alexnet_dali.loader.train import build_train_loader
+from alexnet_dali.loader.transfer import host_to_device
+from alexnet_dali.loader.synthetic import SyntheticEvalLoader, SyntheticTrainLoader
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 

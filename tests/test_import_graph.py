@@ -1,8 +1,10 @@
-"""The package's import graph, read from the source with `ast`: no cycle, no arrow from a lower
-stage to a higher one, DALI only in pipelines/ and the loader, and docs/DESIGN.md shows it.
+"""The package's import graph, read from the source with `ast`: no cycle, each stage importing
+only the stages below it, DALI only in pipelines/ and the loader, and docs/DESIGN.md shows it.
 
-Every import counts, also one inside a function. Regenerate the drawing in docs/DESIGN.md with
-`python tests/test_import_graph.py`.
+A stage is a folder: tools/ and pipelines/ (installed as alexnet_dali.tools and
+alexnet_dali.pipelines) and each subpackage of alexnet_dali/; errors.py and config/ are the leaves
+every stage may use. Every import counts, also one inside a function. Regenerate the drawing in
+docs/DESIGN.md with `python tests/test_import_graph.py`.
 """
 
 from __future__ import annotations
@@ -16,33 +18,48 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "alexnet_dali"
 FOLDERS = {PACKAGE: ROOT / "alexnet_dali", f"{PACKAGE}.tools": ROOT / "tools",
            f"{PACKAGE}.pipelines": ROOT / "pipelines"}
-STAGES = ("leaves", "tools", "pipelines", "loader", "run", "cli")  # lowest first
-LEAVES = {PACKAGE, f"{PACKAGE}.errors", f"{PACKAGE}.config_types", f"{PACKAGE}.config"}
+LEAVES = ("errors", "config")  # alexnet_dali/errors.py, alexnet_dali/config/
+# Which other stages each stage may import, lowest stage first (the drawing's order, reversed).
+MAY_IMPORT = {
+    "leaves": (),
+    "tools": ("leaves",),
+    "pipelines": ("leaves", "tools"),
+    "loader": ("leaves", "tools", "pipelines"),
+    "model": ("leaves", "tools"),
+    "train": ("leaves", "tools", "pipelines", "loader", "model"),
+    "use": ("leaves", "tools", "pipelines", "loader", "model", "train"),
+    "bench": ("leaves", "tools", "pipelines", "loader", "model", "train"),
+    "doctor": ("leaves", "tools", "pipelines", "loader", "model", "train", "bench"),
+    "cli": ("leaves", "tools", "pipelines", "loader", "model", "train", "use", "bench", "doctor"),
+}
+STAGES = tuple(MAY_IMPORT)
 DALI_ALLOWED = ("pipelines", "loader")
 DESIGN = ROOT / "docs" / "DESIGN.md"
 START, END = "<!-- import-graph:start -->", "<!-- import-graph:end -->"
 
 
 def modules() -> dict[str, Path]:
-    """Dotted module name -> source file, for every module of the package."""
+    """Dotted module name -> source file, for every module of the package (subpackages too)."""
     found = {}
     for package, folder in FOLDERS.items():
-        for path in sorted(folder.glob("*.py")):
-            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+        nested = package == PACKAGE  # tools/ and pipelines/ are flat; they are not walked twice
+        for path in sorted(folder.rglob("*.py") if nested else folder.glob("*.py")):
+            parts = path.relative_to(folder).with_suffix("").parts
+            if nested and parts[0] in ("tools", "pipelines"):
+                continue
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            found[".".join((package, *parts))] = path
     return found
 
 
 def stage(module: str) -> str:
-    """The stage a module belongs to (STAGES)."""
-    if module in LEAVES:
+    """The stage a module belongs to (STAGES): its folder below alexnet_dali/, or "leaves"."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in LEAVES:
         return "leaves"
-    for folder in ("tools", "pipelines"):
-        if module.startswith(f"{PACKAGE}.{folder}"):
-            return folder
-    name = module.rsplit(".", 1)[-1]
-    if name == "loader" or name.startswith("loader_"):  # the loader glue, in its modules
-        return "loader"
-    return "cli" if name == "cli" or name.startswith("cli_") else "run"
+    if parts[1] not in MAY_IMPORT:
+        raise AssertionError(f"{module}: not in a stage folder; add its folder to MAY_IMPORT")
+    return parts[1]
 
 
 def imports_of(path: Path, known: set[str]) -> tuple[set[str], set[str]]:
@@ -111,8 +128,8 @@ def drawing(edges: dict[str, set[str]]) -> str:
     rows = [("stage", "module", "imports (project modules; the leaves are not shown)")]
     for name in reversed(STAGES):
         for module in sorted(m for m in edges if stage(m) == name):
-            if module in FOLDERS:  # the packages' empty __init__ files
-                continue
+            if module in FOLDERS or (module.count(".") == 1 and not edges[module]):
+                continue  # the packages' __init__ files that import nothing
             deps = sorted(short(d) for d in edges[module] if stage(d) != "leaves")
             rows.append((name, short(module), ", ".join(deps) or "-"))
     width = [max(len(row[i]) for row in rows) for i in range(2)]
@@ -125,18 +142,40 @@ def test_the_package_has_no_import_cycle():
     assert find_cycle(edges) is None, f"import cycle: {' -> '.join(find_cycle(edges))}"
 
 
-def test_imports_point_down_the_stages_only():
+def test_each_stage_imports_only_the_stages_it_may():
     edges, _ = graph()
-    upward = [f"{m} ({stage(m)}) -> {d} ({stage(d)})" for m, deps in edges.items() for d in deps
-              if STAGES.index(stage(d)) > STAGES.index(stage(m))]
-    assert not upward, "imports from a lower stage to a higher one:\n" + "\n".join(upward)
+    refused = [f"{m} ({stage(m)}) -> {d} ({stage(d)})" for m, deps in edges.items() for d in deps
+               if stage(d) != stage(m) and stage(d) not in MAY_IMPORT[stage(m)]]
+    assert not refused, "imports a stage may not make (MAY_IMPORT):\n" + "\n".join(refused)
     assert edges[f"{PACKAGE}.errors"] == set(), "errors.py must import nothing of the project"
+    config = {d for m, deps in edges.items() if m.startswith(f"{PACKAGE}.config") for d in deps}
+    assert config <= {f"{PACKAGE}.errors", *(m for m in edges if m.startswith(f"{PACKAGE}.config"))}
+
+
+def test_may_import_points_down_only_and_names_the_folders():
+    """MAY_IMPORT lists each stage below the ones that may import it (no two stages may import
+    each other), and its stages are the folders: the subpackages, tools/ and pipelines/."""
+    for name, allowed in MAY_IMPORT.items():
+        assert all(STAGES.index(other) < STAGES.index(name) for other in allowed), name
+    folders = {p.parent.name for p in FOLDERS[PACKAGE].glob("*/__init__.py")}
+    assert folders - set(LEAVES) | {"tools", "pipelines"} == set(STAGES) - {"leaves"}
 
 
 def test_only_the_pipelines_and_the_loader_import_dali():
     _, external = graph()
     dali = sorted(m for m, packages in external.items() if "nvidia" in packages)
     assert dali and all(stage(m) in DALI_ALLOWED for m in dali), dali
+
+
+def test_the_synthetic_baseline_loads_no_dali():
+    """`bench train` without DATA (and a synthetic run) imports these: none may load DALI."""
+    import subprocess
+
+    code = ("import sys; import alexnet_dali.bench.train, alexnet_dali.train.builders, "
+            "alexnet_dali.train.steps, alexnet_dali.loader.synthetic; "
+            "print(sorted(m for m in sys.modules if m.startswith('nvidia.dali')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 TESTS = ROOT / "tests"

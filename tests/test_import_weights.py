@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from alexnet_dali.errors import CheckpointError
 from alexnet_dali.cli import main
-from alexnet_dali.import_weights import import_torchvision
-from alexnet_dali.inference import eval_views, load_for_inference
+from alexnet_dali.model.torchvision import import_torchvision
+from alexnet_dali.use.inference import eval_views, load_for_inference
 
 # torchvision's AlexNet state dict: key -> shape (1000 classes there; fewer here)
 CONVS = {"features.0": (64, 3, 11), "features.3": (192, 64, 5), "features.6": (384, 192, 3),
@@ -76,8 +76,8 @@ def test_imported_weights_give_torchvisions_logits(torchvision_file, tmp_path):
 
 
 def test_owt_has_torchvisions_parameter_count():
-    from alexnet_dali.config import ModelConfig
-    from alexnet_dali.model import build_model, count_parameters
+    from alexnet_dali.config.schema import ModelConfig
+    from alexnet_dali.model.alexnet import build_model, count_parameters
 
     owt = build_model(ModelConfig(arch="owt", num_classes=1000))
     assert count_parameters(owt)["total"] == 61_100_840  # torchvision's IMAGENET1K_V1 num_params

@@ -10,9 +10,10 @@ import pytest
 import torch
 from helpers import label_of, write_dataset
 
-from alexnet_dali.config import AugmentConfig, LoaderConfig
+from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import CheckpointError, ConfigError, CorruptSampleError, DataError
-from alexnet_dali.loader import build_eval_loader, build_train_loader, shard_sizes
+from alexnet_dali.loader.eval import build_eval_loader, shard_sizes
+from alexnet_dali.loader.train import build_train_loader
 
 CPU = torch.device("cpu")
 LOADER = LoaderConfig(num_threads=1, prefetch=2, shuffle_buffer=8)

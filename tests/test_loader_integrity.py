@@ -1,4 +1,4 @@
-"""A JPEG damaged inside a shard is never trained on or scored in silence (loader_integrity.py): the
+"""A JPEG damaged inside a shard is never trained on or scored in silence (loader/integrity.py): the
 shard's sha256 is checked as it is first read, off the training thread; the damaged sample is held
 back; train and eval stop naming the shard, the key and `verify --decode`, or with
 --skip-bad-samples leave it out and count it."""
@@ -14,11 +14,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from alexnet_dali import loader_integrity as integrity
-from alexnet_dali.checkpoint import list_checkpoints
+from alexnet_dali.loader import integrity
+from alexnet_dali.model.checkpoint import list_checkpoints
 from alexnet_dali.cli import main
-from alexnet_dali.config import AugmentConfig, LoaderConfig
-from alexnet_dali.loader import build_train_loader
+from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
+from alexnet_dali.loader.train import build_train_loader
 from alexnet_dali.tools.manifest import read_manifest
 from alexnet_dali.tools.shards import read_index
 from alexnet_dali.tools.storage import LocalStore
@@ -83,9 +83,9 @@ def test_train_stops_on_a_damaged_sample_then_skips_it_on_request(shard_dataset,
 
 @pytest.mark.slow
 def test_eval_stops_on_a_damaged_sample_or_leaves_it_out(shard_dataset, tmp_path):
-    from alexnet_dali.checkpoint import new_state, save_checkpoint
-    from alexnet_dali.config import ModelConfig, TrainConfig
-    from alexnet_dali.model import build_model
+    from alexnet_dali.model.checkpoint import new_state, save_checkpoint
+    from alexnet_dali.config.schema import ModelConfig, TrainConfig
+    from alexnet_dali.model.alexnet import build_model
 
     root, tar, key = damaged_copy(shard_dataset, tmp_path / "shards", "train", 2, 9)
     cfg = TrainConfig(data=str(shard_dataset), model=ModelConfig(num_classes=4))

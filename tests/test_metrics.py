@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_dali.metrics import (TopKMeter, tencrop_probabilities, topk_correct,
+from alexnet_dali.train.metrics import (TopKMeter, tencrop_probabilities, topk_correct,
                                   topk_errors)
 
 # Four samples, six classes; the label's rank is written next to each row.
@@ -74,7 +74,7 @@ def test_bad_shapes_are_rejected() -> None:
 
 def test_errors_are_counts_derived_and_rounded_for_json() -> None:
     """14 wrong of 70: 0.2 exactly in JSON (1 - 56/70 would be 0.19999999999999996)."""
-    from alexnet_dali.metrics import round_significant
+    from alexnet_dali.train.metrics import round_significant
 
     meter = TopKMeter()
     meter.correct = torch.tensor([56, 70])
@@ -86,7 +86,7 @@ def test_errors_are_counts_derived_and_rounded_for_json() -> None:
 
 
 def test_per_class_counts_hand_checked() -> None:
-    from alexnet_dali.metrics import PerClassMeter
+    from alexnet_dali.train.metrics import PerClassMeter
 
     meter = PerClassMeter(num_classes=6)
     # LABELS 1, 4, 0, 2 (ranks 1, 5, 6, 2), a class-5 sample at rank 1, then padding (class 1)
@@ -104,7 +104,7 @@ def test_per_class_counts_hand_checked() -> None:
 def test_per_class_rows_are_rounded_like_the_totals_and_sorted_exactly() -> None:
     """1 of 3 and 2 of 3 correct: 0.333333 / 0.666667 in the rows (and so in eval.json), not
     0.3333333333333333; the order still comes from the exact fractions."""
-    from alexnet_dali.metrics import PerClassMeter
+    from alexnet_dali.train.metrics import PerClassMeter
 
     meter = PerClassMeter(num_classes=2, ks=(1,))
     meter.counts = torch.tensor([[2, 1], [3, 3]])  # correct@1 per class; samples per class

@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_dali.config import ConfigError, ModelConfig, resolve_config
-from alexnet_dali.model import TowerLRN, build_model, count_parameters
+from alexnet_dali.config.resolve import resolve_config
+from alexnet_dali.config.schema import ModelConfig
+from alexnet_dali.errors import ConfigError
+from alexnet_dali.model.alexnet import TowerLRN, build_model, count_parameters
 
 PAPER_COUNTS = {"conv1": 34_944, "conv2": 307_456, "conv3": 885_120, "conv4": 663_936,
                 "conv5": 442_624, "fc6": 37_752_832, "fc7": 16_781_312, "fc8": 4_097_000,
@@ -265,7 +267,7 @@ def test_layer_macs_count_each_layer_from_its_shapes() -> None:
     """conv1: 55·55 outputs × 96 kernels × 3·11·11 MACs; the total is half torch's FLOP count."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from alexnet_dali.model import layer_macs
+    from alexnet_dali.model.alexnet import layer_macs
 
     model = build_model(ModelConfig())
     macs = layer_macs(model)

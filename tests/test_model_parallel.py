@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_dali.config import ConfigError, ModelConfig
-from alexnet_dali.model import TowerLRN, build_model, count_parameters
-from alexnet_dali.model_parallel import (ModelParallelAlexNet, merge_state_dict,
+from alexnet_dali.config.schema import ModelConfig
+from alexnet_dali.errors import ConfigError
+from alexnet_dali.model.alexnet import TowerLRN, build_model, count_parameters
+from alexnet_dali.model.parallel import (ModelParallelAlexNet, merge_state_dict,
                                          split_state_dict)
 
 CFG = ModelConfig(num_classes=11, dropout=0.0)  # odd class count: fc8 splits 6 + 5

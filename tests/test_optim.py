@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_dali.config import (OptimConfig)
-from alexnet_dali.optim import (LRSchedule, PaperSGD, build_optimizer, group_sizes,
-                                load_optimizer_state)
+from alexnet_dali.config.schema import OptimConfig
+from alexnet_dali.train.optim import PaperSGD, build_optimizer, group_sizes, load_optimizer_state
+from alexnet_dali.train.schedule import LRSchedule
 
 
 def _grads(steps: int, shape: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:
@@ -187,8 +187,8 @@ def test_grouped_sgd_matches_numpy_across_a_scheduled_lr_drop(rule, bias_decay, 
 
 
 def test_biases_are_undecayed_by_default_in_the_paper_net():
-    from alexnet_dali.config import ModelConfig
-    from alexnet_dali.model import build_model
+    from alexnet_dali.config.schema import ModelConfig
+    from alexnet_dali.model.alexnet import build_model
 
     model = build_model(ModelConfig(num_classes=10))
     groups = build_optimizer(model.parameters(), OptimConfig()).param_groups

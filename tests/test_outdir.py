@@ -110,7 +110,7 @@ def test_pca_stats_cli_on_a_full_disk_is_one_line_and_a_rerun_completes(shard_da
 
 
 def test_eval_json_on_a_full_disk_is_one_error_naming_it(tmp_path, monkeypatch):
-    from alexnet_dali.evaluation import write_json
+    from alexnet_dali.use.report import write_json
 
     def full(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -19,8 +19,9 @@ import torch
 from PIL import Image
 from helpers import write_dataset
 
-from alexnet_dali.config import AugmentConfig, LoaderConfig
-from alexnet_dali.loader import build_eval_loader, build_train_loader
+from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
+from alexnet_dali.loader.eval import build_eval_loader
+from alexnet_dali.loader.train import build_train_loader
 from alexnet_dali.pipelines import reference
 
 CPU = torch.device("cpu")
@@ -150,7 +151,7 @@ def test_decoded_image_matches_pillow(data: Path) -> None:
 
 def test_graph_float16_output(data: Path) -> None:
     """The graph's own float16 output (used on the GPU) equals its float32 output, rounded."""
-    from alexnet_dali.loader import pipeline_spec
+    from alexnet_dali.loader.pipeline import pipeline_spec
     from alexnet_dali.pipelines.train import train_pipeline
 
     outputs = {}
@@ -179,7 +180,7 @@ def test_gpu_graphs_trace_on_cpu_machine(data: Path, mean: str) -> None:
     CI still catches a broken GPU graph definition. On the GPU only the decoder and the fused
     crop_mirror_normalize (and the mean image's subtraction, ten-crop's stack) touch pixels.
     """
-    from alexnet_dali.loader import pipeline_spec
+    from alexnet_dali.loader.pipeline import pipeline_spec
     from alexnet_dali.pipelines.baseline import baseline_pipeline
     from alexnet_dali.pipelines.eval import eval_pipeline
     from alexnet_dali.pipelines.train import train_pipeline
@@ -207,7 +208,7 @@ def test_gpu_graphs_trace_on_cpu_machine(data: Path, mean: str) -> None:
 def test_graphs_are_lean(data: Path, tencrop: bool) -> None:
     """Every operator runs once per batch (a launch on the GPU): the train graph is the minimal
     graph plus the colour noise's three (normal, coord_transform, reshape); eval adds none."""
-    from alexnet_dali.loader import pipeline_spec
+    from alexnet_dali.loader.pipeline import pipeline_spec
     from alexnet_dali.pipelines.baseline import baseline_pipeline
     from alexnet_dali.pipelines.eval import eval_pipeline
     from alexnet_dali.pipelines.train import train_pipeline

@@ -16,7 +16,7 @@ from helpers import label_of, write_dataset
 
 from alexnet_dali.cli import main
 from alexnet_dali.errors import DataError
-from alexnet_dali.bench_pipeline import PillowReference
+from alexnet_dali.bench.pillow import PillowReference
 from alexnet_dali.pipelines.spec import load_shard_set
 from alexnet_dali.tools.pca import load_colour_stats
 
@@ -42,8 +42,8 @@ def test_bench_pipeline_prints_all_rows(tmp_path: Path) -> None:
 
 def test_baseline_graph_does_the_minimal_work(tmp_path: Path) -> None:
     """Random 224 crops of the decoded image minus the channel mean, mirrored or not."""
-    from alexnet_dali.bench_pipeline import baseline_batches
-    from alexnet_dali.config import LoaderConfig
+    from alexnet_dali.bench.pipeline import baseline_batches
+    from alexnet_dali.config.schema import LoaderConfig
 
     root = write_dataset(tmp_path / "d", {"train": 6}, per_shard=6)
     loader = LoaderConfig(num_threads=1, prefetch=1, shuffle_buffer=1)
@@ -114,7 +114,7 @@ def test_bench_gpu_decoder_without_cuda_is_one_error_line(tmp_path: Path) -> Non
 
 def test_measure_alternates_the_order_of_the_streams() -> None:
     """Every stream gets a turn each round; odd rounds run them in reverse order."""
-    from alexnet_dali.bench_pipeline import measure
+    from alexnet_dali.bench.timing import measure
 
     pulled: list[str] = []
 

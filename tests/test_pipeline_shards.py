@@ -12,8 +12,8 @@ def test_writer_and_graph_labels(tmp_path: Path) -> None:
     """The loader turns the 6 ASCII digits the graph hands over back into the written ids."""
     import torch
 
-    from alexnet_dali.config import AugmentConfig, LoaderConfig
-    from alexnet_dali.loader import build_eval_loader
+    from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
+    from alexnet_dali.loader.eval import build_eval_loader
 
     root = write_dataset(tmp_path / "d", {"val": 11}, per_shard=4)
     with tarfile.open(root / "val" / "val-000000.tar") as tar:
@@ -32,7 +32,7 @@ def test_labels_from_digits_against_int() -> None:
     import pytest
     import torch
 
-    from alexnet_dali.loader_handoff import labels_from_digits
+    from alexnet_dali.loader.handoff import labels_from_digits
     from alexnet_dali.errors import DataError
 
     ids = [0, 7, 17, 123_456, 999_999, 100_000]

@@ -1,6 +1,6 @@
 """`predict` against `eval`: raw val photos give the probabilities eval computes on their shards.
 
-The reference is the eval path itself (the DALI eval loader + `evaluation.probabilities`), read
+The reference is the eval path itself (the DALI eval loader + `train.validate.probabilities`), read
 sample by sample in shard order and matched to the source files through the shard sidecars.
 """
 
@@ -15,15 +15,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from alexnet_dali.checkpoint import colour_stats_record, new_state, save_checkpoint
+from alexnet_dali.model.checkpoint import colour_stats_record, new_state, save_checkpoint
 from alexnet_dali.cli import main
-from alexnet_dali.config import AugmentConfig, LoaderConfig, ModelConfig, TrainConfig
-from alexnet_dali.evaluation import probabilities
-from alexnet_dali.inference import Normalization, eval_views, load_for_inference
-from alexnet_dali.loader import build_eval_loader
-from alexnet_dali.model import build_model
+from alexnet_dali.config.schema import AugmentConfig, LoaderConfig, ModelConfig, TrainConfig
+from alexnet_dali.train.validate import probabilities
+from alexnet_dali.use.inference import Normalization, eval_views, load_for_inference
+from alexnet_dali.loader.eval import build_eval_loader
+from alexnet_dali.model.alexnet import build_model
 from alexnet_dali.tools.pca import load_colour_stats
-from alexnet_dali.predict import gather_files, load_image, predict_files
+from alexnet_dali.use.predict import gather_files, load_image, predict_files
 from alexnet_dali.tools.manifest import read_manifest
 from alexnet_dali.tools.records import read_json, sidecar_path
 
@@ -184,7 +184,7 @@ def test_predict_converts_odd_files_like_preprocess(tmp_path):
 
 def test_normalisation_sources_in_order(shard_dataset, tmp_path):
     from alexnet_dali.errors import CheckpointError
-    from alexnet_dali.inference import normalization_of
+    from alexnet_dali.use.inference import normalization_of
 
     stats = load_colour_stats(shard_dataset)
     gone = TrainConfig(data=str(tmp_path / "gone"), augment=AugmentConfig(std_normalize=True))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet_dali.checkpoint import latest_checkpoint, list_checkpoints
+from alexnet_dali.model.checkpoint import latest_checkpoint, list_checkpoints
 
 pytestmark = pytest.mark.slow
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 from faults import DEAD_PID, limited
 
-from alexnet_dali import checkpoint as ckpt_io
-from alexnet_dali.config import ModelConfig, TrainConfig
+from alexnet_dali.model import checkpoint as ckpt_io
+from alexnet_dali.config.schema import ModelConfig, TrainConfig
 from alexnet_dali.tools.outdir import OutputError
-from alexnet_dali.trainer import train
+from alexnet_dali.train.loop import train
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +117,7 @@ def test_disk_full_during_a_save_then_resume_matches_an_uninterrupted_run(tmp_pa
 
 
 def test_a_metrics_line_torn_by_a_full_disk_is_dropped_on_resume(tmp_path):
-    from alexnet_dali.runlog import RunLog
+    from alexnet_dali.train.runlog import RunLog
 
     lines = ['{"kind": "train", "step": 1}', '{"kind": "train", "step": 2}', '{"kind": "tr']
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines))

@@ -1,7 +1,8 @@
 """Training tells the truth, through the CLI: a diverging run stops with exit 3 and keeps only
 finite checkpoints; eval/predict/export refuse non-finite weights; a resume that would change the
 network is refused and other changes are printed; checkpoints meet images too small for them with
-one error line; a run that does not learn says so early (health.py, resume.py, checkpoint.py)."""
+one error line; a run that does not learn says so early (train/health.py, train/resume.py,
+model/checkpoint.py)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from alexnet_dali.checkpoint import (
+from alexnet_dali.model.checkpoint import (
     first_nonfinite,
     list_checkpoints,
     new_state,
     save_checkpoint,
 )
 from alexnet_dali.cli import main
-from alexnet_dali.config import ModelConfig, TrainConfig
+from alexnet_dali.config.schema import ModelConfig, TrainConfig
 from alexnet_dali.errors import CheckpointError
-from alexnet_dali.health import Health
-from alexnet_dali.model import build_model
+from alexnet_dali.train.health import Health
+from alexnet_dali.model.alexnet import build_model
 
 pytestmark = pytest.mark.slow
 
@@ -144,7 +145,7 @@ def test_a_resume_may_not_change_the_network_but_says_what_else_changed(tmp_path
 def test_eval_and_predict_refuse_shards_smaller_than_the_crop(shard_dataset, raw_dataset,
                                                               tmp_path):
     """Shards made with --size 128 for a checkpoint trained at 256 (224 crops)."""
-    from alexnet_dali.builders import class_list
+    from alexnet_dali.loader.data import class_list
     from alexnet_dali.tools.images import ImageSettings
     from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess
 
@@ -188,11 +189,12 @@ def test_the_first_plateau_drop_at_chance_gets_a_note_before_it(tmp_path, monkey
     chance the first drop is announced once, before the epoch line that reports it. A linear
     model stands in for AlexNet: the rule and the note do not depend on it, and its checkpoints
     are kilobytes, not 455 MB each."""
-    import alexnet_dali.trainer as trainer
+    import alexnet_dali.train.loop as trainer
+    import alexnet_dali.train.run as train_run
 
     monkeypatch.setattr(trainer, "evaluate", lambda *args, **kwargs: {
         "loss": 1.386, "top1_err": top1_err, "top5_err": 0.0, "samples": 1000})
-    monkeypatch.setattr(trainer, "build_network", lambda cfg, info: (torch.nn.Sequential(
+    monkeypatch.setattr(train_run, "build_network", lambda cfg, info: (torch.nn.Sequential(
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 4)), info.device))
     result = train("--run-dir", str(tmp_path / "run"), "--epochs", "3",
                    "--max-steps-per-epoch", "1", "--lr", "1e-9")

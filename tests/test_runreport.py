@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from alexnet_dali.config import TrainConfig
-from alexnet_dali.runreport import (
+from alexnet_dali.config.schema import TrainConfig
+from alexnet_dali.train.runreport import (
     duration_text,
     epoch_line,
     errors_text,

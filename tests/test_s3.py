@@ -230,7 +230,7 @@ def test_a_server_gone_mid_epoch_stops_with_a_checkpoint_that_resumes_exactly(sh
     finally:
         stop_server(process)
     assert again.returncode == 0, again.stderr[-3000:]
-    from alexnet_dali.checkpoint import latest_checkpoint
+    from alexnet_dali.model.checkpoint import latest_checkpoint
 
     a = torch.load(latest_checkpoint(whole), weights_only=True)
     b = torch.load(latest_checkpoint(cut), weights_only=True)

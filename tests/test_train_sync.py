@@ -14,11 +14,11 @@ import signal
 import pytest
 import torch
 
-from alexnet_dali import distributed, trainer
-from alexnet_dali.cadence import Agreed, EpochTrain, LossWindow, is_sync_point
-from alexnet_dali.config import ModelConfig, TrainConfig
-from alexnet_dali.steps import StepOutput
-from alexnet_dali.synthetic import SyntheticTrainLoader
+from alexnet_dali.train import distributed, loop as trainer, run as train_run
+from alexnet_dali.train.cadence import Agreed, EpochTrain, LossWindow, is_sync_point
+from alexnet_dali.config.schema import ModelConfig, TrainConfig
+from alexnet_dali.train.steps import StepOutput
+from alexnet_dali.loader.synthetic import SyntheticTrainLoader
 
 STEPS, LOG_EVERY = 12, 4
 CONVERSIONS = ("item", "tolist", "__bool__", "__float__", "__int__")
@@ -43,7 +43,7 @@ def small_steps(monkeypatch):
                                   torch.nn.Linear(3, cfg.model.num_classes))
         return net, info.device
 
-    monkeypatch.setattr(trainer, "build_network", tiny_network)
+    monkeypatch.setattr(train_run, "build_network", tiny_network)
 
 
 @pytest.fixture
@@ -164,7 +164,7 @@ def test_a_non_finite_weight_on_another_rank_stops_every_rank_at_that_sync_point
     """The other rank's weight flags travel in the same all-reduce: at the 2nd sync point
     (step 6) it reports its last parameter non-finite, and this (finite) rank stops there too,
     with no checkpoint written after step 6's check."""
-    from alexnet_dali.checkpoint import list_checkpoints
+    from alexnet_dali.model.checkpoint import list_checkpoints
     from alexnet_dali.errors import TrainingDiverged
 
     calls = {"n": 0}
@@ -190,7 +190,7 @@ def test_a_non_finite_weight_on_another_rank_stops_every_rank_at_that_sync_point
 def test_a_signal_meeting_a_non_finite_loss_saves_nothing(tmp_path, monkeypatch, small_steps):
     """Alone, a signal stops after the step; if that step's loss is nan the run reports the
     divergence instead of saving the signal's checkpoint."""
-    from alexnet_dali.checkpoint import list_checkpoints
+    from alexnet_dali.model.checkpoint import list_checkpoints
     from alexnet_dali.errors import TrainingDiverged
 
     signal_at_batch(monkeypatch, 3)
@@ -211,7 +211,7 @@ def test_damage_found_on_another_rank_stops_every_rank_at_that_sync_point(
         tmp_path, monkeypatch, small_steps, fake_two_ranks):
     """The gates' (must stop, held back) counts travel in the same all-reduce: at the 2nd sync
     point the other rank reports a damaged sample; this rank saves with it and raises too."""
-    from alexnet_dali.checkpoint import list_checkpoints
+    from alexnet_dali.model.checkpoint import list_checkpoints
     from alexnet_dali.errors import CorruptSampleError
 
     calls = {"n": 0}

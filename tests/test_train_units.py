@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_dali import checkpoint as ckpt_io
-from alexnet_dali import resume
-from alexnet_dali.config import (ConfigError, OptimConfig, TrainConfig, from_dict,
-                                 load_config_file, parse_set, resolve_config, to_dict)
-from alexnet_dali.optim import (build_optimizer, group_sizes)
+from alexnet_dali.model import checkpoint as ckpt_io
+from alexnet_dali.train import resume
+from alexnet_dali.config.resolve import (from_dict, load_config_file, parse_set, resolve_config,
+                                         to_dict)
+from alexnet_dali.config.schema import OptimConfig, TrainConfig
+from alexnet_dali.errors import ConfigError
+from alexnet_dali.train.optim import build_optimizer, group_sizes
 
 
 def test_config_precedence_defaults_file_set_flags(tmp_path):
@@ -173,7 +175,7 @@ def test_paper_toml_is_the_papers_recipe_as_its_authors_ran_it():
 
 
 def test_model_parallel_devices_two_gpus_per_rank_cpu_twice_or_a_clear_refusal():
-    from alexnet_dali.builders import model_parallel_devices
+    from alexnet_dali.train.builders import model_parallel_devices
     from alexnet_dali.errors import ConfigError as UserConfigError
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda:0")
@@ -190,7 +192,7 @@ def test_model_parallel_devices_two_gpus_per_rank_cpu_twice_or_a_clear_refusal()
 
 
 def test_status_lines_say_where_a_run_stands():
-    from alexnet_dali.runlog import chance_note, complete_line, devices_line, resume_line
+    from alexnet_dali.train.runlog import chance_note, complete_line, devices_line, resume_line
 
     assert resume_line("r/ckpt-0002-0000020.pt", 2, 6, 3, 10, 23) == (
         "resuming from r/ckpt-0002-0000020.pt: epoch 3 of 6, 3 of 10 steps done, global step 23")

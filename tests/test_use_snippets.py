@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet_dali.checkpoint import new_state, save_checkpoint
-from alexnet_dali.config import ModelConfig, TrainConfig
-from alexnet_dali.export import export_model
-from alexnet_dali.inference import load_for_inference
-from alexnet_dali.model import build_model
+from alexnet_dali.model.checkpoint import new_state, save_checkpoint
+from alexnet_dali.config.schema import ModelConfig, TrainConfig
+from alexnet_dali.use.export import export_model
+from alexnet_dali.use.inference import load_for_inference
+from alexnet_dali.model.alexnet import build_model
 from alexnet_dali.tools.pca import load_colour_stats
 from alexnet_dali.tools.preprocess import PreprocessConfig, preprocess
 from alexnet_dali.tools.sample_data import SampleDataConfig, write_sample_data
@@ -50,7 +50,7 @@ def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pca_stats(demo / "shards", workers=1, mean_image=True, progress=False)
     cfg = TrainConfig(data=str(demo / "shards"), model=ModelConfig(num_classes=4, init="he"))
     torch.manual_seed(0)
-    from alexnet_dali.builders import class_list
+    from alexnet_dali.loader.data import class_list
 
     state = new_state(model=build_model(cfg.model).state_dict(), config=cfg, epoch=1,
                       global_step=1, classes=class_list(cfg.data),

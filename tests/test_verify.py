@@ -19,9 +19,9 @@ from PIL import Image
 from helpers import overwrite_middle_of_jpeg
 
 from alexnet_dali.cli import main
-from alexnet_dali.config import AugmentConfig, LoaderConfig
+from alexnet_dali.config.schema import AugmentConfig, LoaderConfig
 from alexnet_dali.errors import CorruptSampleError, DataError
-from alexnet_dali.loader import build_eval_loader
+from alexnet_dali.loader.eval import build_eval_loader
 from alexnet_dali.pipelines.spec import load_shard_set
 from alexnet_dali.tools.verify import verify
 

@@ -1,6 +1,7 @@
 """Recognise how SRC holds ImageNet and list every split's images with their class ids.
 
-Layouts, detected from SRC's content in this order (`--layout NAME` overrides):
+The input layouts are a table, `LAYOUTS` (one row each: what it holds, how it is recognised, its
+reader), detected from SRC's content in the table's order (`--layout NAME` overrides):
 - `official`: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz;
 - `kaggle`: LOC_synset_mapping.txt, LOC_val_solution.csv, ILSVRC/Data/CLS-LOC/{train,val,test};
 - `hf`: Hugging Face parquet shards, data/{train,validation}-NNNNN-of-NNNNN.parquet (or in SRC);
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -22,7 +24,6 @@ from alexnet_dali.tools.imagenet import (CLASSES, DEVKIT_DIR, DEVKIT_TAR, WNID, 
                                          read_devkit, read_synset_words, size_warnings)
 from alexnet_dali.tools.scan import SplitScan, list_classes, scan_flat, scan_image_folder
 
-LAYOUTS = ("official", "kaggle", "hf", "folders")
 SPLITS = ("train", "val")
 KAGGLE_MAPPING, KAGGLE_VAL = "LOC_synset_mapping.txt", "LOC_val_solution.csv"
 KAGGLE_DATA = "ILSVRC/Data/CLS-LOC"
@@ -30,9 +31,6 @@ HF_CLASSES = "classes.py"  # beside data/ in Hugging Face's imagenet-1k: WNIDs a
 FOLDER_WORDS = "synset_words.txt"  # '<wnid> <words>' lines beside train/ (Caffe's name for it)
 WORDS_FILES = ("'<wnid> <words>' lines: Kaggle's LOC_synset_mapping.txt, Caffe's "
                "synset_words.txt")
-LOOKED_FOR = (f"official ({official.TRAIN_TAR}, {official.VAL_TAR} or {DEVKIT_TAR}), "
-              f"kaggle ({KAGGLE_MAPPING} or {KAGGLE_DATA}/), hf (*.parquet in SRC or SRC/data/), "
-              "folders (train/ or val/ class folders)")
 
 
 @dataclass(frozen=True)
@@ -60,34 +58,33 @@ class Dataset:
 
 
 def detect_layout(src: Path, split: str | None = None) -> str:
-    """The layout of SRC, from what it holds; a DataError listing what was looked for."""
-    if any((src / name).exists() for name in (official.TRAIN_TAR, official.VAL_TAR)):
-        return "official"
-    if (src / KAGGLE_MAPPING).exists() or (src / KAGGLE_DATA).is_dir():
-        return "kaggle"
-    if hf.parquet_files(src):
-        return "hf"
-    if split is not None or any((src / name).is_dir() for name in SPLITS):
-        return "folders"  # also beside the devkit: torchvision's root once the tars are gone
+    """The layout of SRC, from what it holds (the first row of LAYOUTS that recognises it); a
+    DataError listing what was looked for."""
+    for name, layout in LAYOUTS.items():
+        if layout.detect(src, split):
+            return name
     if (src / DEVKIT_TAR).exists():
         return "official"  # the devkit alone: the error says which tars are missing
-    raise DataError(f"{src}: no known input layout; looked for {LOOKED_FOR}. Pass --layout "
+    raise DataError(f"{src}: no known input layout; looked for {looked_for()}. Pass --layout "
                     f"NAME ({', '.join(LAYOUTS)}) or --split NAME for a single folder")
+
+
+def looked_for() -> str:
+    """What detection looks for, layout by layout (for messages)."""
+    return ", ".join(f"{name} ({layout.looks_for})" for name, layout in LAYOUTS.items())
 
 
 def read_dataset(src: Path, layout: str, options: ReadOptions) -> Dataset:
     """List the splits of SRC in `layout`, with class names and notes."""
     if layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    read = {"official": read_official, "kaggle": read_kaggle, "hf": read_hf,
-            "folders": read_folders}[layout]
-    dataset = read(src, options)
+    dataset = LAYOUTS[layout].read(src, options)
     if options.class_names is not None and layout != "hf":
         dataset = replace(dataset, classes=dataset.classes.with_words(
             read_synset_words(options.class_names)))
     if not dataset.splits:
         raise DataError(f"{src}: no {options.split or 'train or val'} images found in the "
-                        f"{layout} layout; looked for {LOOKED_FOR}")
+                        f"{layout} layout; looked for {looked_for()}")
     warnings = empty_class_warnings(dataset)
     wnids = all(WNID.fullmatch(n) for n in dataset.classes.names)
     if layout != "folders" or (wnids and len(dataset.classes.names) >= 0.9 * CLASSES):
@@ -238,3 +235,37 @@ def read_folders(src: Path, options: ReadOptions) -> Dataset:
     if "train" in roots:  # else the classes (and their words) are OUT's
         classes, notes = folder_words(src, classes, options)
     return Dataset("folders", classes, splits, tuple(notes), where)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One way SRC can hold ImageNet: what it holds (--help), what detection looks for
+    (messages), how it is recognised and how it is read."""
+
+    holds: str
+    looks_for: str
+    detect: Callable[[Path, str | None], bool]  # (SRC, --split) -> is it this layout?
+    read: Callable[[Path, ReadOptions], Dataset]
+
+
+# One row per input layout, in detection order (the first whose `detect` holds is taken).
+LAYOUTS = {
+    "official": Layout(
+        f"{official.TRAIN_TAR}, {official.VAL_TAR}, {DEVKIT_TAR}",
+        f"{official.TRAIN_TAR}, {official.VAL_TAR} or {DEVKIT_TAR}",
+        lambda src, split: any((src / name).exists()
+                               for name in (official.TRAIN_TAR, official.VAL_TAR)),
+        read_official),
+    "kaggle": Layout(
+        f"{KAGGLE_MAPPING}, {KAGGLE_VAL}, {KAGGLE_DATA}/", f"{KAGGLE_MAPPING} or {KAGGLE_DATA}/",
+        lambda src, split: (src / KAGGLE_MAPPING).exists() or (src / KAGGLE_DATA).is_dir(),
+        read_kaggle),
+    "hf": Layout(
+        "Hugging Face imagenet-1k: data/{train,validation}-*.parquet",
+        "*.parquet in SRC or SRC/data/", lambda src, split: bool(hf.parquet_files(src)), read_hf),
+    "folders": Layout(  # also beside the devkit: torchvision's root once the tars are gone
+        "train/<class>/..., val/<class>/... (or a flat val folder + --val-labels)",
+        "train/ or val/ class folders",
+        lambda src, split: split is not None or any((src / name).is_dir() for name in SPLITS),
+        read_folders),
+}

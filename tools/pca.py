@@ -192,10 +192,11 @@ def _read_json(store: Store, rel: str, what: str) -> dict:
         raise DataError(f"{store.url(rel)}: not valid JSON ({e}); {what}") from None
 
 
-def load_colour_stats(data_dir: str | Path | Store,
-                      need_mean_image: bool = False) -> ColourStats:
+def load_colour_stats(data_dir: str | Path | Store, need_mean_image: bool = False, *,
+                      manifest: mf.Manifest | None = None) -> ColourStats:
     """Mean, std and the RGB eigen-decomposition from data_dir/pca.json (0-255 scale); data_dir
-    is a folder or an `s3://` prefix."""
+    is a folder or an `s3://` prefix. `manifest`: data_dir's, if already read (pca.json is
+    checked against it)."""
     store = open_store(data_dir)
     path = store.url(PCA_NAME)
     pca = _read_json(store, PCA_NAME, "run `alexnet-dali pca-stats DATA` to compute it")
@@ -211,7 +212,7 @@ def load_colour_stats(data_dir: str | Path | Store,
         raise DataError(f"{path}: malformed ({e!r}); re-run `alexnet-dali pca-stats`") from None
     if vectors.shape != (3, 3) or len(stats.mean) != 3 or len(stats.eigenvalues) != 3:
         raise DataError(f"{path}: expected 3 means/eigenvalues and a 3x3 eigenvector matrix")
-    _check_pca_is_current(store, pca)
+    _check_pca_is_current(store, pca, manifest)
     if not need_mean_image:
         return stats
     name = pca.get("mean_image")
@@ -232,12 +233,12 @@ def load_colour_stats(data_dir: str | Path | Store,
     return ColourStats(stats.mean, stats.std, stats.eigenvalues, stats.eigenvectors, image)
 
 
-def _check_pca_is_current(store: Store, pca: dict) -> None:
+def _check_pca_is_current(store: Store, pca: dict, manifest: mf.Manifest | None) -> None:
     """pca.json must come from the train shards the manifest lists now (not an older build)."""
     recorded = pca.get("train_shards_sha256")
     if recorded is None:  # written by a version that did not record it
         return
-    manifest = mf.read_manifest(store)
+    manifest = manifest or mf.read_manifest(store)
     if manifest.split_fingerprint("train") != recorded:
         raise DataError(
             f"{store.url(PCA_NAME)}: computed from other train shards than {manifest.path} "

@@ -20,7 +20,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -31,6 +31,10 @@ HARD_SHAPES = ("disc", "square", "triangle", "cross", "ring", "diamond", "hbars"
 HARD_ROTATION = 20.0  # degrees either way: more would turn hbars into vbars, squares into diamonds
 SPLIT_IDS = {"train": 0, "val": 1}
 WORDS_FILE = "synset_words.txt"  # the name preprocess's folders layout looks for
+
+
+Kind = Literal["easy", "hard"]  # easy: the demo's; hard: bench learn's (the module docstring)
+KINDS = get_args(Kind)
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class SampleDataConfig:
     max_side: int = 1000
     seed: int = 0
     odd_files: bool = False
-    kind: Literal["easy", "hard"] = "easy"
+    kind: Kind = "easy"
 
     @property
     def shapes(self) -> tuple[str, ...]:

@@ -1,0 +1,1 @@
+"""Benchmarks that print measurements: the DALI train pipeline, the colour noise, training."""
