@@ -77,20 +77,24 @@ def class_shift(features: torch.Tensor, classes: int, momentum: float) -> dict[s
 
 
 def first_steps(net: nn.Module, cfg: TrainConfig, batches: list, steps: int) -> list[dict]:
-    """`steps` SGD steps (the config's optimiser and lr) over `batches` in turn; per step the
-    loss, the accuracy and each layer's relative update lr·|∇W|/|W| (before the step)."""
+    """`steps` SGD steps (the config's optimiser, lr and step warm-up) over `batches` in turn;
+    per step the loss, the accuracy and each layer's relative update lr·|∇W|/|W| (before the
+    step)."""
     from alexnet_dali.train.optim import build_optimizer
+    from alexnet_dali.train.schedule import LRSchedule
 
     optimizer = build_optimizer(net.parameters(), cfg.optim)
+    schedule = LRSchedule(optimizer, cfg.optim, cfg.batch_size)
     net.train()
     rows = []
     for step in range(steps):
         images, labels = batches[step % len(batches)]
+        schedule.at_step(step)
         logits = net(images)
         loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        update = {name: (cfg.optim.lr * getattr(net, name).weight.grad.norm()
+        update = {name: (schedule.lr * getattr(net, name).weight.grad.norm()
                          / getattr(net, name).weight.norm()).item() for name in LAYERS}
         optimizer.step()
         rows.append({"loss": loss.item(), "acc": (logits.argmax(1) == labels).float().mean().item(),
@@ -123,8 +127,10 @@ def study(cfg: TrainConfig, inits: tuple[str, ...], steps: int, batches: list) -
 
 def format_report(results: dict[str, Any], cfg: TrainConfig, input_std: float) -> str:
     """The tables `bench init` prints."""
-    classes = cfg.model.num_classes
-    lines = [f"bench init: {classes} classes, batch {cfg.batch_size}, lr {cfg.optim.lr:g}, "
+    from alexnet_dali.train.schedule import peak_lr
+
+    classes, lr = cfg.model.num_classes, peak_lr(cfg.optim, cfg.batch_size)
+    lines = [f"bench init: {classes} classes, batch {cfg.batch_size}, lr {lr:g}, "
              f"momentum {cfg.optim.momentum:g}, inputs: mean '{cfg.augment.mean}' subtracted, std "
              f"{input_std:.1f}; ln C = {math.log(classes):.3f}",
              "", "per layer, before the ReLU, at init (eval mode; one train batch): "
@@ -149,7 +155,8 @@ def format_report(results: dict[str, Any], cfg: TrainConfig, input_std: float) -
                      f"{shift['stable_lr']:.3g} |")
     steps = len(next(iter(results.values()))["steps"])
     shown = [s for s in REPORT_STEPS if s <= steps]
-    lines += ["", f"the first {steps} steps at lr {cfg.optim.lr:g}: train loss (accuracy) at step",
+    warm = f" after a {cfg.optim.warmup_steps}-step warm-up" if cfg.optim.warmup_steps else ""
+    lines += ["", f"the first {steps} steps at lr {lr:g}{warm}: train loss (accuracy) at step",
               "| init | " + " | ".join(str(s) for s in shown) + " | max loss |",
               "|---|" + "---|" * (len(shown) + 1)]
     for init, result in results.items():
