@@ -177,9 +177,10 @@ def test_a_run_that_overshoots_says_so_at_the_end_of_its_first_epoch(tmp_path):
     assert loss >= math.log(4)
     assert notes[0].endswith(
         "after 2 steps is not below ln(4) = 1.386, a uniform guess's: the run is not learning "
-        "yet; likely causes: an lr too high (a first loss far above ln C: it overshoots) or too "
-        "low, the init (--init he for short runs), the input scale (--std-normalize), wrong "
-        "labels or too little data (docs/TRAINING.md, \"A run that does not learn\")")
+        "yet; likely causes: an lr too high (a first loss far above ln C: it overshoots; with "
+        "few classes the paper's biases of 1 make its lr 0.01 too high: --config short-run) or "
+        "too low, wrong labels or too little data (docs/TRAINING.md, \"A run that does not "
+        "learn\")")
 
 
 @pytest.mark.parametrize("top1_err", [0.75, 0.5])

@@ -190,8 +190,10 @@ def test_the_short_run_recipe_is_the_papers_plus_its_switches_only():
                 out.add(prefix + key)
         return out
 
-    assert changed(paper, short) == {"model.bias_one", "optim.lr_scaling"}
-    assert (short["model"]["bias_one"], short["optim"]["lr_scaling"]) == (0.1, "linear")
+    assert changed(paper, short) == {"model.bias_one", "optim.lr_scaling",
+                                     "optim.plateau_patience"}
+    assert (short["model"]["bias_one"], short["optim"]["lr_scaling"],
+            short["optim"]["plateau_patience"]) == (0.1, "linear", 2)
     assert changed(short, demo) == {"epochs", "batch_size", "log_every", "keep_checkpoints"}
 
 
@@ -223,7 +225,7 @@ def test_bias_one_belongs_to_the_code_and_paper_inits():
     from alexnet_dali.model.alexnet import build_model
 
     model = build_model(resolve_config("d", sets=("model.bias_one=0.1",)).model)
-    assert {name: float(getattr(model, name).bias[0]) for name in ("conv1", "conv2", "conv3",
+    assert {name: float(getattr(model, name).bias[0].detach()) for name in ("conv1", "conv2", "conv3",
             "conv4", "conv5", "fc6", "fc7", "fc8")} == pytest.approx(
         {"conv1": 0, "conv2": 0.1, "conv3": 0, "conv4": 0.1, "conv5": 0.1, "fc6": 0.1,
          "fc7": 0.1, "fc8": 0})
@@ -273,7 +275,7 @@ def test_status_lines_say_where_a_run_stands():
     assert "for testing" in devices_line([torch.device("cpu")] * 2)
     # The chance note: once, after 3 epochs, while the error is at chance: within 0.05, or two
     # standard deviations of a guess's accuracy on the val images (70: 2·sqrt(.25·.75/70)).
-    assert "configs/demo.toml" in chance_note(0.75, 4, 10_000, 3)
+    assert "add --config short-run" in chance_note(0.75, 4, 10_000, 3)
     assert chance_note(0.71, 4, 10_000, 3) and not chance_note(0.69, 4, 10_000, 3)
     assert chance_note(0.6857, 4, 70, 3) and not chance_note(0.64, 4, 70, 3)
     assert not chance_note(0.75, 4, 70, 2) and not chance_note(0.75, 4, 70, 4)

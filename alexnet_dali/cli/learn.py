@@ -25,14 +25,14 @@ INITS = ("code", "paper", "caffe", "he")
               help="torch CPU threads; 0: torch's default.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Weights, dropout and batches.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              help="A train config (TOML) to start from, e.g. configs/paper.toml; the options "
-              "above override it.")
+@click.option("--config", "config_file", multiple=True, metavar="FILE|NAME",
+              help="Train configs to start from, layered as train layers them (e.g. paper: the "
+              "built-in paper.toml); the options above override them.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any other config value, as train takes it (e.g. optim.update=paper).")
 @report_user_errors
 def bench_init_command(data: str, inits: str, steps: int, batch_size: int, lr: float,
-                       threads: int, seed: int, config_file: str | None,
+                       threads: int, seed: int, config_file: tuple[str, ...],
                        sets: tuple[str, ...]) -> None:
     """How each init carries DATA's images through AlexNet, and its first SGD steps.
 
@@ -43,7 +43,7 @@ def bench_init_command(data: str, inits: str, steps: int, batch_size: int, lr: f
 
     \b
     Example (the demo's shards; 50 steps of each init, ~2 min a init on 2 CPU cores):
-      alexnet-dali bench init demo/shards --config configs/paper.toml --steps 50
+      alexnet-dali bench init demo/shards --config paper --steps 50
     """
     from alexnet_dali.bench.init import run_bench
 
