@@ -23,7 +23,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: venv clean-demo
 	$(CLI) sample-data $(DEMO)/raw --classes 4 --train-per-class 64 --val-per-class 16 --with-odd-files
 	$(CLI) preprocess $(DEMO)/raw $(DEMO)/shards
-	$(CLI) train $(DEMO)/shards --config configs/demo.toml --run-dir $(DEMO)/run
+	$(CLI) train $(DEMO)/shards --config configs/paper.toml --config configs/short-run.toml \
+		--config configs/demo.toml --run-dir $(DEMO)/run
 	$(CLI) eval $(DEMO)/shards --checkpoint $(DEMO)/run --tencrop --json $(DEMO)/run/eval.json
 	$(CLI) figures $(DEMO)/run --data $(DEMO)/shards
 

@@ -258,9 +258,9 @@ def test_a_run_at_chance_after_three_epochs_gets_one_note(tmp_path, monkeypatch,
     notes = [line for line in train.output.splitlines() if line.startswith("note: after")]
     if top1_err == 0.75:
         assert notes == ["note: after 3 epochs the val top-1 error 0.750 is at chance (0.750 "
-                         "for 4 classes). The paper's recipe (N(0, 0.01) init, lr 0.01, plateau "
-                         "schedule) often stalls on small data or short runs: try --config "
-                         "configs/demo.toml (docs/TRAINING.md)"]
+                         "for 4 classes). The paper's recipe (biases of 1, lr 0.01, plateau "
+                         "schedule) stalls on few classes and short runs: add --config short-run "
+                         "(docs/TRAINING.md)"]
         lines = train.output.splitlines()
         after = lines[lines.index(notes[0]) - 1]
         assert after.startswith("epoch 3: val loss 1.3860 top-1 err 0.7500"), after

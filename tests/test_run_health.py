@@ -42,9 +42,8 @@ def error_lines(result) -> list[str]:
 
 
 def test_a_diverging_run_stops_with_exit_3_and_saves_nothing_non_finite(tmp_path):
-    """lr 100 (fc_width 64): the loss is 3.5e8 at step 2, 1.2e25 at step 3, then nan at step 4
-    (measured): the run stops at step 4's sync point, names it and the last good checkpoint
-    (step 3), and writes no more."""
+    """lr 100 (fc_width 64): the loss turns nan at step 4 (measured): the run stops at step 4's
+    sync point, names it and the last good checkpoint (step 3), and writes no more."""
     run_dir = tmp_path / "run"
     result = train("--run-dir", str(run_dir), "--epochs", "2", "--max-steps-per-epoch", "4",
                    "--log-every", "1", "--checkpoint-every", "1", "--lr", "100", *NARROW)
@@ -53,8 +52,8 @@ def test_a_diverging_run_stops_with_exit_3_and_saves_nothing_non_finite(tmp_path
     assert [p.name for p in kept] == ["ckpt-0000-0000003.pt"]
     assert error_lines(result) == [
         "error: training diverged at epoch 1, step 4 of 4 (global step 4): the train loss is nan "
-        "(mean since the previous sync point) and 12 of 16 parameters hold NaN or infinity "
-        "(first: conv3.weight). Nothing non-finite was saved. Lower the learning rate (--lr, 100 "
+        "(mean since the previous sync point) and 16 of 16 parameters hold NaN or infinity "
+        "(first: conv1.weight). Nothing non-finite was saved. Lower the learning rate (--lr, 100 "
         f"now; e.g. 10x lower) and continue from the last good checkpoint with --resume "
         f"{kept[0]} (exit status 3)"]
     assert "Traceback" not in result.output
@@ -178,9 +177,10 @@ def test_a_run_that_overshoots_says_so_at_the_end_of_its_first_epoch(tmp_path):
     assert loss >= math.log(4)
     assert notes[0].endswith(
         "after 2 steps is not below ln(4) = 1.386, a uniform guess's: the run is not learning "
-        "yet; likely causes: an lr too high (a first loss far above ln C: it overshoots) or too "
-        "low, the init (--init he for short runs), the input scale (--std-normalize), wrong "
-        "labels or too little data (docs/TRAINING.md, \"A run that does not learn\")")
+        "yet; likely causes: an lr too high (a first loss far above ln C: it overshoots; with "
+        "few classes the paper's biases of 1 make its lr 0.01 too high: --config short-run) or "
+        "too low, wrong labels or too little data (docs/TRAINING.md, \"A run that does not "
+        "learn\")")
 
 
 @pytest.mark.parametrize("top1_err", [0.75, 0.5])

@@ -162,8 +162,8 @@ def test_paper_toml_is_the_papers_recipe_as_its_authors_ran_it():
             m.init, m.fc_width) == ("paper", 2, True, "code", True, 0.5, "relu", "code", 4096)
     assert (o.lr, o.momentum, o.weight_decay, o.update, o.bias_decay, o.bias_lr_mult) == (
         0.01, 0.9, 5e-4, "paper", False, 1.0)
-    assert (o.schedule, o.max_drops, o.warmup_epochs, o.warmup_steps, o.hold_at_chance) == (
-        "plateau", 3, 0, 0, False)
+    assert (o.schedule, o.max_drops, o.warmup_epochs, o.warmup_steps, o.hold_at_chance,
+            o.lr_scaling, m.bias_one) == ("plateau", 3, 0, 0, False, "none", 1.0)
     assert (a.crop, a.random_crop, a.flip, a.pca_noise, a.pca_std, a.pca_scale, a.pca_rescale,
             a.mean, a.std_normalize) == (224, True, True, True, 0.1, "sqrt", False, "image", False)
     # Every key is written out, so a changed default cannot change the recipe unseen.
@@ -172,6 +172,79 @@ def test_paper_toml_is_the_papers_recipe_as_its_authors_ran_it():
         expected = set(to_dict(cfg)[section]) - {"num_classes", "step_epochs", "warmup_epochs",
                                                   "crop"}
         assert expected <= set(written[section]), (section, expected - set(written[section]))
+
+
+def test_the_short_run_recipe_is_the_papers_plus_its_switches_only():
+    """configs/short-run.toml changes exactly the documented switches; demo.toml only the run's
+    length and bookkeeping: the demo is the paper's recipe plus the switches."""
+    paper = to_dict(resolve_config("d", config_file="paper"))
+    short = to_dict(resolve_config("d", config_file=("paper", "short-run")))
+    demo = to_dict(resolve_config("d", config_file=("paper", "short-run", "demo")))
+
+    def changed(a: dict, b: dict, prefix: str = "") -> set[str]:
+        out = set()
+        for key in a:
+            if isinstance(a[key], dict):
+                out |= changed(a[key], b[key], f"{prefix}{key}.")
+            elif a[key] != b[key]:
+                out.add(prefix + key)
+        return out
+
+    assert changed(paper, short) == {"model.bias_one", "optim.lr_scaling",
+                                     "optim.plateau_patience"}
+    assert (short["model"]["bias_one"], short["optim"]["lr_scaling"],
+            short["optim"]["plateau_patience"]) == (0.1, "linear", 2)
+    assert changed(short, demo) == {"epochs", "batch_size", "log_every", "keep_checkpoints"}
+
+
+def test_config_files_layer_in_order_and_names_are_the_built_in_recipes(tmp_path):
+    from pathlib import Path
+
+    from alexnet_dali.config.resolve import find_config_file, recipe_names
+
+    assert recipe_names() == ["demo", "paper", "short-run"]
+    repo = Path(__file__).resolve().parents[1] / "configs"
+    assert find_config_file("paper").read_bytes() == (repo / "paper.toml").read_bytes()
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    first.write_text("epochs = 3\n[optim]\nlr = 0.5\n")
+    second.write_text("[optim]\nlr = 0.25\n")
+    cfg = resolve_config("d", config_file=(str(first), str(second)))
+    assert (cfg.epochs, cfg.optim.lr) == (3, 0.25)
+    with pytest.raises(ConfigError, match=r"^nosuch: no such config file, nor a built-in recipe "
+                                          r"\(those are demo, paper, short-run\)"):
+        resolve_config("d", config_file="nosuch")
+    with pytest.raises(ConfigError, match=r"b\.toml: \[model\] bias_one = -1: must be >= 0"):
+        second.write_text("[model]\nbias_one = -1\n")
+        resolve_config("d", config_file=(str(first), str(second)))
+
+
+def test_bias_one_belongs_to_the_code_and_paper_inits():
+    with pytest.raises(ConfigError, match="model.bias_one sets the biases that init 'code' and "
+                                          "'paper' set to 1"):
+        resolve_config("d", sets=("model.bias_one=0.1", "model.init=he"))
+    from alexnet_dali.model.alexnet import build_model
+
+    model = build_model(resolve_config("d", sets=("model.bias_one=0.1",)).model)
+    assert {name: float(getattr(model, name).bias[0].detach()) for name in ("conv1", "conv2", "conv3",
+            "conv4", "conv5", "fc6", "fc7", "fc8")} == pytest.approx(
+        {"conv1": 0, "conv2": 0.1, "conv3": 0, "conv4": 0.1, "conv5": 0.1, "fc6": 0.1,
+         "fc7": 0.1, "fc8": 0})
+
+
+@pytest.mark.parametrize("scaling, batch, peak", [("none", 32, 0.01), ("linear", 32, 0.0025),
+                                                  ("linear", 128, 0.01), ("linear", 256, 0.02)])
+def test_linear_lr_scaling_is_the_papers_lr_per_128_images(scaling, batch, peak):
+    from alexnet_dali.train.optim import build_optimizer
+    from alexnet_dali.train.schedule import LRSchedule
+
+    cfg = resolve_config("d", sets=(f"optim.lr_scaling={scaling!r}",), flags={"batch_size": batch})
+    param = torch.nn.Parameter(torch.zeros(2, 2))
+    schedule = LRSchedule(build_optimizer([param], cfg.optim), cfg.optim, cfg.batch_size)
+    assert schedule.lr == pytest.approx(peak)
+    assert schedule.optimizer.param_groups[0]["lr"] == pytest.approx(peak)
+    schedule.end_epoch(0, 0.5)
+    schedule.end_epoch(1, 0.6)  # a plateau: one drop, from the scaled lr
+    assert schedule.lr == pytest.approx(peak / 10)
 
 
 def test_model_parallel_devices_two_gpus_per_rank_cpu_twice_or_a_clear_refusal():
@@ -202,7 +275,7 @@ def test_status_lines_say_where_a_run_stands():
     assert "for testing" in devices_line([torch.device("cpu")] * 2)
     # The chance note: once, after 3 epochs, while the error is at chance: within 0.05, or two
     # standard deviations of a guess's accuracy on the val images (70: 2·sqrt(.25·.75/70)).
-    assert "configs/demo.toml" in chance_note(0.75, 4, 10_000, 3)
+    assert "add --config short-run" in chance_note(0.75, 4, 10_000, 3)
     assert chance_note(0.71, 4, 10_000, 3) and not chance_note(0.69, 4, 10_000, 3)
     assert chance_note(0.6857, 4, 70, 3) and not chance_note(0.64, 4, 70, 3)
     assert not chance_note(0.75, 4, 70, 2) and not chance_note(0.75, 4, 70, 4)

@@ -11,7 +11,8 @@ train batch of DATA as the train pipeline gives it (mean-subtracted 0-255 pixels
   (|h̄|²·(1/C)(1 - 1/C) at a uniform softmax) and the largest lr that SGD with momentum m keeps
   stable along it, 2(1 + m)/curvature;
 - then `steps` training steps at the config's lr: the loss, the train accuracy and each layer's
-  relative weight update (lr·|∇W|/|W|), every step on the same batches for every init.
+  relative weight update (lr·|∇W|/|W|), every step on the same batches for every init; and the
+  dead units again after them.
 """
 
 from __future__ import annotations
@@ -77,20 +78,24 @@ def class_shift(features: torch.Tensor, classes: int, momentum: float) -> dict[s
 
 
 def first_steps(net: nn.Module, cfg: TrainConfig, batches: list, steps: int) -> list[dict]:
-    """`steps` SGD steps (the config's optimiser and lr) over `batches` in turn; per step the
-    loss, the accuracy and each layer's relative update lr·|∇W|/|W| (before the step)."""
+    """`steps` SGD steps (the config's optimiser, lr and step warm-up) over `batches` in turn;
+    per step the loss, the accuracy and each layer's relative update lr·|∇W|/|W| (before the
+    step)."""
     from alexnet_dali.train.optim import build_optimizer
+    from alexnet_dali.train.schedule import LRSchedule
 
     optimizer = build_optimizer(net.parameters(), cfg.optim)
+    schedule = LRSchedule(optimizer, cfg.optim, cfg.batch_size)
     net.train()
     rows = []
     for step in range(steps):
         images, labels = batches[step % len(batches)]
+        schedule.at_step(step)
         logits = net(images)
         loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        update = {name: (cfg.optim.lr * getattr(net, name).weight.grad.norm()
+        update = {name: (schedule.lr * getattr(net, name).weight.grad.norm()
                          / getattr(net, name).weight.norm()).item() for name in LAYERS}
         optimizer.step()
         rows.append({"loss": loss.item(), "acc": (logits.argmax(1) == labels).float().mean().item(),
@@ -115,7 +120,9 @@ def study(cfg: TrainConfig, inits: tuple[str, ...], steps: int, batches: list) -
         torch.manual_seed(cfg.seed)  # the same dropout masks for every init
         started = time.perf_counter()
         rows = first_steps(net, run_cfg, batches, steps)
-        results[init] = {"scales": scales, "init_loss": loss,
+        after = layer_scales(net, images)
+        results[init] = {"scales": scales, "init_loss": loss, "dead_after": {
+            name: after[name].dead for name in LAYERS[:-1]},
                          "shift": class_shift(features, cfg.model.num_classes, cfg.optim.momentum),
                          "steps": rows, "seconds": time.perf_counter() - started}
     return results
@@ -123,8 +130,10 @@ def study(cfg: TrainConfig, inits: tuple[str, ...], steps: int, batches: list) -
 
 def format_report(results: dict[str, Any], cfg: TrainConfig, input_std: float) -> str:
     """The tables `bench init` prints."""
-    classes = cfg.model.num_classes
-    lines = [f"bench init: {classes} classes, batch {cfg.batch_size}, lr {cfg.optim.lr:g}, "
+    from alexnet_dali.train.schedule import peak_lr
+
+    classes, lr = cfg.model.num_classes, peak_lr(cfg.optim, cfg.batch_size)
+    lines = [f"bench init: {classes} classes, batch {cfg.batch_size}, lr {lr:g}, "
              f"momentum {cfg.optim.momentum:g}, inputs: mean '{cfg.augment.mean}' subtracted, std "
              f"{input_std:.1f}; ln C = {math.log(classes):.3f}",
              "", "per layer, before the ReLU, at init (eval mode; one train batch): "
@@ -149,7 +158,8 @@ def format_report(results: dict[str, Any], cfg: TrainConfig, input_std: float) -
                      f"{shift['stable_lr']:.3g} |")
     steps = len(next(iter(results.values()))["steps"])
     shown = [s for s in REPORT_STEPS if s <= steps]
-    lines += ["", f"the first {steps} steps at lr {cfg.optim.lr:g}: train loss (accuracy) at step",
+    warm = f" after a {cfg.optim.warmup_steps}-step warm-up" if cfg.optim.warmup_steps else ""
+    lines += ["", f"the first {steps} steps at lr {lr:g}{warm}: train loss (accuracy) at step",
               "| init | " + " | ".join(str(s) for s in shown) + " | max loss |",
               "|---|" + "---|" * (len(shown) + 1)]
     for init, result in results.items():
@@ -157,19 +167,27 @@ def format_report(results: dict[str, Any], cfg: TrainConfig, input_std: float) -
         cells = [f"{rows[s - 1]['loss']:.3g} ({rows[s - 1]['acc']:.2f})" for s in shown]
         lines.append(f"| {init} | " + " | ".join(cells)
                      + f" | {max(r['loss'] for r in rows):.3g} |")
+    lines += ["", f"dead units (ReLU output 0 for every image of the batch) at init -> after "
+              f"{steps} steps", "| init | " + " | ".join(LAYERS[:-1]) + " |",
+              "|---|" + "---|" * (len(LAYERS) - 1)]
+    for init, result in results.items():
+        cells = [f"{result['scales'][n].dead:.0%} -> {result['dead_after'][n]:.0%}"
+                 for n in LAYERS[:-1]]
+        lines.append(f"| {init} | " + " | ".join(cells) + " |")
+    picked = shown[:3] + shown[-1:] if len(shown) > 3 else shown
     lines += ["", "relative weight update lr*|grad W|/|W| per layer, at steps "
-              + ", ".join(str(s) for s in shown[:3]) + " and " + str(shown[-1]),
+              + ", ".join(str(s) for s in picked),
               "| init | " + " | ".join(LAYERS) + " |", "|---|" + "---|" * len(LAYERS)]
     for init, result in results.items():
         rows = result["steps"]
-        cells = ["/".join(f"{rows[s - 1]['update'][n]:.0e}" for s in (*shown[:3], shown[-1]))
+        cells = ["/".join(f"{rows[s - 1]['update'][n]:.0e}" for s in picked)
                  for n in LAYERS]
         lines.append(f"| {init} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def run_bench(data: str, *, inits: tuple[str, ...], steps: int, batch_size: int, lr: float,
-              threads: int, seed: int, config_file: str | None = None,
+              threads: int, seed: int, config_file: tuple[str, ...] = (),
               sets: tuple[str, ...] = ()) -> dict[str, Any]:
     """Measure and print; the numbers as a dict."""
     from alexnet_dali.config.resolve import resolve_config

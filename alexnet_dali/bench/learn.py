@@ -128,6 +128,25 @@ def linear_baseline(shards: Path, classes: int, side: int = LINEAR_SIDE,
             "val_acc": accuracy(x_val, y_val, w, b), "side": side}
 
 
+def load_recipes(spec: str) -> dict[str, dict[str, Any]]:
+    """`paper,paper+short-run` -> {name: the merged values of its layered config files}."""
+    from alexnet_dali.config.resolve import load_config_file, merge
+
+    recipes = {}
+    for name in (part.strip() for part in spec.split(",")):
+        if not name:
+            continue
+        values: dict[str, Any] = {}
+        for layer in name.split("+"):
+            values = merge(values, load_config_file(layer))
+        recipes[name] = values
+    if not recipes:
+        from alexnet_dali.errors import ConfigError
+
+        raise ConfigError(f"--recipes {spec!r}: name at least one recipe, e.g. paper")
+    return recipes
+
+
 def train_recipe(values: dict[str, Any], name: str, shards: Path, run_dir: Path, *,
                  epochs: int, batch_size: int, threads: int, seed: int) -> dict[str, Any]:
     """Train one recipe from scratch in `run_dir`; its val top-1 error after every epoch."""

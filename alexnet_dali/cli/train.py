@@ -60,8 +60,9 @@ def described(table: dict[str, Any]) -> str:
 
 @click.command("train")
 @click.argument("data")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
-              help="TOML recipe (configs/paper.toml, configs/demo.toml) or a run's config.json.")
+@click.option("--config", "config_file", multiple=True, metavar="FILE|NAME",
+              help="TOML recipe or a run's config.json; a bare NAME is a built-in recipe (paper, "
+              "short-run, demo). Repeatable: each over the one before.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. --set model.dropout=0 (repeatable).")
 @train_option("--run-dir", help="Where checkpoints, metrics.jsonl, config.json go.")
@@ -103,20 +104,21 @@ def described(table: dict[str, Any]) -> str:
 @click.option("--allow-mismatch", is_flag=True,
               help="Resume even if world size, batch size or dataset changed.")
 @report_user_errors
-def train_command(data: str, config_file: str | None, sets: tuple[str, ...],
+def train_command(data: str, config_file: tuple[str, ...], sets: tuple[str, ...],
                   resume: str | None, allow_mismatch: bool, **flags: Any) -> None:
     """Train AlexNet on preprocessed shards DATA (or `synthetic`).
 
     \b
     Examples:
-      alexnet-dali train demo/shards --config configs/demo.toml --run-dir runs/demo
-      alexnet-dali train shards/ --config configs/paper.toml --run-dir runs/paper
+      alexnet-dali train shards/ --config paper --run-dir runs/paper
+      alexnet-dali train demo/shards --config paper --config short-run --config demo \
+          --run-dir runs/demo
       alexnet-dali train shards/ --run-dir runs/nolrn --set model.lrn=false
       alexnet-dali train shards/ --run-dir runs/paper --resume
       torchrun --nproc-per-node 2 $(which alexnet-dali) train shards/ --run-dir runs/ddp
     \b
-    Precedence: defaults < --config file < --set < named flags (the defaults shown are the
-    config's). With --resume and no --config, the checkpoint's own config is the base. The
+    Precedence: defaults < --config files, in order < --set < named flags (the defaults shown
+    are the config's). With --resume and no --config, the checkpoint's own config is the base. The
     resolved config is written to RUN/config.json.
     \b
     Exit status: 0 when training finished (or the resumed run was already complete);

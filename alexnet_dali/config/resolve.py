@@ -1,7 +1,8 @@
 """The one place that builds a TrainConfig: from defaults (or a checkpoint's config), TOML or
 JSON files, --set key=value and named flags; and the run's saved config.json.
 
-`resolve_config`: defaults (or a checkpoint's config) < TOML/JSON file < --set key=value < named
+`resolve_config`: defaults (or a checkpoint's config) < TOML/JSON files (each over the one before;
+a name without a path is a built-in recipe: paper, short-run, demo) < --set key=value < named
 flags. Every value is converted to its field's declared type and checked against the range
 declared next to the field (`bounded`) as it comes in, so the error names its source; then the
 cross-field `RULES` check the result. Unknown keys are errors (with the section and the valid
@@ -14,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,9 +111,31 @@ def save_resolved_config(cfg: TrainConfig) -> Path:
     return path
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """A TOML config, or a run's saved config.json."""
-    path = Path(path)
+RECIPES = "alexnet_dali.configs"  # the recipes shipped with the package (the repository's configs/)
+
+
+def recipe_names() -> list[str]:
+    """The built-in recipes `--config NAME` takes: paper, short-run, demo."""
+    return sorted(p.name.removesuffix(".toml") for p in resources.files(RECIPES).iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def find_config_file(name: str | Path) -> Path:
+    """A config file's path: `name` itself when it exists or looks like a path, else the built-in
+    recipe of that name (`paper` -> configs/paper.toml in the package)."""
+    path = Path(name)
+    if path.exists() or path.suffix or len(path.parts) > 1:
+        return path
+    recipe = resources.files(RECIPES) / f"{name}.toml"
+    if not recipe.is_file():
+        raise ConfigError(f"{name}: no such config file, nor a built-in recipe (those are "
+                          f"{', '.join(recipe_names())})")
+    return Path(str(recipe))
+
+
+def load_config_file(name: str | Path) -> dict[str, Any]:
+    """A TOML config (a path or a built-in recipe's name), or a run's saved config.json."""
+    path = find_config_file(name)
     if path.suffix == ".json":
         try:
             return json.loads(path.read_text())
@@ -119,18 +144,21 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return load_toml(path)
 
 
-def resolve_config(data: str | None, *, config_file: str | None = None, sets: tuple[str, ...] = (),
-                   flags: dict[str, Any] | None = None, base: dict[str, Any] | None = None,
+def resolve_config(data: str | None, *, config_file: str | Sequence[str] | None = None,
+                   sets: tuple[str, ...] = (), flags: dict[str, Any] | None = None,
+                   base: dict[str, Any] | None = None,
                    base_name: str = "checkpoint config") -> TrainConfig:
-    """defaults (or `base`, e.g. a checkpoint's config) < config file < --set < named flags.
+    """defaults (or `base`, e.g. a checkpoint's config) < config files, each over the one
+    before (`--config paper --config short-run`) < --set < named flags.
 
     Each source is converted and checked on its own (its errors name it), then the merged config
     against `RULES`.
     """
     dropped = frozenset(RETIRED_KEYS)
     layers = [] if base is None else [(base, Source("other", base_name))]
-    if config_file:
-        layers.append((load_config_file(config_file), Source("file", str(config_file))))
+    files = (config_file,) if isinstance(config_file, (str, Path)) else tuple(config_file or ())
+    for name in files:
+        layers.append((load_config_file(name), Source("file", str(find_config_file(name)))))
     layers += [(parse_set(item), Source("set", item)) for item in sets]
     layers += [(_nested(FLAG_KEYS[name], value), Source("flag", "--" + name.replace("_", "-")))
                for name, value in (flags or {}).items() if value is not None]

@@ -42,6 +42,10 @@ RULES = (
          lambda c: conv5_side(c.augment.crop, c.model.overlap_pool) == FINAL_MAP,
          f"fc6 takes a {FINAL_MAP}x{FINAL_MAP} conv5 map: augment.crop must be 223..254 with "
          "model.overlap_pool = true, 195..226 without"),
+    Rule(("model.bias_one", "model.init"),
+         lambda c: c.model.bias_one == 1.0 or c.model.init in ("code", "paper"),
+         "model.bias_one sets the biases that init 'code' and 'paper' set to 1; init 'caffe' sets "
+         "its own 0.1 and 'he' zeros"),
     Rule(("augment.mean_rgb", "augment.std_rgb"),
          lambda c: len(c.augment.mean_rgb) in (0, 3) and len(c.augment.std_rgb) in (0, 3),
          "augment.mean_rgb and augment.std_rgb each take 3 values (R, G, B, on the 0-255 scale), "

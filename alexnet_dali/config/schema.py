@@ -96,6 +96,9 @@ class ModelConfig:
     # bvlc_alexnet (N(0, 0.005) on fc6/fc7, biases 0.1 where the paper has 1). "he": Kaiming
     # normal, zero biases. docs/TRAINING.md ("Why the paper's recipe stalls")
     init: Literal["code", "paper", "caffe", "he"] = flagged("code")
+    # the biases the paper sets to 1 (conv2/4/5, fc6/7) with init "code" or "paper"; 0.1 is
+    # Caffe's value, one of the short-run switches (configs/short-run.toml, docs/TRAINING.md)
+    bias_one: float = bounded(1.0, ge=0)
     # units of fc6 and fc7 (the paper's 4096; fewer: a smaller net for small data, and the tests'
     # kilobyte-sized checkpoints). Even: model parallelism puts half on each device.
     fc_width: int = bounded(4096, ge=2)
@@ -106,6 +109,9 @@ class OptimConfig:
     """SGD and the learning-rate schedule (paper section 5)."""
 
     lr: float = bounded(0.01, gt=0, flag=True)
+    # "linear": the lr is for a batch of 128 (the paper's) and scales with batch_size (lr x
+    # batch_size / 128; Goyal et al. 2017), a short-run switch; "none": lr as given
+    lr_scaling: Literal["none", "linear"] = "none"
     momentum: float = bounded(0.9, ge=0, lt=1)
     weight_decay: float = bounded(5e-4, ge=0)
     update: Literal["pytorch", "paper"] = flagged("pytorch")

@@ -34,7 +34,7 @@ INIT_STD = {"paper": dict.fromkeys(("conv1", "conv2", "conv3", "conv4", "conv5",
                                     "fc8"), 0.01)}
 INIT_STD["code"] = {**INIT_STD["paper"], "conv3": 0.03, "conv4": 0.03, "conv5": 0.03}
 INIT_STD["caffe"] = {**INIT_STD["paper"], "fc6": 0.005, "fc7": 0.005}  # bvlc_alexnet
-BIAS_ONE_VALUE = {"code": 1.0, "paper": 1.0, "caffe": 0.1}  # Caffe: "1 gave flat loss"
+CAFFE_BIAS_ONE = 0.1  # bvlc_alexnet: "initialization to 1 gave flat loss"
 FINAL_MAP = 6  # spatial side of conv5's pooled output for a 224 input
 
 # The paper's LRN constants (section 3.3).
@@ -132,8 +132,8 @@ def make_dropout(p: float) -> nn.Module:
 
 
 def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
-    """`code`/`paper`/`caffe`: weights N(0, INIT_STD[init][layer]), biases BIAS_ONE_VALUE[init]
-    (1; Caffe 0.1) on conv2/4/5 fc6/7 and 0 elsewhere.
+    """`code`/`paper`/`caffe`: weights N(0, INIT_STD[init][layer]); biases `bias_one` (1; Caffe's
+    init 0.1) on conv2/4/5 fc6/7 and 0 elsewhere.
 
     `he`: Kaiming-normal weights (fan-in, gain for the activation), biases 0.
     """
@@ -141,7 +141,8 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
         layer = getattr(model, name)
         if cfg.init in INIT_STD:
             nn.init.normal_(layer.weight, mean=0.0, std=INIT_STD[cfg.init][name])
-            nn.init.constant_(layer.bias, BIAS_ONE_VALUE[cfg.init] if name in BIAS_ONE else 0.0)
+            one = CAFFE_BIAS_ONE if cfg.init == "caffe" else cfg.bias_one
+            nn.init.constant_(layer.bias, one if name in BIAS_ONE else 0.0)
         else:
             nonlinearity = "linear" if name == "fc8" else cfg.activation
             fan_in = layer.weight[0].numel()

@@ -34,9 +34,10 @@ from alexnet_dali.loader.integrity import SampleGate, unchecked_note
 from alexnet_dali.train.runlog import at_chance
 
 LOSS_CHECK_SYNCS = 50  # sync points (500 steps at log_every 10) before the train-loss check
-CAUSES = ("likely causes: an lr too high (a first loss far above ln C: it overshoots) or too low, "
-          "the init (--init he for short runs), the input scale (--std-normalize), wrong labels "
-          "or too little data (docs/TRAINING.md, \"A run that does not learn\")")
+CAUSES = ("likely causes: an lr too high (a first loss far above ln C: it overshoots; with few "
+          "classes the paper's biases of 1 make its lr 0.01 too high: --config short-run) or too "
+          "low, wrong labels or too little data (docs/TRAINING.md, \"A run that does not "
+          "learn\")")
 
 
 def weight_flags(params: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:

@@ -62,7 +62,7 @@ class Run:
             ids = [info.device] if info.device.type == "cuda" and not cfg.model_parallel else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         self.optimizer = build_optimizer(self.net.parameters(), cfg.optim)
-        self.schedule = LRSchedule(self.optimizer, cfg.optim)
+        self.schedule = LRSchedule(self.optimizer, cfg.optim, cfg.batch_size)
         self.pos, self.best_top1_err = Position(), float("inf")
         self.epoch_train = EpochTrain()  # the current epoch's train loss and error so far
         loader_ckpt = self._restore(resume, allow_mismatch) if resume else None

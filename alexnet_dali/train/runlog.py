@@ -115,14 +115,14 @@ def at_chance(top1_err: float, classes: int, samples: int) -> bool:
 
 def chance_note(top1_err: float, classes: int, samples: int, epoch: int) -> str:
     """A one-line hint when, after CHANCE_EPOCHS epochs, the val top-1 error is still at chance
-    (`at_chance`; the paper's recipe stalls on small data and short runs), else ""."""
+    (`at_chance`; the paper's recipe stalls on few classes and short runs), else ""."""
     chance = 1 - 1 / classes
     if epoch != CHANCE_EPOCHS or not at_chance(top1_err, classes, samples):
         return ""
     return (f"note: after {epoch} epochs the val top-1 error {top1_err:.3f} is at chance "
-            f"({chance:.3f} for {classes} classes). The paper's recipe (N(0, 0.01) init, lr "
-            "0.01, plateau schedule) often stalls on small data or short runs: try --config "
-            "configs/demo.toml (docs/TRAINING.md)")
+            f"({chance:.3f} for {classes} classes). The paper's recipe (biases of 1, lr 0.01, "
+            "plateau schedule) stalls on few classes and short runs: add --config short-run "
+            "(docs/TRAINING.md)")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -13,13 +13,24 @@ import torch
 from alexnet_dali.config.schema import OptimConfig
 
 
+PAPER_BATCH = 128  # the batch the paper's lr is for (optim.lr_scaling = "linear")
+
+
+def peak_lr(cfg: OptimConfig, batch_size: int) -> float:
+    """The lr before any drop: optim.lr, or with lr_scaling "linear" optim.lr x batch / 128."""
+    return cfg.lr * batch_size / PAPER_BATCH if cfg.lr_scaling == "linear" else cfg.lr
+
+
 class LRSchedule:
     """Per-epoch lr: linear warmup, then constant, step drops, or /10 on a val-error plateau;
-    times a per-step linear warm-up over the run's first `warmup_steps` steps."""
+    times a per-step linear warm-up over the run's first `warmup_steps` steps. `batch_size` (the
+    global batch) matters only with lr_scaling "linear"."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig):
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig,
+                 batch_size: int = PAPER_BATCH):
         self.optimizer, self.cfg = optimizer, cfg
-        self.base_lr = cfg.lr  # the epoch's lr (drops, epoch warm-up)
+        self.peak = peak_lr(cfg, batch_size)
+        self.base_lr = self.peak  # the epoch's lr (drops, epoch warm-up)
         self.factor = 1.0  # the step warm-up's share of it
         self.drops = 0
         self.best = float("inf")
@@ -40,9 +51,9 @@ class LRSchedule:
         cfg = self.cfg
         if cfg.schedule == "step":
             self.drops = sum(epoch >= e for e in cfg.step_epochs)
-        lr = cfg.lr * 0.1**self.drops
+        lr = self.peak * 0.1**self.drops
         if cfg.warmup_epochs and epoch < cfg.warmup_epochs:
-            lr = cfg.lr * (epoch + 1) / cfg.warmup_epochs
+            lr = self.peak * (epoch + 1) / cfg.warmup_epochs
         self.base_lr = lr
         self._set()
 
