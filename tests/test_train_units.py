@@ -225,8 +225,8 @@ def test_bias_one_belongs_to_the_code_and_paper_inits():
     from alexnet_dali.model.alexnet import build_model
 
     model = build_model(resolve_config("d", sets=("model.bias_one=0.1",)).model)
-    assert {name: float(getattr(model, name).bias[0].detach()) for name in ("conv1", "conv2", "conv3",
-            "conv4", "conv5", "fc6", "fc7", "fc8")} == pytest.approx(
+    layers = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+    assert {name: float(getattr(model, name).bias[0].detach()) for name in layers} == pytest.approx(
         {"conv1": 0, "conv2": 0.1, "conv3": 0, "conv4": 0.1, "conv5": 0.1, "fc6": 0.1,
          "fc7": 0.1, "fc8": 0})
 
