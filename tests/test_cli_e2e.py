@@ -218,7 +218,7 @@ def test_a_checkpoint_from_before_parameter_groups_is_refused_then_resumed_with_
     common = ["--run-dir", str(tmp_path), "--device", "cpu", "--max-steps-per-epoch", "1",
               "--init", "he", "--lr", "0.001", "--batch-size", "2"]
     first = runner.invoke(main, ["train", "synthetic", *common, "--epochs", "1",
-                                 "--set", "model.num_classes=4"])
+                                 "--set", "model.num_classes=4", "--set", "model.fc_width=64"])
     assert first.exit_code == 0, first.output
     path = latest_checkpoint(tmp_path)
     state = torch.load(path, weights_only=True)
@@ -301,7 +301,7 @@ def test_an_older_checkpoint_resumes_and_evaluates(tmp_path):
     common = ["--run-dir", str(tmp_path), "--device", "cpu", "--max-steps-per-epoch", "1",
               "--init", "he", "--lr", "0.001", "--batch-size", "2"]
     first = runner.invoke(main, ["train", "synthetic", *common, "--epochs", "1",
-                                 "--set", "model.num_classes=4"])
+                                 "--set", "model.num_classes=4", "--set", "model.fc_width=64"])
     assert first.exit_code == 0, first.output
     path = latest_checkpoint(tmp_path)
     state = torch.load(path, weights_only=True)

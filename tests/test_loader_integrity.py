@@ -56,7 +56,7 @@ def test_train_stops_on_a_damaged_sample_then_skips_it_on_request(shard_dataset,
     run_dir = tmp_path / "run"
     common = ["train", str(root), "--run-dir", str(run_dir), "--device", "cpu", "--threads",
               "2", "--workers", "1", "--batch-size", "32", "--epochs", "2",
-              "--keep-checkpoints", "1"]
+              "--keep-checkpoints", "1", "--set", "model.fc_width=64"]  # small checkpoints
     stopped = CliRunner().invoke(main, common)
     assert stopped.exit_code == 2, stopped.output
     (line,) = error_lines(stopped)
