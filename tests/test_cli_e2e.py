@@ -157,7 +157,7 @@ def test_allow_mismatch_resumes_weights_with_another_batch_size(tmp_path):
     common = ["--run-dir", str(tmp_path), "--device", "cpu", "--max-steps-per-epoch", "1",
               "--init", "he", "--lr", "0.001"]
     first = runner.invoke(main, ["train", "synthetic", *common, "--batch-size", "2", "--epochs",
-                                 "1", "--set", "model.num_classes=4"])
+                                 "1", "--set", "model.num_classes=4", "--set", "model.fc_width=64"])
     assert first.exit_code == 0, first.output
     again = runner.invoke(main, ["train", "synthetic", *common, "--batch-size", "4", "--epochs",
                                  "2", "--resume", "--allow-mismatch"])
@@ -198,7 +198,7 @@ def test_truncated_epochs_all_have_max_steps(shard_dataset, tmp_path):
                                  "--device", "cpu", "--threads", "2", "--workers", "1",
                                  "--batch-size", "32", "--epochs", "2", "--max-steps-per-epoch",
                                  "2", "--log-every", "1", "--init", "he", "--lr", "0.001",
-                                 "--std-normalize"])
+                                 "--std-normalize", "--set", "model.fc_width=64"])
     assert train.exit_code == 0, train.output
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(x["kind"], x["epoch"], x["step"]) for x in lines] == [
@@ -252,7 +252,7 @@ def test_a_run_at_chance_after_three_epochs_gets_one_note(tmp_path, monkeypatch,
     train = CliRunner().invoke(main, ["train", "synthetic", "--run-dir", str(tmp_path),
                                       "--device", "cpu", "--batch-size", "2", "--epochs", "4",
                                       "--max-steps-per-epoch", "1", "--lr", "1e-9",
-                                      "--keep-checkpoints", "1",
+                                      "--keep-checkpoints", "1", "--set", "model.fc_width=64",
                                       "--set", "model.num_classes=4"])
     assert train.exit_code == 0, train.output
     notes = [line for line in train.output.splitlines() if line.startswith("note: after")]
