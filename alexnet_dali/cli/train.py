@@ -111,7 +111,7 @@ def train_command(data: str, config_file: tuple[str, ...], sets: tuple[str, ...]
     \b
     Examples:
       alexnet-dali train shards/ --config paper --run-dir runs/paper
-      alexnet-dali train demo/shards --config paper --config short-run --config demo \
+      alexnet-dali train demo/shards --config paper --config short-run --config demo \\
           --run-dir runs/demo
       alexnet-dali train shards/ --run-dir runs/nolrn --set model.lrn=false
       alexnet-dali train shards/ --run-dir runs/paper --resume
