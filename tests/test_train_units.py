@@ -197,7 +197,7 @@ def test_the_short_run_recipe_is_the_papers_plus_its_switches_only():
     assert changed(short, demo) == {"epochs", "batch_size", "log_every", "keep_checkpoints"}
 
 
-def test_config_files_layer_in_order_and_names_are_the_built_in_recipes(tmp_path):
+def test_config_files_layer_in_order_and_names_are_the_built_in_recipes(tmp_path, monkeypatch):
     from pathlib import Path
 
     from alexnet_dali.config.resolve import find_config_file, recipe_names
@@ -216,6 +216,12 @@ def test_config_files_layer_in_order_and_names_are_the_built_in_recipes(tmp_path
     with pytest.raises(ConfigError, match=r"b\.toml: \[model\] bias_one = -1: must be >= 0"):
         second.write_text("[model]\nbias_one = -1\n")
         resolve_config("d", config_file=(str(first), str(second)))
+    # a folder named like a recipe (make demo writes demo/) does not hide it
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    assert resolve_config("d", config_file="demo").batch_size == 32
+    with pytest.raises(ConfigError, match=r"^demo/: a folder, not a config file"):
+        resolve_config("d", config_file="demo/")
 
 
 def test_bias_one_belongs_to_the_code_and_paper_inits():

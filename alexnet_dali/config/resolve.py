@@ -121,10 +121,15 @@ def recipe_names() -> list[str]:
 
 
 def find_config_file(name: str | Path) -> Path:
-    """A config file's path: `name` itself when it exists or looks like a path, else the built-in
-    recipe of that name (`paper` -> configs/paper.toml in the package)."""
+    """A config file's path: `name` itself when it is a file or looks like a path, else the
+    built-in recipe of that name (`paper` -> configs/paper.toml in the package), also when a
+    folder of that name is in the way (`demo/`, which `make demo` writes)."""
     path = Path(name)
-    if path.exists() or path.suffix or len(path.parts) > 1:
+    a_path = bool(path.suffix) or len(path.parts) > 1 or str(name).endswith("/")
+    if path.is_dir() and a_path:
+        raise ConfigError(f"{name}: a folder, not a config file (give a TOML file, a run's "
+                          "config.json or a built-in recipe's name)")
+    if path.is_file() or a_path:
         return path
     recipe = resources.files(RECIPES) / f"{name}.toml"
     if not recipe.is_file():
