@@ -99,6 +99,7 @@ def test_recipes_layer_their_files_and_the_table_reads_per_epoch():
     assert recipes["paper"]["optim"]["lr"] == 0.01 and "bias_one" in recipes["paper"]["model"]
     assert recipes["paper+short-run"]["model"]["bias_one"] == 0.1
     assert recipes["paper+short-run"]["optim"]["lr_scaling"] == "linear"
+    assert recipes["paper+short-run"]["optim"]["hold_at_chance"] is True
     table = format_table({"a": {"val_top1_err": [0.9, 0.5], "seconds": 60.0},
                           "b": {"val_top1_err": [0.8], "seconds": 30.0}}, classes=16,
                          linear={"side": 32, "l2": 0.01, "val_acc": 0.125, "train_acc": 1.0})

@@ -191,9 +191,10 @@ def test_the_short_run_recipe_is_the_papers_plus_its_switches_only():
         return out
 
     assert changed(paper, short) == {"model.bias_one", "optim.lr_scaling",
-                                     "optim.plateau_patience"}
+                                     "optim.plateau_patience", "optim.hold_at_chance"}
     assert (short["model"]["bias_one"], short["optim"]["lr_scaling"],
-            short["optim"]["plateau_patience"]) == (0.1, "linear", 2)
+            short["optim"]["plateau_patience"], short["optim"]["hold_at_chance"]) == (
+        0.1, "linear", 2, True)
     assert changed(short, demo) == {"epochs", "batch_size", "log_every", "keep_checkpoints"}
 
 
