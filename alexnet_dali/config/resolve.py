@@ -140,7 +140,11 @@ def find_config_file(name: str | Path) -> Path:
 
 def load_config_file(name: str | Path) -> dict[str, Any]:
     """A TOML config (a path or a built-in recipe's name), or a run's saved config.json."""
-    path = find_config_file(name)
+    return read_config_file(find_config_file(name))
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The values of a config file found by `find_config_file`."""
     if path.suffix == ".json":
         try:
             return json.loads(path.read_text())
@@ -162,8 +166,8 @@ def resolve_config(data: str | None, *, config_file: str | Sequence[str] | None 
     dropped = frozenset(RETIRED_KEYS)
     layers = [] if base is None else [(base, Source("other", base_name))]
     files = (config_file,) if isinstance(config_file, (str, Path)) else tuple(config_file or ())
-    for name in files:
-        layers.append((load_config_file(name), Source("file", str(find_config_file(name)))))
+    for path in map(find_config_file, files):
+        layers.append((read_config_file(path), Source("file", str(path))))
     layers += [(parse_set(item), Source("set", item)) for item in sets]
     layers += [(_nested(FLAG_KEYS[name], value), Source("flag", "--" + name.replace("_", "-")))
                for name, value in (flags or {}).items() if value is not None]
